@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("d3rlpy", "minari"), default="d3rlpy")
     p.add_argument("--out", type=Path, required=True, help="d3rlpy: the .h5 file; minari: a folder (MINARI_DATASETS_PATH)")
     p.add_argument("--window", type=int, default=10, help="turns of history per observation (d3rlpy)")
+    p.add_argument("--actions", choices=("auto", "policy", "encoded"), default="auto",
+                   help="policy: the collecting agent's own GeMS latents (it must have acted through --gems); "
+                        "encoded: the GeMS encoding of each logged slate and clicks; auto: policy when possible")
     p.add_argument("--dataset-id", help="Minari dataset id (default slaterec/<env>/<dataset name>-v0)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
@@ -74,15 +77,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "d3rlpy":
         from .export import export_d3rlpy, sidecar_path
 
-        out = export_d3rlpy(args.dataset, args.gems, args.out, window=args.window, overwrite=args.overwrite)
+        out = export_d3rlpy(args.dataset, args.gems, args.out, window=args.window, overwrite=args.overwrite,
+                            actions=args.actions)
         meta = json.loads(sidecar_path(out).read_text())
         print(f"wrote {out} ({meta['transitions']} transitions, observation {meta['observation']['size']} values, "
-              f"action {meta['action']['size']}-d in [-1, 1], {100 * meta['action']['clipped_fraction']:.2f}% clipped) "
+              f"action {meta['action']['size']}-d in [-1, 1] ({meta['action']['source']}), {100 * meta['action']['clipped_fraction']:.2f}% clipped) "
               f"and {sidecar_path(out).name}")
     else:
         from .minari_export import export_minari
 
-        out, dataset_id = export_minari(args.dataset, args.gems, args.out, args.dataset_id, overwrite=args.overwrite)
+        out, dataset_id = export_minari(args.dataset, args.gems, args.out, args.dataset_id, overwrite=args.overwrite,
+                                        actions=args.actions)
         print(f"wrote Minari dataset {dataset_id!r} under {out} (load with MINARI_DATASETS_PATH={out} "
               f"minari.load_dataset({dataset_id!r}))")
     return 0

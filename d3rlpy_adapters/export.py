@@ -98,21 +98,57 @@ def latent_actions(ds: LoggedDataset, ckpt, chunk: int = 2048) -> tuple[np.ndarr
     return out, clipped / max(1, out.size)
 
 
-def build_arrays(ds: LoggedDataset, ckpt, window: int) -> dict[str, np.ndarray]:
-    """Flat transition arrays: observations (N, W*(2k+1)), actions (N, A), rewards (N,), terminals (N,)."""
+ACTION_SOURCES = ("auto", "policy", "encoded")
+
+
+def resolve_action_source(ds: LoggedDataset, ckpt, source: str = "auto") -> str:
+    """Which actions to export: ``"policy"`` (the latents the collecting policy sent to
+    this very GeMS, stored in ``actions.npy``) or ``"encoded"`` (the GeMS encoder mean of
+    each logged slate and clicks). ``"auto"`` takes the policy's own when it acted through
+    this GeMS, since re-encoding a decoded slate only approximates the latent that chose it."""
+    if source not in ACTION_SOURCES:
+        raise ValueError(f"actions must be one of {ACTION_SOURCES}, got {source!r}")
+    acted_through = (ds.provenance.get("gems") or {}).get("fingerprint")
+    has_own = "actions" in ds.extras and acted_through == ckpt.fingerprint
+    if source == "policy" and not has_own:
+        why = ("it stores no policy actions" if "actions" not in ds.extras else
+               f"its policy acted through GeMS {str(acted_through)[:12]}, not {ckpt.fingerprint[:12]}")
+        raise ProvenanceMismatchError(f"cannot export the policy's own actions of {ds.path}: {why}; "
+                                      "use actions='encoded' (or 'auto')")
+    if source == "auto":
+        return "policy" if has_own else "encoded"
+    return source
+
+
+def policy_actions(ds: LoggedDataset, ckpt) -> tuple[np.ndarray, float]:
+    """The collecting policy's own normalised GeMS actions (E, T, latent_dim), validated."""
+    a = np.asarray(ds.extras["actions"], dtype=np.float32)
+    if a.shape != (len(ds), ds.turns, ckpt.latent_dim):
+        raise DatasetError(f"{ds.path}: actions.npy has shape {a.shape}, expected "
+                           f"{(len(ds), ds.turns, ckpt.latent_dim)} for GeMS latent dimension {ckpt.latent_dim}")
+    if not np.isfinite(a).all():
+        raise DatasetError(f"{ds.path}: actions.npy contains NaN or infinite values")
+    clipped = int((np.abs(a) > 1).sum())
+    return np.clip(a, -1.0, 1.0), clipped / max(1, a.size)
+
+
+def build_arrays(ds: LoggedDataset, ckpt, window: int, actions: str = "encoded") -> dict[str, np.ndarray]:
+    """Flat transition arrays: observations (N, W*(2k+1)), actions (N, A), rewards (N,), terminals (N,).
+
+    ``actions`` is ``"encoded"`` or ``"policy"`` (see :func:`resolve_action_source`)."""
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 1 <= window <= ds.turns:
         raise ValueError(f"window must be an integer in [1, {ds.turns}] (turns per episode), got {window!r}")
     E, T = len(ds), ds.turns
     obs = np.empty((E, T, WindowLayout(window, ds.slate_size, ds.num_items).size), dtype=WindowLayout(window, ds.slate_size, ds.num_items).dtype)
     for start, slates, clicks in ds.iter_chunks(2048):
         obs[start : start + len(slates)] = episode_windows(slates, clicks, window, ds.num_items)
-    actions, clipped = latent_actions(ds, ckpt)
+    acts, clipped = policy_actions(ds, ckpt) if actions == "policy" else latent_actions(ds, ckpt)
     rewards = ds.rewards()
     terminals = np.zeros((E, T), dtype=np.float32)
     terminals[:, -1] = 1.0
     return {
         "observations": obs.reshape(E * T, -1),
-        "actions": actions.reshape(E * T, -1),
+        "actions": acts.reshape(E * T, -1),
         "rewards": rewards.reshape(E * T),
         "terminals": terminals.reshape(E * T),
         "clipped_fraction": np.float64(clipped),
@@ -158,15 +194,19 @@ def export_d3rlpy(
     out: PathLike,
     window: int = DEFAULT_WINDOW,
     overwrite: bool = False,
+    actions: str = "auto",
 ) -> Path:
-    """Write ``dataset`` as a d3rlpy file at ``out`` (plus its provenance sidecar); returns ``out``."""
+    """Write ``dataset`` as a d3rlpy file at ``out`` (plus its provenance sidecar); returns ``out``.
+
+    ``actions``: ``"auto"`` (default), ``"policy"`` or ``"encoded"``; see :func:`resolve_action_source`."""
     out = Path(out)
     side = sidecar_path(out)
     check_writable(out, overwrite)
     check_writable(side, overwrite)
     ds = check_dataset(dataset)
     ckpt = _load_gems(gems, ds)
-    arrays = build_arrays(ds, ckpt, window)
+    source = resolve_action_source(ds, ckpt, actions)
+    arrays = build_arrays(ds, ckpt, window, source)
     mdp = to_mdp_dataset(arrays)
     layout = WindowLayout(window, ds.slate_size, ds.num_items)
     with atomic_path(out, overwrite) as tmp:
@@ -182,7 +222,9 @@ def export_d3rlpy(
         file_sha256=sha256_file(out),
         observation=layout.describe(),
         action={"space": "continuous", "size": ckpt.latent_dim, "low": -1.0, "high": 1.0,
-                "meaning": "GeMS encoder mean of the logged (slate, clicks), (z - center) / scale",
+                "source": source,
+                "meaning": ("the collecting policy's own GeMS action" if source == "policy" else
+                            "GeMS encoder mean of the logged (slate, clicks), (z - center) / scale"),
                 "clipped_fraction": float(arrays["clipped_fraction"])},
         episodes=len(ds),
         turns=ds.turns,

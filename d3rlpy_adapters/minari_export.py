@@ -25,7 +25,8 @@ import numpy as np
 
 from gym_slaterec.provenance import PathLike, atomic_path, check_writable, write_json_atomic
 
-from .export import DatasetLike, _load_gems, check_dataset, export_provenance, latent_actions
+from .export import (DatasetLike, _load_gems, check_dataset, export_provenance, latent_actions, policy_actions,
+                     resolve_action_source)
 
 SIDECAR = "slaterec_export.json"
 
@@ -42,8 +43,11 @@ def export_minari(
     out: PathLike,
     dataset_id: Optional[str] = None,
     overwrite: bool = False,
+    actions: str = "auto",
 ) -> tuple[Path, str]:
-    """Write ``dataset`` as a Minari dataset under the folder ``out``; returns ``(out, dataset_id)``."""
+    """Write ``dataset`` as a Minari dataset under the folder ``out``; returns ``(out, dataset_id)``.
+
+    ``actions`` as in :func:`d3rlpy_adapters.export.export_d3rlpy`."""
     import gymnasium as gym
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
@@ -53,7 +57,8 @@ def export_minari(
     ds = check_dataset(dataset)
     ckpt = _load_gems(gems, ds)
     dataset_id = dataset_id or default_dataset_id(ds.env_id, ds.path.name if ds.path else "dataset")
-    actions, clipped = latent_actions(ds, ckpt)
+    source = resolve_action_source(ds, ckpt, actions)
+    acts, clipped = policy_actions(ds, ckpt) if source == "policy" else latent_actions(ds, ckpt)
     rewards = ds.rewards()
     T, k = ds.turns, ds.slate_size
     obs_space = gym.spaces.Dict({
@@ -69,7 +74,7 @@ def export_minari(
             id=e,
             observations={"slate": np.asarray(ds.slates[e]).astype(np.int64),
                           "clicks": np.asarray(ds.clicks[e]).astype(np.int8)},
-            actions=actions[e],
+            actions=acts[e],
             rewards=rewards[e].astype(np.float64),
             terminations=terminations,
             truncations=np.zeros(T, dtype=bool),
@@ -80,7 +85,7 @@ def export_minari(
         ds,
         ckpt,
         dataset_id=dataset_id,
-        action={"space": "continuous", "size": ckpt.latent_dim, "clipped_fraction": clipped},
+        action={"space": "continuous", "size": ckpt.latent_dim, "source": source, "clipped_fraction": clipped},
         episodes=len(ds),
     )
     old = os.environ.get("MINARI_DATASETS_PATH")

@@ -136,13 +136,35 @@ def test_export_round_trip_through_gems(work, agent_run):
     if gems_path != TRAINED_GEMS:
         pytest.skip(f"needs the trained GeMS {TRAINED_GEMS} (a few-step GeMS cannot reconstruct slates)")
     ds = collect(ENV, run_dir, 20, 11, work / "data_rt", progress=False)
-    h5 = export_d3rlpy(ds, gems_path, work / "rt.h5", window=3)
+    h5 = export_d3rlpy(ds, gems_path, work / "rt.h5", window=3, actions="encoded")
     data = load_d3rlpy(h5)
     gems = GeMSCheckpoint.load(gems_path)
     actions = np.concatenate([ep.actions for ep in data.buffer.episodes])
     decoded = gems.decode_latent(gems.from_action(actions))
     acc = float((decoded == ds.slates[:, 1:].reshape(-1, 10)).mean())
     assert acc > 0.5, acc  # measured about 0.6-0.8 for slates the GeMS decoded itself
+
+
+def test_export_prefers_the_policy_own_actions(work, agent_run, reference_datasets, tiny_gems):
+    """An agent that acted through this GeMS exports its own latents (exactly the stored
+    actions); another GeMS, or a policy without actions, falls back to / requires encoding."""
+    run_dir, gems_path = agent_run
+    ds = collect(ENV, run_dir, 6, 21, work / "data_own", progress=False)
+    h5 = export_d3rlpy(ds, gems_path, work / "own.h5", window=3)
+    data = load_d3rlpy(h5)
+    assert data.meta["action"]["source"] == "policy"
+    exported = np.concatenate([ep.actions for ep in data.buffer.episodes])
+    np.testing.assert_array_equal(exported, np.clip(ds.extras["actions"].reshape(-1, exported.shape[1]), -1, 1))
+    enc = load_d3rlpy(export_d3rlpy(ds, gems_path, work / "own_enc.h5", window=3, actions="encoded"))
+    assert enc.meta["action"]["source"] == "encoded"
+    assert not np.array_equal(np.concatenate([ep.actions for ep in enc.buffer.episodes]), exported)
+    ref = reference_datasets["oracle"]
+    assert load_d3rlpy(export_d3rlpy(ref, tiny_gems, work / "ref_auto.h5", window=3)).meta["action"]["source"] == "encoded"
+    with pytest.raises(ProvenanceMismatchError, match="stores no policy actions"):
+        export_d3rlpy(ref, tiny_gems, work / "ref_pol.h5", actions="policy")
+    with pytest.raises(ValueError, match="actions must be one of"):
+        export_d3rlpy(ds, gems_path, work / "bad.h5", actions="latent")
+    assert not (work / "ref_pol.h5").exists() and not (work / "bad.h5").exists()
 
 
 # ------------------------------------------------------------------ export

@@ -39,6 +39,16 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _S31)
 
 
+def _mix_inplace(x: np.ndarray, tmp: np.ndarray) -> None:
+    """``_mix`` overwriting ``x``; ``tmp`` is scratch of the same shape (no allocations)."""
+    for shift, mult in ((_S30, _M1), (_S27, _M2)):
+        np.right_shift(x, shift, out=tmp)
+        np.bitwise_xor(x, tmp, out=x)
+        np.multiply(x, mult, out=x)
+    np.right_shift(x, _S31, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+
+
 #: Stream ids: the same seed gives independent streams for different consumers.
 STREAM_ENV = 0
 STREAM_POLICY = 1
@@ -50,6 +60,20 @@ def seed_to_key(seeds: np.ndarray | int, stream: int = STREAM_ENV) -> np.ndarray
     with np.errstate(over="ignore"):
         salt = _mix(np.uint64(stream) * _M2 + np.uint64(0x5EED5EED5EED5EED))
         return _mix(_mix(s + _GOLDEN) ^ salt)
+
+
+_CHUNK = 1 << 14  # draws per chunk of a large call: its scratch stays in the L2 cache
+_STEPS: dict[int, np.ndarray] = {}
+
+
+def _golden_steps(n: int) -> np.ndarray:
+    """``pos * golden`` for pos in 0..n-1 (cached: the same few sizes recur every turn)."""
+    steps = _STEPS.get(n)
+    if steps is None:
+        steps = np.arange(n, dtype=np.uint64) * _GOLDEN
+        if len(_STEPS) < 64:
+            _STEPS[n] = steps
+    return steps
 
 
 class BatchRNG:
@@ -72,24 +96,54 @@ class BatchRNG:
         self.keys[idx] = seed_to_key(seeds, self.stream)
         self.counters[idx] = 0
 
-    def _bits(self, n: int, idx: np.ndarray | None) -> np.ndarray:
+    def _bits(self, n: int, idx: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+        """Raw 64-bit draws (users, n); ``out`` may be a float64 array of that shape,
+        which then receives the uniforms instead (computed in cache-sized row chunks)."""
         if n > BLOCK:
             raise ValueError(f"at most {BLOCK} draws per user per call, got {n}")
         keys = self.keys if idx is None else self.keys[idx]
         ctr = self.counters if idx is None else self.counters[idx]
-        pos = np.arange(n, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            base = ctr * np.uint64(BLOCK)
-            x = _mix(keys[:, None] + (base[:, None] + pos[None, :] + np.uint64(1)) * _GOLDEN)
-            if idx is None:
-                self.counters += np.uint64(1)
-            else:
-                self.counters[idx] += np.uint64(1)
+        # key + (counter * BLOCK + pos + 1) * golden, split into a per-user and a
+        # per-position term (equal modulo 2**64). Array arithmetic wraps silently.
+        start = keys + (ctr * np.uint64(BLOCK) + np.uint64(1)) * _GOLDEN
+        steps = _golden_steps(n)[None, :]
+        rows = max(1, _CHUNK // max(n, 1))
+        if out is None and len(start) <= rows:
+            x = np.add(start[:, None], steps)
+            _mix_inplace(x, np.empty_like(x))
+        else:
+            x = np.empty((min(rows, len(start)), n), dtype=np.uint64)
+            tmp = np.empty_like(x)
+            full = np.empty((len(start), n), dtype=np.uint64) if out is None else None
+            for a in range(0, len(start), rows):
+                c = min(rows, len(start) - a)
+                xc, tc = x[:c], tmp[:c]
+                np.add(start[a : a + c, None], steps, out=xc)
+                _mix_inplace(xc, tc)
+                if out is None:
+                    full[a : a + c] = xc
+                else:
+                    np.right_shift(xc, _S11, out=xc)
+                    dst = out[a : a + c]
+                    dst[...] = xc
+                    dst *= _TWO_POW_M53
+            x = full if out is None else out
+        if idx is None:
+            self.counters += np.uint64(1)
+        else:
+            self.counters[idx] += np.uint64(1)
         return x
 
     def uniform(self, n: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Uniform floats in [0, 1), shape (users, n)."""
-        return (self._bits(n, idx) >> _S11).astype(np.float64) * _TWO_POW_M53
+        users = len(self.keys) if idx is None else len(idx)
+        if users * n > _CHUNK:
+            return self._bits(n, idx, out=np.empty((users, n), dtype=np.float64))
+        x = self._bits(n, idx)
+        np.right_shift(x, _S11, out=x)
+        out = x.astype(np.float64)
+        out *= _TWO_POW_M53
+        return out
 
     def integers(self, high: int, n: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Uniform integers in [0, high), shape (users, n).
@@ -117,12 +171,18 @@ def distinct_integers(rng: BatchRNG, high: int, n: int, idx: np.ndarray | None =
     if n > high:
         raise ValueError(f"cannot draw {n} distinct values from {high}")
     users = np.arange(len(rng)) if idx is None else np.asarray(idx)
-    out = rng.integers(high, n, users)
+    out = rng.integers(high, n, idx)
+    if n < 2:
+        return out
     todo = np.arange(len(users))
+    rows = out
     while True:
-        s = np.sort(out[todo], axis=1)
-        dup = (s[:, 1:] == s[:, :-1]).any(axis=1)
-        todo = todo[dup]
-        if todo.size == 0:
+        s = np.sort(rows, axis=1)
+        # Rows holding a repeat, from the flat positions of equal neighbours (cheaper
+        # than a per-row any() on short rows).
+        bad = np.flatnonzero(s[:, 1:] == s[:, :-1]) // (n - 1)
+        if bad.size == 0:
             return out
-        out[todo] = rng.integers(high, n, users[todo])
+        todo = todo[np.unique(bad)]
+        rows = rng.integers(high, n, users[todo])
+        out[todo] = rows

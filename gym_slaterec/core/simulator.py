@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+from scipy.special import expit
 
 from .config import SimulatorConfig
 from .embeddings import EmbeddingsLike, ItemCatalogue, load_item_embeddings
@@ -44,15 +45,9 @@ def topic_norm_sum(x: np.ndarray, topic_size: int) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    # Clipping keeps exp finite (sigmoid(+-500) is 1 or 0 to double precision)
-    # without np.errstate, which costs more than the whole computation for one user;
-    # numpy's tanh is ~4x slower than exp.
-    z = np.maximum(x, -500.0)  # two ufuncs: np.clip's dispatch costs more at this size
-    np.minimum(z, 500.0, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1.0
-    return np.reciprocal(z, out=z)
+    """Logistic function; scipy's ``expit`` is one ufunc call (no overflow warnings),
+    which matters at the single env's size, where call overhead dominates."""
+    return expit(x)
 
 
 def row_counts(values: np.ndarray, num_values: int, valid: Optional[np.ndarray] = None) -> np.ndarray:
@@ -121,18 +116,19 @@ class TopicRecSimulator:
         self.last_slate = np.tile(self.initial_slate, (b, 1))
         self.last_clicks = np.zeros((b, k), dtype=bool)
         self.rng = BatchRNG(np.arange(b))
-        # Uniforms of every click decision of the current episode, drawn at reset
-        # (one counter block per episode instead of one per turn).
-        self.click_u = np.zeros((b, config.episode_length + 1, k), dtype=np.float64)
+        # All uniforms of the current episode, drawn at reset (one counter block per
+        # episode instead of one per turn); the click decisions' are its last columns.
+        T, half = config.episode_length, (K * config.topic_size + 1) // 2
+        self._u_user = 2 * half + K + 1  # user sampling, then clicks
+        self._episode_u = np.zeros((b, self._u_user + (T + 1) * k), dtype=np.float64)
+        self.click_u = self._episode_u[:, self._u_user :].reshape(b, T + 1, k)  # a view
+        self._click_idx = (np.arange(b) * self._episode_u.shape[1] + self._u_user)[:, None] + np.arange(k)
         self._rows = np.arange(b)
         self._one_user_fast = b == 1 and config.short_term_boost == 1.0 and k <= L
 
     # ------------------------------------------------------------------ helpers
     def _n(self, sel: Selection) -> int:
         return self.num_users if isinstance(sel, slice) else len(sel)
-
-    def _rng_idx(self, sel: Selection) -> Optional[np.ndarray]:
-        return None if isinstance(sel, slice) else sel
 
     def _boredom_update(self, sel: Selection, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step 1 of turn ``turn``, computed without touching the state.
@@ -181,12 +177,8 @@ class TopicRecSimulator:
             attract = np.where(crowded[:, None], attract / cfg.diversity_penalty, attract)
         click_probs = attract * self.examination
         t = self.t[sel]
-        if isinstance(sel, slice):
-            u = self.click_u[self._rows, t]
-        else:
-            u = self.click_u[sel, t]
-        clicks = u < click_probs
-        rewards = clicks.sum(axis=1).astype(np.float64)
+        clicks = self._click_uniforms(sel, t) < click_probs
+        rewards = np.count_nonzero(clicks, axis=1).astype(np.float64)
 
         if self.num_users == 1 and self.slate_size <= cfg.recent_items_maxlen:
             ranks = np.flatnonzero(clicks[0])
@@ -201,22 +193,35 @@ class TopicRecSimulator:
         self.last_clicks[sel] = clicks
         return Turn(slates, clicks, rewards, scores, click_probs, bored, slate_topics)
 
+    def _click_uniforms(self, sel: Selection, t: np.ndarray) -> np.ndarray:
+        """(b, k) uniforms of the click decisions of turn ``t`` of the selected users."""
+        k = self.slate_size
+        if isinstance(sel, slice) and t[0] == t[-1] and (t == t[0]).all():
+            start = int(t[0]) * k  # all users at the same turn: a plain view
+            return self._episode_u[:, self._u_user + start : self._u_user + start + k]
+        base = self._click_idx if isinstance(sel, slice) else self._click_idx[sel]
+        return np.take(self._episode_u, base + (t * k)[:, None])
+
     def _one_user_clicks(self, t: int, ranks: np.ndarray, item_vecs: np.ndarray, slate_topics: np.ndarray) -> None:
         """Steps 7-8 for a population of one user (the single env): same updates as
         ``_update_log`` and ``_influence`` on 1-D arrays, which avoids their batch
         bookkeeping. Tests pin both paths to the same trajectories."""
         L = self.config.recent_items_maxlen
-        ptr = int(self.log_ptr[0])
-        pos = (ptr + np.arange(len(ranks))) % L
+        ptr, n = int(self.log_ptr[0]), len(ranks)
+        pos = slice(ptr, ptr + n) if ptr + n <= L else np.arange(ptr, ptr + n) % L
         self.log_topic[0, pos] = slate_topics[ranks]
         self.log_stamp[0, pos] = t
-        self.log_ptr[0] = (ptr + len(ranks)) % L
+        self.log_ptr[0] = (ptr + n) % L
         omega, m = self.config.omega, self.config.topic_size
         user = self.user[0]
         pull = (1.0 - omega) * item_vecs[ranks]
         for x in pull:
-            user = omega * user + x
-            user /= np.sqrt(np.square(user).reshape(-1, m).sum(axis=1)).sum()
+            user = omega * user
+            user += x
+            if m == 2:
+                user /= np.hypot(user[0::2], user[1::2]).sum()
+            else:
+                user /= np.sqrt(np.square(user).reshape(-1, m).sum(axis=1)).sum()
         self.user[0] = user
 
     @staticmethod
@@ -255,17 +260,23 @@ class TopicRecSimulator:
         so the loop runs max-clicks-per-user times, not k times.
         """
         omega, m = self.config.omega, self.config.topic_size
-        user = self.user[sel]
+        user = self.user if isinstance(sel, slice) else self.user[sel]
+        pull = (1.0 - omega) * item_vecs[rows, ranks]  # (clicks, d)
         last = int(order.max())
-        for j in range(last + 1):
-            if last == 0:
-                r, rk = rows, ranks  # nobody clicked twice
-            else:
-                at = order == j
-                r, rk = rows[at], ranks[at]
-            u = omega * user[r] + (1.0 - omega) * item_vecs[r, rk]
-            user[r] = u / topic_norm_sum(u, m)[:, None]
-        self.user[sel] = user
+        if last == 0:  # nobody clicked twice
+            groups = [(rows, pull)]
+        else:  # clicks grouped by their order, each group a contiguous slice
+            by_order = np.argsort(order, kind="stable")
+            ends = np.cumsum(np.bincount(order, minlength=last + 1))
+            rows_o, pull_o = rows[by_order], pull[by_order]
+            groups = [(rows_o[a:e], pull_o[a:e]) for a, e in zip(np.r_[0, ends[:-1]], ends)]
+        for r, x in groups:
+            u = omega * user[r]
+            u += x
+            u /= topic_norm_sum(u, m)[:, None]
+            user[r] = u
+        if not isinstance(sel, slice):
+            self.user[sel] = user
 
     # --------------------------------------------------------------- public API
     def seed(self, seeds: np.ndarray, sel: Selection = ALL) -> None:
@@ -287,13 +298,18 @@ class TopicRecSimulator:
         cfg = self.config
         b, K, m, k, T = self._n(sel), self.num_topics, cfg.topic_size, self.slate_size, cfg.episode_length
         half = (K * m + 1) // 2
-        u = self.rng.uniform(2 * half + K + 1 + (T + 1) * k, self._rng_idx(sel))
+        n = self._episode_u.shape[1]
+        if isinstance(sel, slice):
+            u = self._episode_u[sel]
+            self.rng._bits(n, None, out=u)
+        else:
+            u = self.rng.uniform(n, sel)
+            self._episode_u[sel] = u
         normal = box_muller(u[:, : 2 * half], K * m)
         comps = np.abs(np.clip(cfg.user_component_std * normal, -1.0, 1.0))
         weights = u[:, 2 * half : 2 * half + K] ** cfg.user_weight_power
         weights /= weights.sum(axis=1, keepdims=True)
         random_topic = np.minimum((u[:, 2 * half + K] * K).astype(np.int64), K - 1)
-        self.click_u[sel] = u[:, 2 * half + K + 1 :].reshape(b, T + 1, k)
 
         user = comps * np.repeat(weights, m, axis=1)
         self.user[sel] = user / topic_norm_sum(user, m)[:, None]
@@ -337,15 +353,21 @@ class TopicRecSimulator:
         self.t[0] += 1
         t = int(self.t[0])
         bored, timeout = self.bored[0], self.bored_timeout[0]
-        # 1. boredom update
-        timeout -= bored
-        bored &= timeout != 0
-        timeout[~bored] = cfg.boredom_timeout
+        # 1. boredom update (timeouts of topics that are not bored always hold the
+        # full timeout, so with no bored topic only the count can change anything)
+        # np.count_nonzero is the cheapest reduction on a 10-element array
+        if np.count_nonzero(bored):
+            timeout -= bored
+            bored &= timeout != 0
+            timeout[~bored] = cfg.boredom_timeout
         live = self.log_stamp[0] >= t - 1 - cfg.boredom_moving_window
         counts = np.bincount(self.log_topic[0][live], minlength=self.num_topics)
         bored |= counts >= cfg.boredom_threshold
         # 2. effective user
-        eff = (self.user[0].reshape(self.num_topics, -1) * ~bored[:, None]).ravel()
+        if np.count_nonzero(bored):
+            eff = (self.user[0].reshape(self.num_topics, -1) * ~bored[:, None]).ravel()
+        else:
+            eff = self.user[0]
         # 3-6. relevance, attractiveness, clicks
         slate = slates[0]
         item_vecs = self._items64.take(slate, axis=0)

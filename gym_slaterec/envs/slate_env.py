@@ -45,11 +45,12 @@ def check_slates(action: Any, batch: int, slate_size: int, num_items: int) -> np
         raise ValueError(f"action must hold integer item ids, got dtype {a.dtype}")
     if a.shape != expected:
         raise ValueError(f"action must have shape {expected} (slate size {slate_size}), got {a.shape}")
-    if a.min() < 0 or a.max() >= num_items:
-        bad = a[(a < 0) | (a >= num_items)].ravel()[0]
-        raise ValueError(f"action contains item id {bad}, outside [0, {num_items - 1}]")
     if a.dtype != np.int64:
         a = a.astype(np.int64)
+    # One comparison checks both ends: negative ids wrap to huge unsigned values.
+    if np.count_nonzero(a.view(np.uint64) >= num_items):
+        bad = a[(a < 0) | (a >= num_items)].ravel()[0]
+        raise ValueError(f"action contains item id {bad}, outside [0, {num_items - 1}]")
     return a.reshape(max(batch, 1), slate_size)
 
 
@@ -159,7 +160,7 @@ class SlateRecEnv(gym.Env):
         return self.simulator.bored[0].copy()
 
     def _obs(self, turn: Turn) -> dict[str, np.ndarray]:
-        return {"slate": turn.slates[0].copy(), "clicks": turn.clicks[0].view(np.int8).copy()}
+        return {"slate": turn.slates[0].copy(), "clicks": turn.clicks[0].astype(np.int8)}
 
     def _info(self, turn: Turn) -> dict[str, Any]:
         info: dict[str, Any] = {"turn": int(self.simulator.t[0])}
@@ -187,8 +188,9 @@ class SlateRecEnv(gym.Env):
         slate = check_slates(action, 0, sim.slate_size, sim.num_items)
         turn = sim.step(slate)
         self._last_turn = turn
-        terminated = bool(sim.t[0] >= self._episode_length)
-        return self._obs(turn), float(turn.rewards[0]), terminated, False, self._info(turn)
+        t = int(sim.t[0])
+        info = self._info(turn) if self.analysis_info else {"turn": t}
+        return self._obs(turn), float(turn.rewards[0]), t >= self._episode_length, False, info
 
     def render(self) -> Optional[str]:
         if self.render_mode != "ansi" or self._last_turn is None:
