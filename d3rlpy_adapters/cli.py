@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-users", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--gamma", type=float, default=0.8)
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other OfflineConfig field, e.g. --set td3bc_alpha=1.0 (repeatable)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_train_offline)
 
@@ -99,6 +101,10 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
     cfg = OfflineConfig(algo=args.algo, steps=args.steps, seed=args.seed, eval_every=args.eval_every,
                         val_users=args.val_users, test_users=args.test_users, batch_size=args.batch_size,
                         gamma=args.gamma)
+    if args.set_:
+        from sb3_slate.methods import parse_set
+
+        cfg = cfg.with_overrides(parse_set(args.set_))
     res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite)
     t = res["test"]
     print(f"offline {args.algo}: best validation {res['best']['validation_return']:.2f} at step {res['best']['step']}; "

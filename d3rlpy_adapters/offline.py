@@ -89,8 +89,26 @@ class OfflineConfig:
             if v is not None and not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"OfflineConfig.{name} must be a positive number, got {v!r}")
 
+        for name in ("td3bc_alpha", "cql_conservative_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise ValueError(f"OfflineConfig.{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(self.iql_expectile, bool) or not isinstance(self.iql_expectile, (int, float)) \
+                or not 0.0 < self.iql_expectile < 1.0:
+            raise ValueError(f"OfflineConfig.iql_expectile must lie in (0, 1), got {self.iql_expectile!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "OfflineConfig":
+        """A copy with ``{field: value}`` applied; unknown fields are refused by name."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown offline setting(s) {unknown}; known: {sorted(names)}")
+        out = dataclasses.replace(self, **overrides)
+        out.validate()
+        return out
 
 
 def make_algorithm(config: OfflineConfig, layout: WindowLayout):

@@ -84,6 +84,9 @@ def main() -> None:
     p.add_argument("--test-users", type=int, default=500)
     p.add_argument("--val-users", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="ALGO.KEY=VALUE",
+                   help="an OfflineConfig field for one algorithm, e.g. td3bc.td3bc_alpha=1.0")
+    p.add_argument("--tag", default="", help="suffix of the run directories (a variant of the same algorithms)")
     args = p.parse_args()
     torch.set_num_threads(1)
     steps = {k: int(v) for k, v in (kv.split("=") for kv in args.steps.split(","))}
@@ -130,21 +133,24 @@ def main() -> None:
         print(f"[{level}] {policy}: dataset {entry['dataset_mean_return']:.2f}, test users "
               f"{entry['policy_test']['mean']:.2f}", flush=True)
         for algo in args.algos.split(","):
-            run_dir = args.out / f"{level}_{algo}"
+            run_dir = args.out / f"{level}_{algo}{args.tag}"
             if (run_dir / "results.json").is_file():
                 r = json.loads((run_dir / "results.json").read_text())
             else:
                 cfg = OfflineConfig(algo=algo, steps=steps[algo], seed=args.seed, eval_every=args.eval_every,
                                     val_users=args.val_users, test_users=args.test_users)
+                cfg = cfg.with_overrides({k.split(".", 1)[1]: float(v) for k, v in
+                                          (kv.split("=", 1) for kv in args.set_) if k.startswith(algo + ".")})
                 r = train_offline(algo, h5, args.gems, run_dir, cfg, overwrite=False)
-            entry["runs"][algo] = {
+            entry["runs"][algo + args.tag] = {
                 "steps": r["budget"]["gradient_steps"], "test": r["test"], "best": r["best"],
+                "config": json.loads((run_dir / "config.json").read_text()),
                 "validation": [(v["step"], v["mean"]) for v in r["validation"]],
                 "wall_time_s": r["wall_time_s"], "breakdown": r.get("wall_time_breakdown_s"),
                 "fraction_of_collecting_policy": r["test"]["mean"] / entry["policy_test"]["mean"],
             }
             save()
-            print(f"   {algo}: test {r['test']['mean']:.2f} ({100 * entry['runs'][algo]['fraction_of_collecting_policy']:.0f}% "
+            print(f"   {algo}{args.tag}: test {r['test']['mean']:.2f} ({100 * entry['runs'][algo + args.tag]['fraction_of_collecting_policy']:.0f}% "
                   f"of the collecting policy), {r['wall_time_s']:.0f} s", flush=True)
 
     print("\n| dataset (collecting policy) | policy test return | " + " | ".join(
@@ -153,7 +159,7 @@ def main() -> None:
     for level, e in results["levels"].items():
         cells = []
         for algo in args.algos.split(","):
-            run = e["runs"].get(algo)
+            run = e["runs"].get(algo + args.tag)
             if run:
                 lo, hi = run["test"]["ci95"]
                 cells.append(f"{run['test']['mean']:.1f} [{lo:.1f}, {hi:.1f}] ({100 * run['fraction_of_collecting_policy']:.0f}%)")

@@ -318,3 +318,16 @@ def test_cli_collect_export_train(work, tiny_gems, capsys):
     assert main(["export", str(data), "--gems", str(tiny_gems), "--out", str(h5)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["collect", ENV, "--policy", "nobody", "--episodes", "3", "--out", str(work / "nope")]) == 2
+
+
+def test_offline_config_overrides_are_checked():
+    from d3rlpy_adapters.offline import OfflineConfig
+
+    cfg = OfflineConfig().with_overrides({"td3bc_alpha": 1.0, "steps": 7})
+    assert cfg.td3bc_alpha == 1.0 and cfg.steps == 7 and OfflineConfig().td3bc_alpha == 2.5
+    with pytest.raises(ValueError, match="unknown offline setting.*alpha"):
+        OfflineConfig().with_overrides({"alpha": 1.0})
+    with pytest.raises(ValueError, match="td3bc_alpha"):
+        OfflineConfig().with_overrides({"td3bc_alpha": -1.0})
+    with pytest.raises(ValueError, match="iql_expectile"):
+        OfflineConfig().with_overrides({"iql_expectile": 1.5})

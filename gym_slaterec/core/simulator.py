@@ -270,9 +270,9 @@ class TopicRecSimulator:
             groups = [(rows, pull)]
         else:  # clicks grouped by their order, each group a contiguous slice
             by_order = np.argsort(order, kind="stable")
-            ends = np.cumsum(np.bincount(order, minlength=last + 1))
+            ends = np.cumsum(np.bincount(order)).tolist()
             rows_o, pull_o = rows[by_order], pull[by_order]
-            groups = [(rows_o[a:e], pull_o[a:e]) for a, e in zip(np.r_[0, ends[:-1]], ends)]
+            groups = [(rows_o[a:e], pull_o[a:e]) for a, e in zip([0] + ends[:-1], ends)]
         for r, x in groups:
             u = omega * user[r]
             u += x
