@@ -21,11 +21,17 @@ def small_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(small_dataset, tmp_path_factory):
-    """A short training (200 steps of batch 256: about 12 s on one free core) on the small dataset."""
+    """A short training (600 steps of batch 256: about 30 s on one free core) on the small dataset.
+
+    A 256-d latent with lambda_kl 0.01 and lr 3e-3: with the paper's 32-d latent the
+    code is the bottleneck and the same 600 steps reconstruct only ~9 % of held-out
+    items (34 % after 32 minutes on 20,000 episodes; BENCHMARKS.md).
+    """
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("gems_ckpt") / "gems.pt"
-    config = GeMSConfig(epochs=4, seed=0, eval_every=100, val_max_samples=3000)
-    ckpt = train_gems(small_dataset, config, out=path, progress=False, max_steps=200)
+    config = GeMSConfig(latent_dim=256, lambda_kl=0.01, lr=3e-3, epochs=20, seed=0, eval_every=300,
+                        val_max_samples=3000)
+    ckpt = train_gems(small_dataset, config, out=path, progress=False, max_steps=600)
     return ckpt, path
 
 
@@ -82,13 +88,13 @@ def test_training_reconstructs_logged_slates(trained, small_dataset):
     slates = np.asarray(small_dataset.slates[val_eps]).reshape(-1, 10).astype(np.int64)
     clicks = np.asarray(small_dataset.clicks[val_eps]).reshape(-1, 10)
     z = ckpt.encode_latent(slates, clicks)
-    assert z.shape == (len(slates), 32) and z.dtype == np.float32
+    assert z.shape == (len(slates), ckpt.latent_dim) and z.dtype == np.float32
     decoded = ckpt.decode_latent(z)
     acc = float((decoded == slates).mean())
-    # Chance is 1/1000 (0.001). This 200-step training measured 0.05 on held-out
-    # episodes (0.076 after 400 steps); the threshold keeps a 2x margin.
-    assert acc > 0.025, acc
-    assert ckpt.val_metrics["slate_acc"] > 0.025
+    # Most items of held-out episodes come back (chance is 1/1000); measured 0.67
+    # (0.57 with a 128-d latent). Half of each logged slate is uniformly random items.
+    assert acc > 0.5, acc
+    assert ckpt.val_metrics["slate_acc"] > 0.5
     assert set(ckpt.val_metrics) >= {"loss", "slate", "click", "kl", "slate_acc", "click_acc"}
 
 
@@ -104,7 +110,8 @@ def test_decoding_is_deterministic(trained):
 
 def test_bounds_cover_encoder_means_and_actions_roundtrip(trained, small_dataset):
     ckpt, _ = trained
-    assert ckpt.low.shape == ckpt.high.shape == (32,) and (ckpt.high > ckpt.low).all()
+    d = ckpt.latent_dim
+    assert ckpt.low.shape == ckpt.high.shape == (d,) and (ckpt.high > ckpt.low).all()
     slates = np.asarray(small_dataset.slates[:20]).reshape(-1, 10).astype(np.int64)
     clicks = np.asarray(small_dataset.clicks[:20]).reshape(-1, 10)
     mu = ckpt.encode_latent(slates, clicks)
@@ -112,8 +119,8 @@ def test_bounds_cover_encoder_means_and_actions_roundtrip(trained, small_dataset
     # low/high are min(mu - sigma)/max(mu + sigma) over training turns: means lie well inside
     assert (np.abs(a) <= 1.0).mean() > 0.99
     np.testing.assert_allclose(ckpt.from_action(a), mu, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(ckpt.from_action(np.ones(32)), ckpt.high, rtol=1e-6)
-    np.testing.assert_allclose(ckpt.from_action(-np.ones(32)), ckpt.low, rtol=1e-6)
+    np.testing.assert_allclose(ckpt.from_action(np.ones(d)), ckpt.high, rtol=1e-6)
+    np.testing.assert_allclose(ckpt.from_action(-np.ones(d)), ckpt.low, rtol=1e-6)
 
 
 def test_checkpoint_roundtrip_and_provenance(trained, small_dataset):
@@ -121,7 +128,7 @@ def test_checkpoint_roundtrip_and_provenance(trained, small_dataset):
     loaded = GeMSCheckpoint.load(path, expect_env_id=ENV, expect_item_embeddings_fingerprint=small_dataset.item_embeddings_fingerprint)
     assert loaded.env_id == ENV
     assert loaded.provenance["inputs"]["dataset"] == small_dataset.fingerprint
-    assert loaded.provenance["hyperparameters"]["lambda_kl"] == 1.0
+    assert loaded.provenance["hyperparameters"]["lambda_kl"] == 0.01 and loaded.latent_dim == 256
     assert loaded.config == ckpt.config and len(loaded.fingerprint) == 64
     np.testing.assert_array_equal(loaded.low, ckpt.low)
     np.testing.assert_array_equal(loaded.item_embedding_table(), ckpt.item_embedding_table())
@@ -186,7 +193,7 @@ def test_cli_refuses_overwrite_and_reports_info(trained, small_dataset, capsys):
     import json
 
     info = json.loads(capsys.readouterr().out)
-    assert info["env_id"] == ENV and len(info["bounds"]["low"]) == 32
+    assert info["env_id"] == ENV and len(info["bounds"]["low"]) == 256
     assert info["provenance"]["inputs"]["dataset"] == small_dataset.fingerprint
     assert main(["gems-info", str(path.with_name("missing.pt"))]) == 2
     assert main(["pretrain-gems", str(small_dataset.path), "--out", str(path.with_name("x.pt")), "--item-init", "bogus"]) == 2
