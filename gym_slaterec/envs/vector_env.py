@@ -111,7 +111,9 @@ class SlateRecVectorEnv(VectorEnv):
                 turn = sim.step(slates[going], going)
                 rewards[going] = turn.rewards
                 turns.append((going, turn))
-            turns.append((restart, sim.reset(restart)))
+            # all users restarting together (the usual case): the cheaper whole-batch path
+            every = slice(None) if restart.size == self.num_envs else restart
+            turns.append((every, sim.reset(every)))
         terminated = sim.terminated()
         self._autoreset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
