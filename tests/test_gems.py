@@ -9,30 +9,8 @@ import torch
 from gym_slaterec.gems import GeMS, GeMSCheckpoint, GeMSConfig, train_gems
 from gym_slaterec.gems.data import TurnSampler
 from gym_slaterec.provenance import ArtifactExistsError, ProvenanceMismatchError
-from gym_slaterec.rollouts import generate_logged_data
 
 ENV = "SlateRec/FocusedTopDown-v0"
-
-
-@pytest.fixture(scope="session")
-def small_dataset(tmp_path_factory):
-    return generate_logged_data(ENV, tmp_path_factory.mktemp("gems") / "logged", episodes=300, seed=3, progress=False)
-
-
-@pytest.fixture(scope="session")
-def trained(small_dataset, tmp_path_factory):
-    """A short training (600 steps of batch 256: about 30 s on one free core) on the small dataset.
-
-    A 256-d latent with lambda_kl 0.01 and lr 3e-3: with the paper's 32-d latent the
-    code is the bottleneck and the same 600 steps reconstruct only ~9 % of held-out
-    items (34 % after 32 minutes on 20,000 episodes; BENCHMARKS.md).
-    """
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("gems_ckpt") / "gems.pt"
-    config = GeMSConfig(latent_dim=256, lambda_kl=0.01, lr=3e-3, epochs=20, seed=0, eval_every=300,
-                        val_max_samples=3000)
-    ckpt = train_gems(small_dataset, config, out=path, progress=False, max_steps=600)
-    return ckpt, path
 
 
 def test_model_shapes_and_detached_item_table():
