@@ -39,3 +39,16 @@ def test_distinct_integers_are_distinct_uniform_and_per_user():
     assert ((counts - 250) ** 2 / 250).sum() < 45  # chi-square, 11 dof
     again = distinct_integers(BatchRNG(np.arange(3000)), 12, 10, np.array([5, 2999]))
     np.testing.assert_array_equal(again, out[[5, 2999]])
+
+
+def test_uniform_at_reads_any_part_of_a_consumed_block():
+    rng = BatchRNG(np.arange(6) + 11)
+    rng.uniform(3)  # block 0
+    blocks = rng.counters.copy()
+    whole = rng.uniform(40)  # block 1, all 40 positions
+    assert (rng.counters == blocks + 1).all()
+    offsets = np.array([0, 5, 30, 7, 0, 12])
+    part = rng.uniform_at(blocks, offsets, 10)
+    np.testing.assert_array_equal(part, np.stack([whole[i, o : o + 10] for i, o in enumerate(offsets)]))
+    assert (rng.counters == blocks + 1).all()  # reading moved no counter
+    np.testing.assert_array_equal(rng.uniform_at(blocks[[4]], offsets[[4]], 10, np.array([4])), part[[4]])

@@ -145,6 +145,22 @@ class BatchRNG:
         out *= _TWO_POW_M53
         return out
 
+    def uniform_at(self, blocks: np.ndarray, offsets: np.ndarray, n: int, idx: np.ndarray | None = None) -> np.ndarray:
+        """The uniforms at positions ``offsets .. offsets + n`` of the given counter
+        ``blocks`` (one of each per selected user), shape (users, n); no counter moves.
+
+        Equal to the matching columns of the ``uniform`` call that consumed those
+        blocks, so a block drawn in part can be read later, turn by turn.
+        """
+        keys = self.keys if idx is None else self.keys[idx]
+        start = keys + (blocks * np.uint64(BLOCK) + offsets.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+        x = np.add(start[:, None], _golden_steps(n)[None, :])
+        _mix_inplace(x, np.empty_like(x))
+        np.right_shift(x, _S11, out=x)
+        out = x.astype(np.float64)
+        out *= _TWO_POW_M53
+        return out
+
     def integers(self, high: int, n: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Uniform integers in [0, high), shape (users, n).
 

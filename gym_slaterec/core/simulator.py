@@ -120,13 +120,19 @@ class TopicRecSimulator:
         self.last_slate = np.tile(self.initial_slate, (b, 1))
         self.last_clicks = np.zeros((b, k), dtype=bool)
         self.rng = BatchRNG(np.arange(b))
-        # All uniforms of the current episode, drawn at reset (one counter block per
-        # episode instead of one per turn); the click decisions' are its last columns.
+        # Every random number of an episode comes from one counter block of the user's
+        # stream: the new user's sampling first, then k click uniforms per turn.
+        # One user (the single env) draws the whole block at reset; a batch reads each
+        # turn's uniforms from the block when it plays the turn (same values), which
+        # keeps them contiguous in memory instead of 8 MB of per-user rows.
         T, half = config.episode_length, (K * config.topic_size + 1) // 2
-        self._u_user = 2 * half + K + 1  # user sampling, then clicks
-        self._episode_u = np.zeros((b, self._u_user + (T + 1) * k), dtype=np.float64)
-        self.click_u = self._episode_u[:, self._u_user :].reshape(b, T + 1, k)  # a view
-        self._click_idx = (np.arange(b) * self._episode_u.shape[1] + self._u_user)[:, None] + np.arange(k)
+        self._u_user = 2 * half + K + 1
+        self._whole_block = b == 1
+        width = self._u_user + (T + 1) * k if self._whole_block else self._u_user
+        self._episode_u = np.zeros((b, width), dtype=np.float64)
+        self._episode_block = np.zeros(b, dtype=np.uint64)  # counter block of each user's episode
+        if self._whole_block:
+            self.click_u = self._episode_u[:, self._u_user :].reshape(b, T + 1, k)  # a view
         self._rows = np.arange(b)
         self._oracle_eff: Optional[np.ndarray] = None  # e'_u of each user's cached oracle slate
         self._oracle_slate: Optional[np.ndarray] = None
@@ -203,11 +209,11 @@ class TopicRecSimulator:
     def _click_uniforms(self, sel: Selection, t: np.ndarray) -> np.ndarray:
         """(b, k) uniforms of the click decisions of turn ``t`` of the selected users."""
         k = self.slate_size
-        if isinstance(sel, slice) and t[0] == t[-1] and (t == t[0]).all():
-            start = int(t[0]) * k  # all users at the same turn: a plain view
-            return self._episode_u[:, self._u_user + start : self._u_user + start + k]
-        base = self._click_idx if isinstance(sel, slice) else self._click_idx[sel]
-        return np.take(self._episode_u, base + (t * k)[:, None])
+        if self._whole_block:
+            return self.click_u[0, t]
+        idx = None if isinstance(sel, slice) else sel
+        blocks = self._episode_block if idx is None else self._episode_block[idx]
+        return self.rng.uniform_at(blocks, self._u_user + t * k, k, idx)
 
     def _one_user_clicks(self, t: int, ranks: np.ndarray, item_vecs: np.ndarray, slate_topics: np.ndarray) -> None:
         """Steps 7-8 for a population of one user (the single env): same updates as
@@ -303,6 +309,7 @@ class TopicRecSimulator:
         b, K, m, k, T = self._n(sel), self.num_topics, cfg.topic_size, self.slate_size, cfg.episode_length
         half = (K * m + 1) // 2
         n = self._episode_u.shape[1]
+        self._episode_block[sel] = self.rng.counters[sel]
         if isinstance(sel, slice):
             u = self._episode_u[sel]
             self.rng._bits(n, None, out=u)
