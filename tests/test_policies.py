@@ -78,3 +78,36 @@ def test_policy_bad_input():
             EpsilonGreedyPolicy(env, epsilon=eps)
     with pytest.raises(TypeError, match="not a SlateRec environment"):
         make_policy("random", gymnasium.make("CartPole-v1"))
+
+
+def test_oracle_float32_search_returns_the_float64_top_k():
+    """The float32-candidate search gives exactly the float64 top-k, ties and near-ties
+    included (those rows fall back to float64)."""
+    from gym_slaterec.core.simulator import top_k
+
+    items = np.random.default_rng(0).random((300, 20)).astype(np.float32) ** 3
+    items[7] = items[3]  # an exact tie
+    items[8] = items[3] * np.float32(1 + 2e-7)  # closer than float32 can tell apart
+    env = make_vector_env("SlateRec/FocusedTopDown-v0", 2, item_embeddings=items)
+    sim = env.simulator
+    eff = np.abs(np.random.default_rng(1).normal(size=(4000, 20))) ** 2
+    eff[:50] = items[3].astype(np.float64) * 5  # users whose top items are the tied ones
+    want = top_k(eff @ sim._items64_t, sim.slate_size)
+    got = sim._exact_top_k(eff)
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
+    # order: by float64 score; only exactly tied items may swap places
+    s = np.take_along_axis(eff @ sim._items64_t, got, axis=1)
+    assert (np.diff(s, axis=1) <= 0).all()
+    np.testing.assert_array_equal(s, np.take_along_axis(eff @ sim._items64_t, want, axis=1))
+
+
+def test_oracle_cache_follows_the_effective_user():
+    env = make_vector_env("SlateRec/FocusedTopDown-v0", 64)
+    pol = make_policy("epsilon-greedy", env, seed=0)
+    obs, _ = env.reset(seed=0)
+    sim = env.simulator
+    for _ in range(30):
+        fresh = sim.oracle_slates()
+        want = sim._exact_top_k(sim.next_effective_user())
+        np.testing.assert_array_equal(fresh, want)
+        obs, *_ = env.step(pol(obs))

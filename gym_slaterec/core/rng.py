@@ -134,9 +134,13 @@ class BatchRNG:
             self.counters[idx] += np.uint64(1)
         return x
 
-    def uniform(self, n: int, idx: np.ndarray | None = None) -> np.ndarray:
-        """Uniform floats in [0, 1), shape (users, n)."""
+    def uniform(self, n: int, idx: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Uniform floats in [0, 1), shape (users, n) (written into ``out`` when given)."""
         users = len(self.keys) if idx is None else len(idx)
+        if out is not None:
+            if out.shape != (users, n) or out.dtype != np.float64:
+                raise ValueError(f"out must be a float64 array of shape {(users, n)}, got {out.dtype} {out.shape}")
+            return self._bits(n, idx, out=out)
         if users * n > _CHUNK:
             return self._bits(n, idx, out=np.empty((users, n), dtype=np.float64))
         x = self._bits(n, idx)

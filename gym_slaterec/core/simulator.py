@@ -134,8 +134,12 @@ class TopicRecSimulator:
         if self._whole_block:
             self.click_u = self._episode_u[:, self._u_user :].reshape(b, T + 1, k)  # a view
         self._rows = np.arange(b)
-        self._oracle_eff: Optional[np.ndarray] = None  # e'_u of each user's cached oracle slate
-        self._oracle_slate: Optional[np.ndarray] = None
+        # Each user's last oracle slate and the e'_u it was computed for (NaN: none yet).
+        self._oracle_eff = np.full((b, self.dim), np.nan)
+        self._oracle_slate = np.zeros((b, k), dtype=np.int64)
+        # Relative error bound of a float32 score (a dim-term dot product of non-negative
+        # float32 items and a rounded user is within ~(dim + 2) * 2**-24 of float64), x8.
+        self._f32_margin = 8 * (self.dim + 2) * 2.0**-24
         self._one_user_fast = b == 1 and config.short_term_boost == 1.0 and k <= L
 
     # ------------------------------------------------------------------ helpers
@@ -311,8 +315,7 @@ class TopicRecSimulator:
         n = self._episode_u.shape[1]
         self._episode_block[sel] = self.rng.counters[sel]
         if isinstance(sel, slice):
-            u = self._episode_u[sel]
-            self.rng._bits(n, None, out=u)
+            u = self.rng.uniform(n, out=self._episode_u)
         else:
             u = self.rng.uniform(n, sel)
             self._episode_u[sel] = u
@@ -429,19 +432,12 @@ class TopicRecSimulator:
         """
         eff = self.next_effective_user(sel)
         rows = self._rows[sel]
-        if self._oracle_eff is None:
-            self._oracle_eff = np.full((self.num_users, self.dim), np.nan)
-            self._oracle_slate = np.zeros((self.num_users, self.slate_size), dtype=np.int64)
         stale = np.flatnonzero(np.count_nonzero(eff != self._oracle_eff[rows], axis=1))
         if stale.size:
             fresh = eff[stale]
             self._oracle_slate[rows[stale]] = self._exact_top_k(fresh)
             self._oracle_eff[rows[stale]] = fresh
         return self._oracle_slate[rows]
-
-    #: Relative error bound of a float32 score: 20-term dot products of non-negative
-    #: float32 items with a rounded user are within ~1.3e-6 of the float64 value.
-    _F32_MARGIN = 1e-5
 
     def _exact_top_k(self, eff: np.ndarray) -> np.ndarray:
         """The float64 top-k of ``eff @ items.T`` (best first), found through float32.
@@ -461,7 +457,7 @@ class TopicRecSimulator:
         cand = best.indices.numpy()[:, :k]
         exact = np.einsum("bkd,bd->bk", np.take(self._items64, cand, axis=0), eff)
         out = np.take_along_axis(cand, np.argsort(-exact, axis=1, kind="stable"), axis=1)
-        unsure = np.flatnonzero(values[:, k] >= values[:, k - 1] * np.float32(1.0 - self._F32_MARGIN))
+        unsure = np.flatnonzero(values[:, k] >= values[:, k - 1] * np.float32(1.0 - self._f32_margin))
         if unsure.size:
             out[unsure] = top_k(eff[unsure] @ self._items64_t, k)
         return out
