@@ -62,6 +62,14 @@ def seed_to_key(seeds: np.ndarray | int, stream: int = STREAM_ENV) -> np.ndarray
         return _mix(_mix(s + _GOLDEN) ^ salt)
 
 
+def _as_uniform(x: np.ndarray) -> np.ndarray:
+    """Raw 64-bit draws -> floats in [0, 1) from their top 53 bits (``x`` is overwritten)."""
+    np.right_shift(x, _S11, out=x)
+    out = x.astype(np.float64)
+    out *= _TWO_POW_M53
+    return out
+
+
 _CHUNK = 1 << 14  # draws per chunk of a large call: its scratch stays in the L2 cache
 _STEPS: dict[int, np.ndarray] = {}
 
@@ -143,11 +151,7 @@ class BatchRNG:
             return self._bits(n, idx, out=out)
         if users * n > _CHUNK:
             return self._bits(n, idx, out=np.empty((users, n), dtype=np.float64))
-        x = self._bits(n, idx)
-        np.right_shift(x, _S11, out=x)
-        out = x.astype(np.float64)
-        out *= _TWO_POW_M53
-        return out
+        return _as_uniform(self._bits(n, idx))
 
     def uniform_at(self, blocks: np.ndarray, offsets: np.ndarray, n: int, idx: np.ndarray | None = None) -> np.ndarray:
         """The uniforms at positions ``offsets .. offsets + n`` of the given counter
@@ -160,10 +164,7 @@ class BatchRNG:
         start = keys + (blocks * np.uint64(BLOCK) + offsets.astype(np.uint64) + np.uint64(1)) * _GOLDEN
         x = np.add(start[:, None], _golden_steps(n)[None, :])
         _mix_inplace(x, np.empty_like(x))
-        np.right_shift(x, _S11, out=x)
-        out = x.astype(np.float64)
-        out *= _TWO_POW_M53
-        return out
+        return _as_uniform(x)
 
     def integers(self, high: int, n: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Uniform integers in [0, high), shape (users, n).
