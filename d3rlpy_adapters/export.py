@@ -132,6 +132,12 @@ def policy_actions(ds: LoggedDataset, ckpt) -> tuple[np.ndarray, float]:
     return np.clip(a, -1.0, 1.0), clipped / max(1, a.size)
 
 
+def action_arrays(ds: LoggedDataset, ckpt, source: str) -> tuple[np.ndarray, float]:
+    """Normalised actions (E, T, latent_dim) from ``source`` (``"policy"`` or ``"encoded"``),
+    and the fraction clipped to [-1, 1]."""
+    return policy_actions(ds, ckpt) if source == "policy" else latent_actions(ds, ckpt)
+
+
 def build_arrays(ds: LoggedDataset, ckpt, window: int, actions: str = "encoded") -> dict[str, np.ndarray]:
     """Flat transition arrays: observations (N, W*(2k+1)), actions (N, A), rewards (N,), terminals (N,).
 
@@ -142,7 +148,7 @@ def build_arrays(ds: LoggedDataset, ckpt, window: int, actions: str = "encoded")
     obs = np.empty((E, T, WindowLayout(window, ds.slate_size, ds.num_items).size), dtype=WindowLayout(window, ds.slate_size, ds.num_items).dtype)
     for start, slates, clicks in ds.iter_chunks(2048):
         obs[start : start + len(slates)] = episode_windows(slates, clicks, window, ds.num_items)
-    acts, clipped = policy_actions(ds, ckpt) if actions == "policy" else latent_actions(ds, ckpt)
+    acts, clipped = action_arrays(ds, ckpt, actions)
     rewards = ds.rewards()
     terminals = np.zeros((E, T), dtype=np.float32)
     terminals[:, -1] = 1.0

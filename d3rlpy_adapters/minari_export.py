@@ -25,8 +25,7 @@ import numpy as np
 
 from gym_slaterec.provenance import PathLike, atomic_path, check_writable, write_json_atomic
 
-from .export import (DatasetLike, _load_gems, check_dataset, export_provenance, latent_actions, policy_actions,
-                     resolve_action_source)
+from .export import DatasetLike, _load_gems, action_arrays, check_dataset, export_provenance, resolve_action_source
 
 SIDECAR = "slaterec_export.json"
 
@@ -58,7 +57,7 @@ def export_minari(
     ckpt = _load_gems(gems, ds)
     dataset_id = dataset_id or default_dataset_id(ds.env_id, ds.path.name if ds.path else "dataset")
     source = resolve_action_source(ds, ckpt, actions)
-    acts, clipped = policy_actions(ds, ckpt) if source == "policy" else latent_actions(ds, ckpt)
+    acts, clipped = action_arrays(ds, ckpt, source)
     rewards = ds.rewards()
     T, k = ds.turns, ds.slate_size
     obs_space = gym.spaces.Dict({
