@@ -64,9 +64,23 @@ class RandomPolicy(SlatePolicy):
     """k distinct items drawn uniformly at random."""
 
     name = "random"
+    #: Slates drawn per user and RNG call (served one per call after that): the
+    #: per-call cost of drawing and checking is shared by this many turns. Fixed, so
+    #: that a user's slates do not depend on the size of its batch.
+    SETS_PER_DRAW = 8
+
+    def seed(self, seed: Optional[int]) -> None:
+        super().seed(seed)
+        self._drawn: Optional[np.ndarray] = None  # (SETS_PER_DRAW, users, k), served in order
+        self._next = 0
 
     def slates(self) -> np.ndarray:
-        return distinct_integers(self.rng, self.sim.num_items, self.sim.slate_size)
+        if self._drawn is None or self._next == len(self._drawn):
+            sets = distinct_integers(self.rng, self.sim.num_items, self.sim.slate_size, sets=self.SETS_PER_DRAW)
+            self._drawn = np.ascontiguousarray(sets.transpose(1, 0, 2))
+            self._next = 0
+        self._next += 1
+        return self._drawn[self._next - 1]
 
 
 class OraclePolicy(SlatePolicy):

@@ -26,6 +26,22 @@ def test_random_policy_draws_distinct_uniform_items():
     assert abs(slates[:, 0].mean() - 499.5) < 4.5 * 288.7 / 100
 
 
+def test_random_policy_on_a_vector_env_acts_as_on_single_envs():
+    """User i of a vector env seeded s sees the slates a single env seeded s + i sees,
+    over more calls than one batch of pre-drawn slates holds."""
+    from gym_slaterec.policies import RandomPolicy
+
+    calls = 2 * RandomPolicy.SETS_PER_DRAW + 3
+    venv = make_vector_env(FOCUSED, 4)
+    batch = make_policy("random", venv, seed=20)
+    got = np.stack([batch().copy() for _ in range(calls)], axis=1)  # (users, calls, k)
+    for i in range(4):
+        single = make_policy("random", gymnasium.make(FOCUSED), seed=20 + i)
+        np.testing.assert_array_equal(np.stack([single() for _ in range(calls)]), got[i])
+    batch.seed(20)  # reseeding starts the streams and the pre-drawn slates over
+    np.testing.assert_array_equal(batch(), got[:, 0])
+
+
 def test_oracle_shows_the_top_k_items_of_the_turn_best_first():
     env = gymnasium.make(FOCUSED, analysis_info=True)
     pol = make_policy("oracle", env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gym_slaterec.core.rng import BatchRNG, distinct_integers, seed_to_key
 
@@ -39,6 +40,23 @@ def test_distinct_integers_are_distinct_uniform_and_per_user():
     assert ((counts - 250) ** 2 / 250).sum() < 45  # chi-square, 11 dof
     again = distinct_integers(BatchRNG(np.arange(3000)), 12, 10, np.array([5, 2999]))
     np.testing.assert_array_equal(again, out[[5, 2999]])
+
+
+def test_distinct_integers_in_sets_are_independent_rows():
+    rng = BatchRNG(np.arange(500))
+    out = distinct_integers(rng, 12, 10, sets=3)  # most rows need the redraw loop, 3 per user
+    assert out.shape == (500, 3, 10)
+    assert all(len(set(r)) == 10 for r in out.reshape(-1, 10).tolist())
+    # rows of one user are independent draws, not copies of each other
+    same = (out[:, 0] == out[:, 1]).all(axis=1) | (out[:, 1] == out[:, 2]).all(axis=1)
+    assert same.mean() < 0.01  # two rows of 10 distinct values of 12 coincide with probability ~4e-8
+    counts = np.bincount(out[:, :, 3].ravel(), minlength=12)
+    assert ((counts - 125) ** 2 / 125).sum() < 45  # chi-square, 11 dof
+    # a user's rows depend only on its own stream
+    part = distinct_integers(BatchRNG(np.arange(500)), 12, 10, np.array([7, 400]), sets=3)
+    np.testing.assert_array_equal(part, out[[7, 400]])
+    with pytest.raises(ValueError, match="sets"):
+        distinct_integers(rng, 12, 10, sets=0)
 
 
 def test_uniform_at_reads_any_part_of_a_consumed_block():
