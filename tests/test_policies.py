@@ -99,7 +99,7 @@ def test_policy_bad_input():
 def test_oracle_float32_search_returns_the_float64_top_k():
     """The float32-candidate search gives exactly the float64 top-k, ties and near-ties
     included (those rows fall back to float64)."""
-    from gym_slaterec.core.simulator import top_k
+    from gym_slaterec.core.topk import top_k
 
     items = np.random.default_rng(0).random((300, 20)).astype(np.float32) ** 3
     items[7] = items[3]  # an exact tie
@@ -127,3 +127,29 @@ def test_oracle_cache_follows_the_effective_user():
         want = sim._exact_top_k(sim.next_effective_user())
         np.testing.assert_array_equal(fresh, want)
         obs, *_ = env.step(pol(obs))
+
+
+def test_float32_top_agrees_with_a_full_sort():
+    """The block-maximum search returns the k largest float32 scores of every row,
+    including rows that tie everywhere (served by the full-sort fallback)."""
+    import torch
+
+    from gym_slaterec.core import topk
+
+    rng = np.random.default_rng(7)
+    items_t = (rng.random((20, 1001)) ** 3).astype(np.float32)  # odd width: a column outside the blocks
+    users = (rng.random((300, 20)) ** 2).astype(np.float32)
+    users[5] = 0.0  # every score 0: all 1001 entries tie
+    users[6, :] = 0.0
+    users[6, 3] = 1.0  # scores = one row of items_t
+    items_t[:, 1000] = 50.0  # the column left out of the block maxima is everyone's best
+    scores = users.astype(np.float64) @ items_t.astype(np.float64)
+    for k in (1, 11, 40):
+        values, columns = topk.float32_top(users, items_t, k)
+        # float32 products round differently for other batch shapes: compare to 1e-6
+        want = torch.topk(torch.from_numpy(scores), k, dim=1).values.numpy()
+        np.testing.assert_allclose(values, want, rtol=1e-6)
+        assert (np.diff(values, axis=1) <= 0).all()
+        np.testing.assert_allclose(np.take_along_axis(scores, columns, axis=1), values, rtol=1e-6)
+        assert (columns[:, 0][np.arange(300) != 5] == 1000).all()
+        assert all(len(set(r)) == k for r in columns.tolist())

@@ -3,7 +3,8 @@
 from .config import ENV_PRESETS, SimulatorConfig, preset
 from .embeddings import ItemCatalogue, fingerprint, generate_item_embeddings, load_item_embeddings
 from .rng import BatchRNG
-from .simulator import TopicRecSimulator, Turn, top_k
+from .simulator import TopicRecSimulator, Turn
+from .topk import top_k
 
 __all__ = [
     "ENV_PRESETS",
