@@ -73,15 +73,16 @@ def _ones_u8(n: int) -> np.ndarray:
 
 
 def row_counts(values: np.ndarray, num_values: int, valid: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per-row histogram of small non-negative ints: (b, n) -> (b, num_values)."""
+    """Per-row histogram of small non-negative ints: (b, n) -> (b, num_values); only the
+    entries where ``valid`` holds count (then the counts come as float64)."""
     b = values.shape[0]
     if b == 1:
         v = values[valid] if valid is not None else values.ravel()
         return np.bincount(v, minlength=num_values)[None, :]
-    flat = values + (np.arange(b) * num_values)[:, None]
-    if valid is not None:  # invalid entries go to one extra bin, dropped below (cheaper than compressing)
-        flat = np.where(valid, flat, b * num_values)
-    return np.bincount(flat.ravel(), minlength=b * num_values + 1)[: b * num_values].reshape(b, num_values)
+    flat = (values + (np.arange(b) * num_values)[:, None]).ravel()
+    if valid is not None:  # weights: half the cost of binning invalid entries away first
+        return np.bincount(flat, weights=valid.ravel(), minlength=b * num_values).reshape(b, num_values)
+    return np.bincount(flat, minlength=b * num_values).reshape(b, num_values)
 
 
 class TopicRecSimulator:
@@ -131,8 +132,10 @@ class TopicRecSimulator:
         b, K, L, k = self.num_users, self.num_topics, config.recent_items_maxlen, config.slate_size
         self.user = np.zeros((b, self.dim), dtype=np.float64)
         self.bored = np.zeros((b, K), dtype=bool)
-        self.bored_timeout = np.full((b, K), config.boredom_timeout, dtype=np.int64)
-        self.log_topic = np.full((b, L), -1, dtype=np.int64)
+        # int16 where timeouts fit: the boredom update runs on it every turn
+        timeout_dtype = np.int16 if config.boredom_timeout < 1 << 15 else np.int64
+        self.bored_timeout = np.full((b, K), config.boredom_timeout, dtype=timeout_dtype)
+        self.log_topic = np.zeros((b, L), dtype=np.int64)  # empty slots: topic 0, stamp EMPTY_STAMP
         self.log_stamp = np.full((b, L), EMPTY_STAMP, dtype=np.int64)
         self.log_ptr = np.zeros(b, dtype=np.int64)
         self.t = np.zeros(b, dtype=np.int64)
@@ -176,11 +179,11 @@ class TopicRecSimulator:
         masked here instead of being removed.
         """
         cfg = self.config
-        timeout = self.bored_timeout[sel] - self.bored[sel]
+        timeout = self.bored_timeout[sel] - self.bored[sel].view(np.int8)  # int8 keeps the int16 dtype
         bored = self.bored[sel] & (timeout != 0)
         timeout = np.where(bored, timeout, cfg.boredom_timeout)
         log = self.log_topic[sel]
-        # Empty slots hold topic -1 and stamp EMPTY_STAMP, always below the cut-off.
+        # Empty slots hold stamp EMPTY_STAMP, always below the cut-off.
         live = self.log_stamp[sel] >= (turn - 1 - cfg.boredom_moving_window)[:, None]
         counts = row_counts(log, self.num_topics, live)
         bored |= counts >= cfg.boredom_threshold
@@ -205,12 +208,14 @@ class TopicRecSimulator:
         scores = self._slate_scores(slates, eff_user)
         if self.max_score != 1.0:
             scores /= self.max_score
-        attract = sigmoid((scores - cfg.offset) * cfg.slope)
+        click_probs = scores - cfg.offset  # becomes A_r * E_r in place
+        click_probs *= cfg.slope
+        expit(click_probs, out=click_probs)
         slate_topics = np.take(self.item_topics, slates)
         if cfg.diversity_penalty != 1.0:  # with a penalty of 1 the check cannot change anything
             crowded = row_counts(slate_topics, self.num_topics).max(axis=1) >= cfg.diversity_threshold
-            attract = np.where(crowded[:, None], attract / cfg.diversity_penalty, attract)
-        click_probs = attract * self.examination
+            click_probs = np.where(crowded[:, None], click_probs / cfg.diversity_penalty, click_probs)
+        click_probs *= self.examination
         t = self.t[sel]
         clicks = self._click_uniforms(sel, t) < click_probs
         n_clicks = row_count(clicks)
@@ -368,7 +373,7 @@ class TopicRecSimulator:
         self.user[sel] = user / topic_norm_sum(user, m)[:, None]
         self.bored[sel] = False
         self.bored_timeout[sel] = cfg.boredom_timeout
-        self.log_topic[sel] = -1
+        self.log_topic[sel] = 0
         self.log_stamp[sel] = EMPTY_STAMP
         self.log_ptr[sel] = 0
         self.t[sel] = 0
