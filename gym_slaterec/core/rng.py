@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import row_count
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -231,7 +233,7 @@ def distinct_integers(rng: BatchRNG, high: int, n: int, idx: np.ndarray | None =
     users = np.arange(len(rng)) if idx is None else np.asarray(idx)
     if n >= 2:
         s = np.sort(out.astype(np.int32), axis=1)  # values < 2**31; int32 sorts faster
-        todo = np.flatnonzero(_row_any(s[:, 1:] == s[:, :-1]))
+        todo = np.flatnonzero(row_count(s[:, 1:] == s[:, :-1]))
         if todo.size:
             fixed, enough = _first_distinct(draws[todo], n)
             out[todo[enough]] = fixed[enough]
@@ -247,10 +249,3 @@ def distinct_integers(rng: BatchRNG, high: int, n: int, idx: np.ndarray | None =
             todo = np.setdiff1d(todo, rows[found], assume_unique=True)
     return out.reshape(len(users), sets, n) if sets > 1 else out.copy()
 
-
-def _row_any(mask: np.ndarray) -> np.ndarray:
-    """Per row of a (b, m) bool array: whether any entry is True (for m < 256 a uint8
-    matrix-vector product, ~3x cheaper than ``any(axis=1)``)."""
-    if mask.shape[1] >= 256:
-        return mask.any(axis=1)
-    return (mask.view(np.uint8) @ np.ones(mask.shape[1], dtype=np.uint8)) != 0
