@@ -8,7 +8,7 @@ import numpy as np
 #: cache while they are reduced, thresholded and compacted.
 SEARCH_CHUNK = 128
 #: Rows with more entries than this at or above their threshold (near-constant
-#: scores) are searched by a full ``torch.topk`` instead.
+#: scores) are searched by a full ``torch.topk`` instead, like rows with fewer than k.
 MAX_CANDIDATES = 128
 
 
@@ -57,9 +57,12 @@ def float32_top(users: np.ndarray, items_t: np.ndarray, k: int) -> tuple[np.ndar
     flat, vals = np.concatenate(flats), np.concatenate(values)
     rows = flat // n
     counts = np.bincount(rows, minlength=b)
-    crowded = np.flatnonzero(counts > MAX_CANDIDATES)
+    # more candidates than worth padding, or (NaN scores only) fewer than k
+    crowded = np.flatnonzero((counts > MAX_CANDIDATES) | (counts < k))
     if crowded.size:
-        keep = counts[rows] <= MAX_CANDIDATES
+        listed = np.ones(b, dtype=bool)
+        listed[crowded] = False
+        keep = listed[rows]
         flat, vals, rows = flat[keep], vals[keep], rows[keep]
         counts[crowded] = 0
     # each row's candidates, padded with -inf to the longest row, then sorted
