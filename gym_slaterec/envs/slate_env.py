@@ -47,8 +47,12 @@ def check_slates(action: Any, batch: int, slate_size: int, num_items: int) -> np
         raise ValueError(f"action must have shape {expected} (slate size {slate_size}), got {a.shape}")
     if a.dtype != np.int64:
         a = a.astype(np.int64)
-    # One comparison checks both ends: negative ids wrap to huge unsigned values.
-    if np.count_nonzero(a.view(np.uint64) >= num_items):
+    if a.size <= 64:  # one slate: plain Python min/max beat two numpy calls
+        ids = a.ravel().tolist()
+        out_of_range = bool(ids) and (max(ids) >= num_items or min(ids) < 0)
+    else:  # one comparison checks both ends: negative ids wrap to huge unsigned values
+        out_of_range = np.count_nonzero(a.view(np.uint64) >= num_items) > 0
+    if out_of_range:
         bad = a[(a < 0) | (a >= num_items)].ravel()[0]
         raise ValueError(f"action contains item id {bad}, outside [0, {num_items - 1}]")
     return a.reshape(max(batch, 1), slate_size)
