@@ -70,3 +70,14 @@ def test_uniform_at_reads_any_part_of_a_consumed_block():
     np.testing.assert_array_equal(part, np.stack([whole[i, o : o + 10] for i, o in enumerate(offsets)]))
     assert (rng.counters == blocks + 1).all()  # reading moved no counter
     np.testing.assert_array_equal(rng.uniform_at(blocks[[4]], offsets[[4]], 10, np.array([4])), part[[4]])
+
+
+def test_rows_with_repeats_agree_for_few_and_many_rows():
+    from gym_slaterec.core.rng import _rows_with_repeats
+
+    values = np.random.default_rng(3).integers(0, 40, (3000, 7))
+    want = np.flatnonzero([len(set(r)) < 7 for r in values.tolist()])
+    assert 0 < len(want) < 3000
+    np.testing.assert_array_equal(_rows_with_repeats(values), want)  # column comparisons
+    few = _rows_with_repeats(values[:200])  # per-row sorts
+    np.testing.assert_array_equal(few, want[want < 200])

@@ -197,6 +197,21 @@ def _repeats(rows: np.ndarray) -> np.ndarray:
     return (s[..., 1:] == s[..., :-1]).any(axis=-1)
 
 
+def _rows_with_repeats(values: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a (b, n) array of ints below 2**31 that hold a value twice."""
+    b, n = values.shape
+    if b < 256:  # a sort per row: cheapest for few rows
+        s = np.sort(values.astype(np.int32), axis=1)
+        return np.flatnonzero(row_count(s[:, 1:] == s[:, :-1]))
+    # many rows: compare each column with the columns s places to its right, for every
+    # s, on the transposed array (n - 1 vectorised comparisons instead of b small sorts)
+    cols = np.ascontiguousarray(values.T, dtype=np.int32)
+    repeat = np.zeros(b, dtype=bool)
+    for shift in range(1, n):
+        repeat |= (cols[: n - shift] == cols[shift:]).any(axis=0)
+    return np.flatnonzero(repeat)
+
+
 def _first_distinct(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of a (b, m) int array: its first ``n`` distinct values in order (a
     (b, n) array), and whether the row holds that many."""
@@ -232,8 +247,7 @@ def distinct_integers(rng: BatchRNG, high: int, n: int, idx: np.ndarray | None =
     out = draws[:, :n]  # a view: fixes below write into ``draws``
     users = np.arange(len(rng)) if idx is None else np.asarray(idx)
     if n >= 2:
-        s = np.sort(out.astype(np.int32), axis=1)  # values < 2**31; int32 sorts faster
-        todo = np.flatnonzero(row_count(s[:, 1:] == s[:, :-1]))
+        todo = _rows_with_repeats(out)
         if todo.size:
             fixed, enough = _first_distinct(draws[todo], n)
             out[todo[enough]] = fixed[enough]
