@@ -13,9 +13,9 @@ from typing import Optional, Union
 import numpy as np
 from scipy.special import expit
 
+from .arrays import row_count
 from .config import SimulatorConfig
 from .embeddings import EmbeddingsLike, ItemCatalogue, load_item_embeddings
-from .arrays import row_count
 from .rng import BatchRNG, box_muller
 from .topk import float32_top, top_k
 
