@@ -1,4 +1,4 @@
-"""Small array helpers shared by the simulator core and its random streams."""
+"""Small array helpers of the simulator core."""
 
 from __future__ import annotations
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import row_count
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -86,6 +84,14 @@ def _golden_steps(n: int) -> np.ndarray:
     return steps
 
 
+def _block_start(keys: np.ndarray, blocks: np.ndarray, offsets: np.ndarray | int) -> np.ndarray:
+    """Per row, the SplitMix64 state before position ``offsets`` of counter block
+    ``blocks``: draw ``pos`` is ``_mix(start + pos * golden)``."""
+    # key + (block * BLOCK + offset + pos + 1) * golden, split into a per-row and a
+    # per-position term (equal modulo 2**64). Array arithmetic wraps silently.
+    return keys + (blocks * np.uint64(BLOCK) + np.asarray(offsets).astype(np.uint64) + np.uint64(1)) * _GOLDEN
+
+
 class BatchRNG:
     """Independent streams for a batch of users.
 
@@ -113,9 +119,7 @@ class BatchRNG:
             raise ValueError(f"at most {BLOCK} draws per user per call, got {n}")
         keys = self.keys if idx is None else self.keys[idx]
         ctr = self.counters if idx is None else self.counters[idx]
-        # key + (counter * BLOCK + pos + 1) * golden, split into a per-user and a
-        # per-position term (equal modulo 2**64). Array arithmetic wraps silently.
-        start = keys + (ctr * np.uint64(BLOCK) + np.uint64(1)) * _GOLDEN
+        start = _block_start(keys, ctr, 0)
         steps = _golden_steps(n)[None, :]
         rows = max(1, _CHUNK // max(n, 1))
         if out is None and len(start) <= rows:
@@ -163,7 +167,7 @@ class BatchRNG:
         blocks, so a block drawn in part can be read later, turn by turn.
         """
         keys = self.keys if idx is None else self.keys[idx]
-        start = keys + (blocks * np.uint64(BLOCK) + offsets.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+        start = _block_start(keys, blocks, offsets)
         x = np.add(start[:, None], _golden_steps(n)[None, :])
         _mix_inplace(x, np.empty_like(x))
         return _as_uniform(x)
@@ -201,8 +205,7 @@ def _rows_with_repeats(values: np.ndarray) -> np.ndarray:
     """Indices of the rows of a (b, n) array of ints below 2**31 that hold a value twice."""
     b, n = values.shape
     if b < 256:  # a sort per row: cheapest for few rows
-        s = np.sort(values.astype(np.int32), axis=1)
-        return np.flatnonzero(row_count(s[:, 1:] == s[:, :-1]))
+        return np.flatnonzero(_repeats(values))
     # many rows: compare each column with the columns s places to its right, for every
     # s, on the transposed array (n - 1 vectorised comparisons instead of b small sorts)
     cols = np.ascontiguousarray(values.T, dtype=np.int32)
