@@ -1,4 +1,4 @@
-"""Generate the shipped item embeddings (SPEC section 1) and their fingerprints.
+"""Generate the shipped item embeddings (docs/method.md section 1) and their fingerprints.
 
     python scripts/make_item_embeddings.py            # writes gym_slaterec/data/
     python scripts/make_item_embeddings.py --check    # verifies the shipped files
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gym_slaterec.core.embeddings import FOCUSED_POWER, SHIPPED_SEEDS, fingerprint, generate_item_embeddings
+from gym_slaterec.core.embeddings import RECIPE_POWER, SHIPPED_SEEDS, fingerprint, generate_item_embeddings
 
 DATA = Path(__file__).resolve().parents[1] / "gym_slaterec" / "data"
 
@@ -28,7 +28,7 @@ def main() -> int:
         meta[kind] = {
             "seed": seed,
             "shape": list(emb.shape),
-            "focused_power": FOCUSED_POWER if kind == "focused" else None,
+            "power": RECIPE_POWER[kind],
             "sha256": fingerprint(emb),
         }
         path = DATA / f"item_embeddings_{kind}.npy"

@@ -1,4 +1,4 @@
-"""A deliberately naive one-user implementation of SPEC section 3, for tests.
+"""A deliberately naive one-user implementation of docs/method.md section 3, for tests.
 
 Written from the spec with plain Python loops and deques, independently of the
 batched core; it draws its random numbers from the same per-user stream so that
@@ -31,7 +31,7 @@ class NaiveUser:
     def _norm(self, e):
         return sum(np.linalg.norm(e[self.m * t : self.m * (t + 1)]) for t in range(self.K))
 
-    def _interact(self, slate, stamp):
+    def _interact(self, slate, stamp, influence=True):
         cfg = self.cfg
         e = self.user.copy()
         for t in range(self.K):
@@ -57,7 +57,7 @@ class NaiveUser:
         while self.log and self.log[0][1] < stamp - cfg.boredom_moving_window:
             self.log.popleft()
         for r, item in enumerate(slate):
-            if clicks[r]:
+            if clicks[r] and influence:
                 self.user = cfg.omega * self.user + (1 - cfg.omega) * self.items[item]
                 self.user = self.user / self._norm(self.user)
         return clicks
@@ -81,7 +81,8 @@ class NaiveUser:
         self.timeout = [cfg.boredom_timeout] * self.K
         self.log = deque(maxlen=cfg.recent_items_maxlen)
         self.t = 0
-        clicks = self._interact(list(self.initial), 0)
+        # the reset clicks are logged with stamp 0 but do not move the user (docs/method.md section 3)
+        clicks = self._interact(list(self.initial), 0, influence=False)
         return list(self.initial), clicks
 
     def boredom_update(self):

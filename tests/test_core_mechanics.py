@@ -1,4 +1,4 @@
-"""Each mechanism of SPEC section 3, tested directly on TopicRecSimulator.
+"""Each mechanism of docs/method.md section 3, tested directly on TopicRecSimulator.
 
 Most tests use hand-crafted item matrices and user states so that the expected
 value follows from the spec's formulas; ``test_batched_core_matches_naive``
@@ -144,7 +144,8 @@ def test_diversity_penalty(rng, penalty, threshold):
     sim.user[:] = users
     slates = _crowded_slates(topics, 10, counts)
     turn = sim.step(slates)
-    s = np.einsum("bkd,bd->bk", items.astype(np.float64)[slates], users)
+    # scores are divided by the largest row norm (1 up to float32 rounding, which slope 100 magnifies)
+    s = np.einsum("bkd,bd->bk", items.astype(np.float64)[slates], users) / sim.max_score
     rel = spec_sigmoid((s - 0.28) * 100.0)
     crowded = np.array(counts) >= threshold
     expected = np.where(crowded[:, None], rel / penalty, rel) * examination("Mixed", 10)
@@ -168,7 +169,7 @@ def _one_topic_run(turns: int = 24, **overrides):
 
 
 def test_boredom_onset_and_release():
-    # Derived by hand from SPEC section 3 (threshold 5, window 5, timeout 5, maxlen 10):
+    # Derived by hand from docs/method.md section 3 (threshold 5, window 5, timeout 5, maxlen 10):
     # the reset click (stamp 0) and the clicks of turns 1-4 make 5 live entries at the
     # start of turn 5 -> bored for turns 5..9 (timeout 5, 4, 3, 2, 1, released at turn 10
     # when only the stamp-4 entry is still live). The clicks of turns 10..14 make the
@@ -307,16 +308,25 @@ def test_reset_slate_is_the_best_item_per_topic():
         assert (sim.t == 0).all() and not sim.bored.any()
 
 
-def test_reset_clicks_influence_the_user():
+@pytest.mark.parametrize("num_users", [1, 50])  # the one-user fast path and the batched path
+def test_reset_clicks_are_logged_but_do_not_move_the_user(num_users):
     # Same seeds, so the same sampled users: with offset 5 nothing is clicked at reset,
-    # with the default offset item 2 is clicked surely and pulls every user towards it.
+    # with the default offset item 2 is clicked surely. As in the reference
+    # implementation, the reset click enters the click log (stamp 0) and leaves e_u as
+    # sampled; the first step's clicks do move it.
     items = one_topic_items()
-    plain = make_sim(items, 50, slate_size=1, position_decay=1.0, offset=5.0)
+    plain = make_sim(items, num_users, slate_size=1, position_decay=1.0, offset=5.0)
     assert not plain.reset().clicks.any()
-    sim = make_sim(items, 50, slate_size=1, position_decay=1.0)
+    sim = make_sim(items, num_users, slate_size=1, position_decay=1.0)
     assert sim.reset().clicks.all()
-    for b in range(50):
-        expected = _expected_influence(plain.user[b], items.astype(np.float64)[[2]], np.array([True]))
+    np.testing.assert_array_equal(sim.user, plain.user)
+    assert (sim.log_stamp == 0).sum(axis=1).tolist() == [1] * num_users
+    np.testing.assert_array_equal(sim.log_topic[sim.log_stamp == 0], 0)
+    before = sim.user.copy()
+    turn = sim.step(np.full((num_users, 1), 2))
+    assert turn.clicks.all()
+    for b in range(num_users):
+        expected = _expected_influence(before[b], items.astype(np.float64)[[2]], np.array([True]))
         np.testing.assert_allclose(sim.user[b], expected, rtol=1e-9)
 
 

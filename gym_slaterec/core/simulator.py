@@ -1,4 +1,4 @@
-"""The TopicRec user simulator (SPEC sections 2-3), batched over users.
+"""The TopicRec user simulator (docs/method.md sections 2-3), batched over users.
 
 All state carries a leading user dimension and one call advances every selected
 user by one turn; no Python loop runs over users or items (the only loop is over
@@ -185,8 +185,10 @@ class TopicRecSimulator:
         factor[np.arange(len(bored)), self.short_term[sel]] *= self.config.short_term_boost
         return factor
 
-    def _interact(self, sel: Selection, slates: np.ndarray, eff_user: np.ndarray, bored: np.ndarray) -> Turn:
-        """Steps 3-8 of a turn for the selected users (stamp = their turn counter)."""
+    def _interact(self, sel: Selection, slates: np.ndarray, eff_user: np.ndarray, bored: np.ndarray,
+                  influence: bool = True) -> Turn:
+        """Steps 3-8 of a turn for the selected users (stamp = their turn counter);
+        ``influence=False`` skips step 8 (the reset interaction)."""
         cfg = self.config
         scores = self._slate_scores(slates, eff_user)
         if self.max_score != 1.0:
@@ -207,7 +209,7 @@ class TopicRecSimulator:
         if self.num_users == 1 and self.slate_size <= cfg.recent_items_maxlen:
             ranks = np.flatnonzero(clicks[0])
             if len(ranks):
-                self._one_user_clicks(int(t[0]), ranks, slates[0], slate_topics[0])
+                self._one_user_clicks(int(t[0]), ranks, slates[0], slate_topics[0], influence)
         else:
             flat = np.flatnonzero(clicks)  # row-major: each user's clicks in rank order
             if flat.size:
@@ -215,7 +217,8 @@ class TopicRecSimulator:
                 # each click's index among its user's clicks
                 order = np.arange(len(flat)) - (np.cumsum(n_clicks, dtype=np.int64) - n_clicks)[rows]
                 self._update_log(sel, t, n_clicks, rows, order, np.take(slate_topics, flat))
-                self._influence(sel, np.take(slates, flat), rows, order)
+                if influence:
+                    self._influence(sel, np.take(slates, flat), rows, order)
         self.last_slate[sel] = slates
         self.last_clicks[sel] = clicks
         return Turn(slates, clicks, rewards, scores, click_probs, bored, slate_topics)
@@ -247,7 +250,8 @@ class TopicRecSimulator:
         blocks = self._episode_block if idx is None else self._episode_block[idx]
         return self.rng.uniform_at(blocks, self._u_user + t * k, k, idx)
 
-    def _one_user_clicks(self, t: int, ranks: np.ndarray, slate: np.ndarray, slate_topics: np.ndarray) -> None:
+    def _one_user_clicks(self, t: int, ranks: np.ndarray, slate: np.ndarray, slate_topics: np.ndarray,
+                         influence: bool = True) -> None:
         """Steps 7-8 for a population of one user (the single env): same updates as
         ``_update_log`` and ``_influence`` on 1-D arrays, which avoids their batch
         bookkeeping. Tests pin both paths to the same trajectories."""
@@ -257,6 +261,8 @@ class TopicRecSimulator:
         self.log_topic[0, pos] = slate_topics[ranks]
         self.log_stamp[0, pos] = t
         self.log_ptr[0] = (ptr + n) % L
+        if not influence:
+            return
         omega, m = self.config.omega, self.config.topic_size
         user = self.user[0]
         pull = self._pull.take(slate.take(ranks), axis=0)
@@ -329,7 +335,8 @@ class TopicRecSimulator:
         self.rng.reseed(idx, seeds)
 
     def reset(self, sel: Selection = ALL) -> Turn:
-        """Start a new episode for the selected users: new user, then the initial slate.
+        """Start a new episode for the selected users: new user, then the initial slate
+        (steps 3-7 with stamp 0: its clicks are logged but do not influence the user).
 
         All random numbers of the episode come from one draw of the user's stream:
         ``2 * ceil(K*m / 2)`` uniforms for the user's topic components (Box-Muller),
@@ -362,7 +369,10 @@ class TopicRecSimulator:
         self.t[sel] = 0
         bored = np.zeros((b, K), dtype=bool)
         slates = np.tile(self.initial_slate, (b, 1))
-        turn = self._interact(sel, slates, self._effective_user(sel, bored), bored)
+        # The reset clicks are logged (stamp 0) but do not move the user: the reference
+        # implementation applies the influence only in its step(), and the published
+        # returns were produced that way (docs/method.md section 3; docs/simulator.md).
+        turn = self._interact(sel, slates, self._effective_user(sel, bored), bored, influence=False)
         # Short-term topic: that of the last clicked item, else a random one.
         self.short_term[sel] = np.where(
             turn.clicks.any(axis=1), turn.slate_topics[np.arange(b), _last_true(turn.clicks)], random_topic
