@@ -1,6 +1,6 @@
 """A d3rlpy ``EncoderFactory`` for history windows: item embeddings + GRU belief.
 
-Same belief as the online agents (SPEC section 7): each turn's input is
+Same belief as the online agents (docs/method.md section 7): each turn's input is
 ``concat(item embeddings of the slate, clicks)`` (``k * (d + 1)`` values), a GRU
 runs over the window's real turns (padding rows, mask 0, are ignored), and one hidden layer of ``feature_size`` units with ReLU follows. The
 state-action variant concatenates the action to the belief before that layer.

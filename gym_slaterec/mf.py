@@ -1,4 +1,4 @@
-"""BPR matrix-factorisation item embeddings trained on a logged dataset (SPEC section 7).
+"""BPR matrix-factorisation item embeddings trained on a logged dataset (docs/method.md section 7).
 
 Each episode is a user; the items it clicked are its positives; every positive
 is paired with one item drawn uniformly from the catalogue as the negative, and
@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from .core.embeddings import MATRIX_SUFFIXES, load_matrix_file
 from .logged_data import LoggedDataset
 from .provenance import (
     PathLike,
@@ -61,6 +62,8 @@ class MFEmbeddings(ProvenanceFields):
         return self.embeddings.shape[1]
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        if not np.isfinite(self.embeddings).all():
+            raise ValueError(f"refusing to write MF embeddings {path}: they hold NaN or infinite values (training diverged)")
         buf = io.BytesIO()
         np.savez(
             buf,
@@ -69,18 +72,24 @@ class MFEmbeddings(ProvenanceFields):
             provenance=np.array(json.dumps(self.provenance)),
             metrics=np.array(json.dumps(self.metrics)),
         )
-        self.fingerprint = write_bytes_atomic(path, buf.getvalue(), overwrite)
+        self.fingerprint = write_bytes_atomic(path, buf.getvalue(), overwrite, kind="mf_embeddings")
         self.path = Path(path)
         return self.path
 
     @classmethod
     def load(cls, path: PathLike) -> "MFEmbeddings":
-        """Read an MF file; a corrupt, truncated or foreign file raises ``ValueError``."""
+        """Read an MF file written by :func:`train_mf`, or a plain N x d matrix
+        (``.pt`` tensor as the reference code saves it, or ``.npy``), imported as it is.
+
+        A corrupt, truncated or foreign file raises ``ValueError``.
+        """
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"MF embeddings file not found: {p}")
         if not p.is_file():
             raise ValueError(f"{p} is not a file (expected MF embeddings written by train_mf)")
+        if p.suffix in MATRIX_SUFFIXES and not _is_mf_archive(p):
+            return cls._import_matrix(p)
         try:
             with np.load(p, allow_pickle=False) as data:
                 fmt = str(data["format"]) if "format" in data.files else None
@@ -98,6 +107,17 @@ class MFEmbeddings(ProvenanceFields):
         if emb.ndim != 2 or not np.isfinite(emb).all():
             raise ValueError(f"{p}: embeddings must be a finite 2-D matrix, got shape {emb.shape}")
         return cls(emb, prov, metrics, p, sha256_file(p))
+
+    @classmethod
+    def _import_matrix(cls, p: Path) -> "MFEmbeddings":
+        emb = load_matrix_file(p, "MF embeddings").astype(np.float32)
+        if emb.shape[0] < 1 or emb.shape[1] < 1 or not np.isfinite(emb).all():
+            raise ValueError(f"{p}: MF embeddings must be a non-empty finite matrix, got shape {emb.shape}")
+        digest = sha256_file(p)
+        # Where such a matrix was learnt is unknown: no environment to check against.
+        prov = provenance("mf_embeddings", imported_from=str(p.resolve()), inputs={"matrix": digest},
+                          note="plain matrix imported as it is; its environment and item embeddings are unknown")
+        return cls(emb, prov, {}, p, digest)
 
     def check_env(self, env_id: Optional[str], item_embeddings_fingerprint: Optional[str] = None) -> None:
         """Refuse embeddings learnt on another environment / item table."""
@@ -120,6 +140,17 @@ class MFEmbeddings(ProvenanceFields):
             raise ProvenanceMismatchError(
                 f"MF embeddings {self.path} have {self.num_items} items; dataset {dataset.path} has {dataset.num_items}"
             )
+
+
+def _is_mf_archive(path: Path) -> bool:
+    """Whether ``path`` is an archive written by :meth:`MFEmbeddings.save` (whatever its suffix)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "format.npy" in z.namelist() and "embeddings.npy" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def click_pairs(dataset: LoggedDataset, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +205,7 @@ def train_mf(
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
     if out is not None:
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, "mf_embeddings")
 
     users, items = click_pairs(ds)
     if len(users) < 10:

@@ -1,4 +1,4 @@
-"""Reference policies (SPEC section 5): random, short-term oracle, epsilon-greedy oracle.
+"""Reference policies (docs/method.md section 5): random, short-term oracle, epsilon-greedy oracle.
 
 A policy is bound to an environment (single or vector) and called on its
 observation: ``action = policy(obs)``. Random draws come from per-user streams

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .core.config import resolve_env_id
 from .core.embeddings import EmbeddingsLike
 from .core.threads import single_threaded
 from .envs.topicrec import VECTOR_ENVS
@@ -45,11 +46,32 @@ def return_stats(returns: np.ndarray) -> ReturnStats:
     return ReturnStats(mean, std, (mean - half, mean + half), n)
 
 
-def make_vector_env(env_id: str, num_envs: int, item_embeddings: Optional[EmbeddingsLike] = None, **overrides: Any):
-    """The native vector env of ``env_id`` (same as ``gymnasium.make_vec(..., "vector_entry_point")``)."""
-    if env_id not in VECTOR_ENVS:
-        raise ValueError(f"unknown environment {env_id!r}; available: {sorted(VECTOR_ENVS)}")
+def make_vector_env(env_id: str, num_envs: int, item_embeddings: Optional[EmbeddingsLike] = None, /, **overrides: Any):
+    """The native vector env of ``env_id`` (same as ``gymnasium.make_vec(..., "vector_entry_point")``).
+
+    ``env_id`` may be a short name or a reference-code alias; the item matrix may
+    come as ``item_embeddings`` or among the overrides (a run's ``env_kwargs``).
+    """
+    env_id = resolve_env_id(env_id)
+    if "item_embeddings" in overrides:
+        from_overrides = overrides.pop("item_embeddings")
+        if item_embeddings is None:
+            item_embeddings = from_overrides
+        elif from_overrides is not None and not _same_matrix_spec(item_embeddings, from_overrides):
+            raise ValueError(
+                f"two item-embedding matrices given: {_describe(item_embeddings)} and {_describe(from_overrides)}"
+            )
     return VECTOR_ENVS[env_id](num_envs=num_envs, item_embeddings=item_embeddings, **overrides)
+
+
+def _describe(spec: Any) -> str:
+    return f"array of shape {spec.shape}" if isinstance(spec, np.ndarray) else repr(str(spec))
+
+
+def _same_matrix_spec(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is b
+    return str(a) == str(b)
 
 
 def _check_counts(episodes: int, batch_size: int) -> None:
@@ -134,7 +156,7 @@ def generate_logged_data(
     progress: bool = True,
     env_kwargs: Optional[dict[str, Any]] = None,
 ) -> LoggedDataset:
-    """Write a logged dataset of a reference policy (SPEC section 5) to ``out``."""
+    """Write a logged dataset of a reference policy (docs/method.md section 5) to ``out``."""
     _check_counts(episodes, batch_size)
     probe = make_vector_env(env_id, 1, item_embeddings, **(env_kwargs or {}))
     sim = probe.simulator

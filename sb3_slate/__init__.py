@@ -1,4 +1,4 @@
-"""sb3_slate: online RL for slate recommendation with Stable-Baselines3 (SPEC sections 7-8).
+"""sb3_slate: online RL for slate recommendation with Stable-Baselines3 (docs/method.md sections 7-8).
 
 - :mod:`sb3_slate.envs`: history-window observations (:class:`HistoryWindow`,
   :class:`VectorHistoryWindow`) and the SB3 ``VecEnv`` bridge (:class:`SB3VecEnv`);

@@ -15,7 +15,7 @@ from gym_slaterec.envs import SlateRecEnv, SlateRecVectorEnv, check_slates, intr
 
 FOCUSED = "SlateRec/FocusedTopDown-v0"
 
-# SPEC section 4
+# docs/method.md section 4
 PRESETS = {
     "SlateRec/FocusedTopDown-v0": ("focused", "TopDown", 1.0),
     "SlateRec/FocusedMixed-v0": ("focused", "Mixed", 1.0),
@@ -33,7 +33,7 @@ def test_six_environments_are_registered_with_their_presets():
         env = gymnasium.make(env_id)
         cfg = env.unwrapped.config
         assert (cfg.item_embeddings, cfg.click_model, cfg.diversity_penalty) == (emb, click, penalty)
-        # the published values shared by all six (SPEC section 3)
+        # the published values shared by all six (docs/method.md section 3)
         assert (cfg.offset, cfg.slope, cfg.omega, cfg.position_decay) == (0.28, 100.0, 0.9, 0.85)
         assert (cfg.diversity_threshold, cfg.boredom_threshold, cfg.boredom_timeout) == (4, 5, 5)
         assert (cfg.boredom_moving_window, cfg.recent_items_maxlen, cfg.short_term_boost) == (5, 10, 1.0)

@@ -1,4 +1,4 @@
-"""BPR matrix factorisation (SPEC section 7)."""
+"""BPR matrix factorisation (docs/method.md section 7)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def datasets(tmp_path_factory):
 def mf(datasets, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("mf_out") / "mf.npz"
-    # lr 1e-2 so that a few epochs suffice in a test; the default 1e-4 is the SPEC's
+    # lr 1e-2 so that a few epochs suffice in a test; the default 1e-4 is the one of docs/method.md
     return train_mf(datasets[0], out, seed=0, epochs=6, patience=3, lr=1e-2, progress=False)
 
 

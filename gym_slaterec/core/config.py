@@ -1,4 +1,4 @@
-"""Simulator parameters (SPEC section 3) and the six published environment presets."""
+"""Simulator parameters (docs/method.md section 3) and the six published environment presets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CLICK_MODELS = ("TopDown", "Mixed")
 class SimulatorConfig:
     """Every parameter of one TopicRec turn. Defaults are the published values."""
 
-    item_embeddings: str = "focused"  # "focused", "diffuse" or a .npy path
+    item_embeddings: str = "focused"  # a shipped name ("focused", "diffuse", "peaked") or a .npy/.pt path
     click_model: str = "TopDown"
     diversity_penalty: float = 1.0
     slate_size: int = 10
@@ -58,6 +58,11 @@ _POSITIVE_INTS = (
     "recent_items_maxlen",
 )
 _NONNEG_INTS = ("boredom_moving_window",)
+#: Upper bounds that keep memory finite: a user's whole episode of click uniforms is
+#: drawn at reset ((episode_length + 1) x slate_size numbers), logs are (users, maxlen).
+_MAX_INTS = {"episode_length": 100_000, "slate_size": 10_000, "topic_size": 10_000, "recent_items_maxlen": 100_000,
+             "diversity_threshold": 10**9, "boredom_threshold": 10**9, "boredom_timeout": 10**9,
+             "boredom_moving_window": 10**9}
 _FINITE = ("offset", "slope", "omega", "position_decay", "diversity_penalty", "short_term_boost",
            "user_component_std", "user_weight_power")
 
@@ -71,6 +76,8 @@ def validate_config(cfg: SimulatorConfig) -> None:
         low = 1 if name in _POSITIVE_INTS else 0
         if v < low:
             raise ValueError(f"{name} must be >= {low}, got {v}")
+        if v > _MAX_INTS[name]:
+            raise ValueError(f"{name} must be <= {_MAX_INTS[name]:,}, got {v}")
     for name in _FINITE:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -89,7 +96,8 @@ def validate_config(cfg: SimulatorConfig) -> None:
         raise ValueError(f"user_component_std must be > 0, got {cfg.user_component_std}")
     if not isinstance(cfg.item_embeddings, str):
         raise ValueError(
-            "item_embeddings in a SimulatorConfig must be 'focused', 'diffuse' or a .npy path; "
+            "item_embeddings in a SimulatorConfig must be a shipped name ('focused', 'diffuse', 'peaked') "
+            "or a .npy/.pt path; "
             "pass an array to the environment's item_embeddings argument instead"
         )
 
@@ -111,9 +119,32 @@ for _emb in ("focused", "diffuse"):
         )
 
 
+#: The reference implementation's environment names (its dataset and run names),
+#: accepted wherever an environment id is.
+ENV_ALIASES: dict[str, str] = {}
+for _emb in ("focused", "diffuse"):
+    for _alias, _name in (("topdown", "TopDown"), ("mix", "Mixed"), ("mixed", "Mixed"), ("divpen", "DivPen")):
+        ENV_ALIASES[f"{_emb}_{_alias}"] = f"SlateRec/{_emb.capitalize()}{_name}-v0"
+
+
+def resolve_env_id(name: str) -> str:
+    """The registered id of ``name``: an id with or without ``SlateRec/``, or a
+    reference-code alias such as ``focused_topdown`` or ``diffuse_mix``."""
+    if not isinstance(name, str):
+        raise ValueError(f"environment must be a string id, got {type(name).__name__}")
+    key = name if name.startswith("SlateRec/") else f"SlateRec/{name}"
+    if key in ENV_PRESETS:
+        return key
+    alias = ENV_ALIASES.get(name.strip().lower())
+    if alias is not None:
+        return alias
+    raise ValueError(
+        f"unknown environment {name!r}; available: {sorted(ENV_PRESETS)} "
+        f"(or the reference code's names: {', '.join(sorted(ENV_ALIASES))})"
+    )
+
+
 def preset(env_id: str) -> EnvPreset:
-    """The preset of a registered environment id (with or without the ``SlateRec/`` namespace)."""
-    key = env_id if env_id.startswith("SlateRec/") else f"SlateRec/{env_id}"
-    if key not in ENV_PRESETS:
-        raise ValueError(f"unknown environment {env_id!r}; available: {sorted(ENV_PRESETS)}")
-    return ENV_PRESETS[key]
+    """The preset of a registered environment id (with or without the ``SlateRec/``
+    namespace, or a reference-code alias, see :func:`resolve_env_id`)."""
+    return ENV_PRESETS[resolve_env_id(env_id)]

@@ -82,7 +82,7 @@ def analysis_info(sim: TopicRecSimulator, turn: Turn) -> dict[str, np.ndarray]:
 
 
 class SlateRecEnv(gym.Env):
-    """A user of the TopicRec slate recommendation simulator (SPEC sections 1-3).
+    """A user of the TopicRec slate recommendation simulator (docs/method.md sections 1-3).
 
     A user with hidden interests over topics visits for a session of
     ``episode_length`` turns. Every turn the agent recommends a slate of ``k`` items

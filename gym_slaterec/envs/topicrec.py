@@ -1,4 +1,4 @@
-"""The six published TopicRec environments (SPEC section 4).
+"""The six published TopicRec environments (docs/method.md section 4).
 
 Each class fixes the item embeddings, the click model and the diversity penalty;
 everything else is shared and documented on :class:`SlateRecEnv`.

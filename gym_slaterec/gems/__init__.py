@@ -1,4 +1,4 @@
-"""GeMS: the slate VAE of Deffayet et al. (WSDM 2023), SPEC section 6.
+"""GeMS: the slate VAE of Deffayet et al. (WSDM 2023), docs/method.md section 6.
 
 - :class:`GeMSConfig` hyper-parameters; :class:`GeMS` the torch module;
 - :func:`train_gems` pre-training on a :class:`~gym_slaterec.logged_data.LoggedDataset`;

@@ -1,4 +1,4 @@
-"""Hyper-parameters of GeMS pre-training (SPEC section 6)."""
+"""Hyper-parameters of GeMS pre-training (docs/method.md section 6)."""
 
 from __future__ import annotations
 

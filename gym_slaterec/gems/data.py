@@ -1,6 +1,7 @@
 """Batches of (slate, clicks) turns read straight from a logged dataset's arrays.
 
-Every turn of every selected episode (the reset turn included) is one sample.
+Every turn of every selected episode (the reset turn included, when the dataset
+logged it) is one sample.
 Samples are addressed by a flat index ``episode * (turns + 1) + turn`` into the
 dataset's memory-mapped ``(E * (T + 1), k)`` view; a batch is one fancy-indexing
 read per array, so there is no per-sample Python object and starting on a
@@ -28,8 +29,9 @@ class TurnSampler:
         if episodes.size and (episodes.min() < 0 or episodes.max() >= E):
             raise ValueError(f"episode indices must lie in [0, {E - 1}]")
         dtype = np.int32 if E * T1 < 2**31 else np.int64
-        self.index = (episodes.astype(dtype)[:, None] * T1 + np.arange(T1, dtype=dtype)).ravel()
-        self.block = T1
+        turns = np.arange(dataset.first_turn, T1, dtype=dtype)
+        self.index = (episodes.astype(dtype)[:, None] * T1 + turns).ravel()
+        self.block = len(turns)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -17,7 +17,7 @@ from ._env import EnvInfo, as_action_batch, env_info
 
 def _prepare(env: Any, checkpoint: CheckpointLike, allow_env_mismatch: bool) -> tuple[GeMSCheckpoint, EnvInfo]:
     info = env_info(env)
-    ckpt = as_checkpoint(checkpoint, allow_env_mismatch=True)
+    ckpt = as_checkpoint(checkpoint, allow_env_mismatch=True, allow_partial=True)  # warns if partial
     if not allow_env_mismatch:
         ckpt.check_env(info.env_id, info.item_embeddings_fingerprint)
     if (ckpt.num_items, ckpt.slate_size) != (info.num_items, info.slate_size):
@@ -46,7 +46,7 @@ class GeMSAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Actions in ``Box(-1, 1, (latent_dim,))`` decoded into slates by a pre-trained GeMS.
 
     The action ``a`` becomes the latent code ``z = center + scale * a`` (the
-    checkpoint's bounds, SPEC section 6) and the decoder's most likely item at each
+    checkpoint's bounds, docs/method.md section 6) and the decoder's most likely item at each
     rank forms the slate (duplicates possible). Actions outside ``[-1, 1]`` are
     not clipped (they extrapolate beyond the bounds); NaN raises ``ValueError``.
 

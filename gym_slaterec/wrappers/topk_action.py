@@ -21,7 +21,7 @@ def resolve_embeddings(env: Any, embeddings: EmbeddingsSpec, allow_env_mismatch:
     """The (N, d) table named by ``embeddings`` and a short description of its source.
 
     ``"ideal"``: the environment's own item embeddings (privileged); a path to an
-    MF file (``train_mf``) or to an ``.npy`` matrix; an
+    MF file (``train_mf``) or to a plain ``.npy``/``.pt`` matrix; an
     :class:`~gym_slaterec.mf.MFEmbeddings`; or any (N, d) array.
     """
     from ..mf import MFEmbeddings
@@ -31,16 +31,7 @@ def resolve_embeddings(env: Any, embeddings: EmbeddingsSpec, allow_env_mismatch:
         table, source = env_item_matrix(env), "ideal"
     elif isinstance(embeddings, (str, Path)):
         p = Path(embeddings)
-        if p.suffix == ".npy":
-            if not p.is_file():
-                raise FileNotFoundError(f"embedding matrix not found: {p}")
-            try:
-                table = np.load(p, allow_pickle=False)
-            except Exception as exc:
-                raise ValueError(f"cannot read embedding matrix {p}: {exc}") from exc
-            source = str(p)
-        else:
-            embeddings = MFEmbeddings.load(p)
+        embeddings = MFEmbeddings.load(p)  # train_mf's .npz, or a plain .npy/.pt matrix
     if isinstance(embeddings, MFEmbeddings):
         if not allow_env_mismatch:
             embeddings.check_env(info.env_id, info.item_embeddings_fingerprint)

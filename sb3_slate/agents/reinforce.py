@@ -1,4 +1,4 @@
-"""REINFORCE+SoftMax (SPEC section 7): a softmax over the N items, k samples with replacement.
+"""REINFORCE+SoftMax (docs/method.md section 7): a softmax over the N items, k samples with replacement.
 
 :class:`SoftmaxSlatePolicy` maps the belief to N item logits; a slate is k
 independent draws from that softmax (its log-probability is the sum of the k

@@ -1,4 +1,4 @@
-"""SAC with distinct learning rates for the Q networks and the policy (SPEC section 7)."""
+"""SAC with distinct learning rates for the Q networks and the policy (docs/method.md section 7)."""
 
 from __future__ import annotations
 

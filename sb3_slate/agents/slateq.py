@@ -1,4 +1,4 @@
-"""SlateQ (SPEC section 7; privileged): item-wise Q-values combined with the true click model.
+"""SlateQ (docs/method.md section 7; privileged): item-wise Q-values combined with the true click model.
 
 The value of a slate decomposes over its items: ``Q(s, A) = sum_r P(click r | s, A) Q(s, A_r)``
 with ``P(click r) = rel(A_r) * E_r`` (true relevance, examination of rank r). The

@@ -1,4 +1,4 @@
-"""SAC+WkNN: SAC acting through a Wolpertinger policy (SPEC section 7).
+"""SAC+WkNN: SAC acting through a Wolpertinger policy (docs/method.md section 7).
 
 The actor proposes one ``d``-dimensional target per rank (a ``k*d`` action); for
 each rank the ``k'`` items whose embeddings are nearest (Euclidean) to its target
