@@ -12,3 +12,20 @@
 
 Heavy dependencies (torch, d3rlpy, minari) load only when those modules are imported.
 """
+
+import sys as _sys
+import types as _types
+
+
+def _quiet_legacy_gym() -> None:
+    """d3rlpy imports the unmaintained ``gym`` package, which prints a deprecation
+    notice (from ``gym_notices``) on every import. SlateRec uses Gymnasium only, so
+    an empty notice table is installed before gym can be imported."""
+    if "gym" in _sys.modules or "gym_notices.notices" in _sys.modules:
+        return
+    stub = _types.ModuleType("gym_notices.notices")
+    stub.notices = {}  # type: ignore[attr-defined]
+    _sys.modules["gym_notices.notices"] = stub
+
+
+_quiet_legacy_gym()

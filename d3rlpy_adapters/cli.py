@@ -6,21 +6,26 @@ import argparse
 import json
 from pathlib import Path
 
+from gym_slaterec.cli import positive_int, seed_arg
+
+from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="collect a dataset of episodes from a reference policy or an agent run")
     p.add_argument("env_id")
     p.add_argument("--policy", required=True,
                    help="random, oracle, epsilon-greedy, or an agent run directory (slaterec train ... --out RUN_DIR)")
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0, help="episode j is played by user seed + j")
+    p.add_argument("--episodes", type=positive_int, required=True)
+    p.add_argument("--seed", type=seed_arg, default=0, help="episode j is played by user seed + j")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     p.add_argument("--epsilon", type=float, default=0.5, help="exploration rate of epsilon-greedy")
     p.add_argument("--checkpoint", default="best",
                    help="agent checkpoint: best, last, a checkpoint name, or episodes:N (closest periodic checkpoint)")
     p.add_argument("--list-checkpoints", action="store_true", help="print the run's checkpoints and exit")
     p.add_argument("--stochastic", action="store_true", help="sample the agent's actions instead of acting greedily")
-    p.add_argument("--batch-size", type=int, default=1000, help="users simulated at once")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="users simulated at once")
+    add_item_embeddings_argument(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_collect)
 
@@ -29,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gems", type=Path, required=True, help="GeMS checkpoint that encodes the logged slates")
     p.add_argument("--format", choices=("d3rlpy", "minari"), default="d3rlpy")
     p.add_argument("--out", type=Path, required=True, help="d3rlpy: the .h5 file; minari: a folder (MINARI_DATASETS_PATH)")
-    p.add_argument("--window", type=int, default=10, help="turns of history per observation (d3rlpy)")
+    p.add_argument("--window", type=positive_int, default=10, help="turns of history per observation (d3rlpy)")
     p.add_argument("--actions", choices=("auto", "policy", "encoded"), default="auto",
                    help="policy: the collecting agent's own GeMS latents (it must have acted through --gems); "
                         "encoded: the GeMS encoding of each logged slate and clicks; auto: policy when possible")
     p.add_argument("--dataset-id", help="Minari dataset id (default slaterec/<env>/<dataset name>-v0)")
+    p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_export)
 
@@ -41,16 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("algo", choices=("td3bc", "cql", "iql", "bcq", "bc"))
     p.add_argument("dataset", type=Path, help="a d3rlpy file written by `slaterec export`")
     p.add_argument("--gems", type=Path, required=True, help="the GeMS the dataset was exported with")
-    p.add_argument("--steps", type=int, default=10_000, help="gradient steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=10_000, help="gradient steps")
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
-    p.add_argument("--eval-every", type=int, default=1000, help="gradient steps between validations")
-    p.add_argument("--val-users", type=int, default=200)
-    p.add_argument("--test-users", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--eval-every", type=positive_int, default=1000, help="gradient steps between validations")
+    p.add_argument("--val-users", type=positive_int, default=200)
+    p.add_argument("--test-users", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--gamma", type=float, default=0.8)
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="any other OfflineConfig field, e.g. --set td3bc_alpha=1.0 (repeatable)")
+    p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=cmd_train_offline)
 
@@ -68,7 +75,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     policy = args.policy if is_reference_policy(args.policy) else Path(args.policy)
     ds = collect(args.env_id, policy, args.episodes, args.seed, args.out, epsilon=args.epsilon,
                  checkpoint=args.checkpoint, overwrite=args.overwrite, batch_size=args.batch_size,
-                 deterministic=not args.stochastic, progress=True)
+                 deterministic=not args.stochastic, progress=True, item_embeddings=args.item_embeddings)
     returns = ds.returns()
     print(f"wrote {ds.path}: {len(ds)} episodes x {ds.turns} turns, mean return {returns.mean():.2f}, "
           f"extras {sorted(ds.extras)}, fingerprint {ds.fingerprint[:12]}")
@@ -80,7 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .export import export_d3rlpy, sidecar_path
 
         out = export_d3rlpy(args.dataset, args.gems, args.out, window=args.window, overwrite=args.overwrite,
-                            actions=args.actions)
+                            actions=args.actions, allow_partial=args.allow_partial)
         meta = json.loads(sidecar_path(out).read_text())
         print(f"wrote {out} ({meta['transitions']} transitions, observation {meta['observation']['size']} values, "
               f"action {meta['action']['size']}-d in [-1, 1] ({meta['action']['source']}), {100 * meta['action']['clipped_fraction']:.2f}% clipped) "
@@ -89,7 +96,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .minari_export import export_minari
 
         out, dataset_id = export_minari(args.dataset, args.gems, args.out, args.dataset_id, overwrite=args.overwrite,
-                                        actions=args.actions)
+                                        actions=args.actions, allow_partial=args.allow_partial)
         print(f"wrote Minari dataset {dataset_id!r} under {out} (load with MINARI_DATASETS_PATH={out} "
               f"minari.load_dataset({dataset_id!r}))")
     return 0
@@ -100,7 +107,7 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
 
     cfg = OfflineConfig(algo=args.algo, steps=args.steps, seed=args.seed, eval_every=args.eval_every,
                         val_users=args.val_users, test_users=args.test_users, batch_size=args.batch_size,
-                        gamma=args.gamma)
+                        gamma=args.gamma, allow_partial=args.allow_partial)
     if args.set_:
         from sb3_slate.methods import parse_set
 

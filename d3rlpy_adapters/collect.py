@@ -24,7 +24,14 @@ import numpy as np
 
 from gym_slaterec.logged_data import DatasetWriter, LoggedDataset
 from gym_slaterec.policies import POLICY_NAMES, simulator_of
-from gym_slaterec.provenance import PathLike, ProvenanceMismatchError, check_writable, provenance, sha256_file
+from gym_slaterec.provenance import (
+    DATASET_KINDS,
+    PathLike,
+    ProvenanceMismatchError,
+    check_writable,
+    provenance,
+    sha256_file,
+)
 from gym_slaterec.rollouts import DEFAULT_BATCH, make_vector_env, rollout_reference_policy
 
 COLLECT_KIND = "collected_dataset"
@@ -127,6 +134,7 @@ def collect(
     deterministic: bool = True,
     progress: bool = True,
     env_kwargs: Optional[dict[str, Any]] = None,
+    item_embeddings: Optional[str] = None,
 ) -> LoggedDataset:
     """Play ``episodes`` episodes of ``policy`` on ``env_id`` and write them to ``out``.
 
@@ -135,6 +143,7 @@ def collect(
     ``episodes:N``). Agents act ``deterministic``-ally unless told otherwise.
     ``env_kwargs`` override environment parameters (recorded in the provenance);
     an agent run uses its own training overrides unless they are given.
+    ``item_embeddings`` (a shipped name or a matrix file) replaces the item matrix.
     """
     _check_positive("episodes", episodes)
     _check_positive("batch_size", batch_size)
@@ -146,8 +155,12 @@ def collect(
         if env_kwargs is None:
             env_kwargs = dict(getattr(getattr(agent, "config", None), "env_kwargs", {}) or {})
     env_kwargs = dict(env_kwargs or {})
+    if item_embeddings is not None:
+        from gym_slaterec.core.embeddings import normalise_matrix_spec
+
+        env_kwargs["item_embeddings"] = normalise_matrix_spec(item_embeddings)
     env_id, sim = _env_probe(env_id, env_kwargs)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, DATASET_KINDS)
     T, k, N = sim.config.episode_length, sim.slate_size, sim.num_items
     common = dict(
         env_id=env_id,
@@ -187,6 +200,13 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
     agent_env = (getattr(agent, "provenance", {}) or {}).get("env_id") or getattr(agent, "env_id", None)
     if agent_env is not None and agent_env != env_id:
         raise ProvenanceMismatchError(f"agent run {run_dir} was trained on {agent_env!r}, not on {env_id!r}")
+    agent_items = (getattr(agent, "provenance", {}) or {}).get("item_embeddings_fingerprint")
+    if agent_items is not None and agent_items != common["item_embeddings_fingerprint"]:
+        raise ProvenanceMismatchError(
+            f"agent run {run_dir} was trained with item embeddings {agent_items[:12]}, but the environment uses "
+            f"{common['item_embeddings_fingerprint'][:12]} ({common['item_embeddings_source']}); "
+            "pass the run's matrix with --item-embeddings, or none to use the run's own"
+        )
     pol = _agent_record(agent, run_dir, name)
     pol["deterministic"] = bool(deterministic)
     gems_fp = getattr(agent, "gems_fingerprint", None)
@@ -219,8 +239,10 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
             actions = np.empty((b, T) + tuple(shape), dtype=np.float32) if has_action else None
             obs, _ = env.reset(seed=seed + start)
             slates[:, 0], clicks[:, 0] = sim.last_slate, sim.last_clicks
+            state, episode_start = None, np.ones(b, dtype=bool)
             for t in range(T):
-                action, _ = agent.predict(obs, deterministic=deterministic)
+                action, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+                episode_start[:] = False
                 obs, reward, terminated, truncated, _ = env.step(action)
                 slates[:, t + 1], clicks[:, t + 1] = sim.last_slate, sim.last_clicks
                 rewards[:, t] = reward

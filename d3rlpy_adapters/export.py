@@ -66,7 +66,7 @@ def check_dataset(dataset: DatasetLike) -> LoggedDataset:
     return ds
 
 
-def _load_gems(gems: Any, ds: LoggedDataset):
+def _load_gems(gems: Any, ds: LoggedDataset, allow_partial: bool = False):
     from gym_slaterec.gems import GeMSCheckpoint
 
     if isinstance(gems, GeMSCheckpoint):
@@ -74,7 +74,8 @@ def _load_gems(gems: Any, ds: LoggedDataset):
         ckpt = gems
     else:
         ckpt = GeMSCheckpoint.load(
-            gems, expect_env_id=ds.env_id, expect_item_embeddings_fingerprint=ds.item_embeddings_fingerprint
+            gems, expect_env_id=ds.env_id, expect_item_embeddings_fingerprint=ds.item_embeddings_fingerprint,
+            allow_partial=allow_partial,
         )
     if ckpt.num_items != ds.num_items or ckpt.slate_size != ds.slate_size:
         raise ProvenanceMismatchError(
@@ -134,8 +135,11 @@ def policy_actions(ds: LoggedDataset, ckpt) -> tuple[np.ndarray, float]:
 
 def action_arrays(ds: LoggedDataset, ckpt, source: str) -> tuple[np.ndarray, float]:
     """Normalised actions (E, T, latent_dim) from ``source`` (``"policy"`` or ``"encoded"``),
-    and the fraction clipped to [-1, 1]."""
-    return policy_actions(ds, ckpt) if source == "policy" else latent_actions(ds, ckpt)
+    and the fraction clipped to [-1, 1]. Non-finite actions are refused, never written."""
+    acts, clipped = policy_actions(ds, ckpt) if source == "policy" else latent_actions(ds, ckpt)
+    if not np.isfinite(acts).all():
+        raise ValueError(f"GeMS {ckpt.path} encodes {ds.path} into NaN or infinite latents; refusing to export them")
+    return acts, clipped
 
 
 def build_arrays(ds: LoggedDataset, ckpt, window: int, actions: str = "encoded") -> dict[str, np.ndarray]:
@@ -201,21 +205,23 @@ def export_d3rlpy(
     window: int = DEFAULT_WINDOW,
     overwrite: bool = False,
     actions: str = "auto",
+    allow_partial: bool = False,
 ) -> Path:
     """Write ``dataset`` as a d3rlpy file at ``out`` (plus its provenance sidecar); returns ``out``.
 
-    ``actions``: ``"auto"`` (default), ``"policy"`` or ``"encoded"``; see :func:`resolve_action_source`."""
+    ``actions``: ``"auto"`` (default), ``"policy"`` or ``"encoded"``; see :func:`resolve_action_source`.
+    ``allow_partial`` accepts a GeMS checkpoint whose training was interrupted."""
     out = Path(out)
     side = sidecar_path(out)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, "d3rlpy_dataset")
     check_writable(side, overwrite)
     ds = check_dataset(dataset)
-    ckpt = _load_gems(gems, ds)
+    ckpt = _load_gems(gems, ds, allow_partial)
     source = resolve_action_source(ds, ckpt, actions)
     arrays = build_arrays(ds, ckpt, window, source)
     mdp = to_mdp_dataset(arrays)
     layout = WindowLayout(window, ds.slate_size, ds.num_items)
-    with atomic_path(out, overwrite) as tmp:
+    with atomic_path(out, overwrite, kind="d3rlpy_dataset") as tmp:
         with open(tmp, "w+b") as f:
             mdp.dump(f)
     prov = export_provenance(

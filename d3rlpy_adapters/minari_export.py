@@ -23,11 +23,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from gym_slaterec.provenance import PathLike, atomic_path, check_writable, write_json_atomic
+from gym_slaterec.provenance import MINARI_MARKER, PathLike, atomic_path, check_writable, write_json_atomic
 
 from .export import DatasetLike, _load_gems, action_arrays, check_dataset, export_provenance, resolve_action_source
 
-SIDECAR = "slaterec_export.json"
+SIDECAR = MINARI_MARKER  # marks the folder as this package's export
 
 
 def default_dataset_id(env_id: str, name: str) -> str:
@@ -43,6 +43,7 @@ def export_minari(
     dataset_id: Optional[str] = None,
     overwrite: bool = False,
     actions: str = "auto",
+    allow_partial: bool = False,
 ) -> tuple[Path, str]:
     """Write ``dataset`` as a Minari dataset under the folder ``out``; returns ``(out, dataset_id)``.
 
@@ -52,9 +53,9 @@ def export_minari(
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     out = Path(out)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, "minari_dataset")
     ds = check_dataset(dataset)
-    ckpt = _load_gems(gems, ds)
+    ckpt = _load_gems(gems, ds, allow_partial)
     dataset_id = dataset_id or default_dataset_id(ds.env_id, ds.path.name if ds.path else "dataset")
     source = resolve_action_source(ds, ckpt, actions)
     acts, clipped = action_arrays(ds, ckpt, source)
@@ -88,7 +89,7 @@ def export_minari(
         episodes=len(ds),
     )
     old = os.environ.get("MINARI_DATASETS_PATH")
-    with atomic_path(out, overwrite, directory=True) as tmp:
+    with atomic_path(out, overwrite, directory=True, kind="minari_dataset") as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         os.environ["MINARI_DATASETS_PATH"] = str(tmp)
         try:

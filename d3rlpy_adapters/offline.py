@@ -48,7 +48,7 @@ RESULTS_FORMAT = "slaterec.offline_run/1"
 class OfflineConfig:
     """Hyper-parameters of an offline run (d3rlpy defaults unless set).
 
-    ``gamma`` defaults to the paper's online SAC value (0.8, SPEC section 7).
+    ``gamma`` defaults to the paper's online SAC value (0.8, docs/method.md section 7).
     ``eval_every`` counts gradient steps; validation uses ``val_users`` fixed users,
     the final test ``test_users`` fixed users (the online protocol's sets).
     """
@@ -66,13 +66,24 @@ class OfflineConfig:
     feature_size: int = 256
     actor_lr: Optional[float] = None
     critic_lr: Optional[float] = None
-    td3bc_alpha: float = 2.5
+    td3bc_alpha: float = 10.0  # best on validation users (BENCHMARKS.md); d3rlpy's default is 2.5
     cql_conservative_weight: float = 5.0
     iql_expectile: float = 0.7
     bcq_action_samples: int = 10
     log_every: int = 50
+    #: accept a GeMS checkpoint whose training was interrupted (--allow-partial)
+    allow_partial: bool = False
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # types first, so that range checks below cannot raise TypeError
+            v, default = getattr(self, f.name), f.default
+            if isinstance(default, bool) and not isinstance(v, bool):
+                raise ValueError(f"OfflineConfig.{f.name} must be true or false, got {v!r}")
+            if isinstance(default, (int, float)) and not isinstance(default, bool) or f.name in ("actor_lr", "critic_lr"):
+                if v is None and default is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"OfflineConfig.{f.name} must be a finite number, got {v!r}")
         if self.algo not in ALGORITHMS:
             raise ValueError(f"unknown offline algorithm {self.algo!r}; choose one of {ALGORITHMS}")
         for name in ("steps", "batch_size", "eval_every", "val_users", "test_users", "item_dim", "gru_hidden",
@@ -189,7 +200,8 @@ class OfflineAgent:
 
         return FlatHistoryWindow(GeMSAction(vector_env, self.gems), self.layout)
 
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
         a = self.algo.predict(np.asarray(obs))
         return np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0), None
 
@@ -232,10 +244,11 @@ def train_offline(
     config = dataclasses.replace(config or OfflineConfig(), algo=algo)
     config.validate()
     out = Path(out)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, "offline_run")
     meta = read_sidecar(dataset)
     ckpt = GeMSCheckpoint.load(
-        gems, expect_env_id=meta["env_id"], expect_item_embeddings_fingerprint=meta.get("item_embeddings_fingerprint")
+        gems, expect_env_id=meta["env_id"], expect_item_embeddings_fingerprint=meta.get("item_embeddings_fingerprint"),
+        allow_partial=config.allow_partial,
     )
     require_gems(meta, ckpt.fingerprint, str(dataset))
     data = load_d3rlpy(dataset, ckpt.fingerprint)
@@ -270,7 +283,7 @@ def train_offline(
     )
 
     started = time.time()
-    with atomic_path(out, overwrite, directory=True) as tmp:
+    with atomic_path(out, overwrite, directory=True, kind="offline_run") as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         write_json_atomic(tmp / "config.json", config.to_dict())
         write_json_atomic(tmp / "provenance.json", prov)
@@ -355,15 +368,34 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
         raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json)")
     prov = json.loads(prov_file.read_text())
     model = run / f"model_{checkpoint}.d3"
-    if not model.is_file():
+    if checkpoint not in ("best", "last") or not model.is_file():
         raise FileNotFoundError(f"{run} has no {model.name}")
+    try:
+        learner = d3rlpy.load_learnable(str(model), device=False)
+    except Exception as exc:  # truncated or foreign file
+        raise ValueError(f"{model} is damaged or not a d3rlpy model ({type(exc).__name__}: {exc})") from exc
     ckpt = GeMSCheckpoint.load(gems or prov["gems"]["path"], expect_env_id=prov["env_id"],
-                               expect_item_embeddings_fingerprint=prov.get("item_embeddings_fingerprint"))
+                               expect_item_embeddings_fingerprint=prov.get("item_embeddings_fingerprint"),
+                               allow_partial=bool((prov.get("hyperparameters") or {}).get("allow_partial")))
     if ckpt.fingerprint != prov["gems"]["fingerprint"]:
         raise ProvenanceMismatchError(
             f"offline run {run} acts in the latent space of GeMS {prov['gems']['fingerprint'][:12]}, "
             f"not of {ckpt.path} ({ckpt.fingerprint[:12]})"
         )
     o = prov["observation"]
-    return OfflineAgent(d3rlpy.load_learnable(str(model), device=False), ckpt,
+    return OfflineAgent(learner, ckpt,
                         WindowLayout(o["window"], o["slate_size"], o["num_items"]), prov.get("env_kwargs"))
+
+
+def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int, item_embeddings: Any = None,
+                     checkpoint: str = "best") -> dict[str, Any]:
+    """``slaterec evaluate --policy RUN_DIR`` for an offline run: its agent at ``checkpoint``
+    (best, last) on users ``seed .. seed + episodes - 1`` of ``env_id``."""
+    agent = load_offline_policy(run_dir, checkpoint=checkpoint)
+    prov = json.loads((Path(run_dir) / "provenance.json").read_text())
+    if env_id != prov["env_id"]:
+        raise ProvenanceMismatchError(f"offline run {run_dir} was trained on {prov['env_id']!r}, cannot evaluate it on {env_id!r}")
+    if item_embeddings is not None:
+        agent.env_kwargs = {**agent.env_kwargs, "item_embeddings": item_embeddings}
+    stats = evaluate_offline_agent(agent, env_id, episodes, seed)
+    return {"policy": str(run_dir), "method": prov.get("method"), "checkpoint": checkpoint, "env_id": env_id, **stats}

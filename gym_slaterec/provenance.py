@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,10 @@ class ArtifactExistsError(FileExistsError):
 
 class ProvenanceMismatchError(ValueError):
     """Raised when artifacts that do not belong together are combined."""
+
+
+class PartialArtifactError(ValueError):
+    """Raised when an artifact whose job was interrupted is used without ``allow_partial``."""
 
 
 def package_version() -> str:
@@ -52,6 +57,35 @@ def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_record() -> dict[str, Any]:
+    """The command line, the git commit of the package's checkout (if any) and the
+    versions of the libraries that shape results."""
+    import platform
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    libraries = {}
+    for name in ("numpy", "scipy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "d3rlpy"):
+        try:
+            libraries[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    commit = None
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit = out.stdout.strip() + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"command": list(sys.argv), "git_commit": commit, "python": platform.python_version(),
+            "libraries": libraries}
 
 
 def provenance(
@@ -81,6 +115,7 @@ def provenance(
         "inputs": dict(inputs or {}),
         "seed": seed,
         "hyperparameters": dict(hyperparameters or {}),
+        "runtime": runtime_record(),
     }
     record.update(extra)
     return json.loads(json.dumps(record, default=_jsonable))
@@ -115,24 +150,142 @@ class ProvenanceFields:
         return self.provenance.get("item_embeddings_fingerprint")
 
 
-def check_writable(path: PathLike, overwrite: bool) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; create the parent folder."""
+#: Artifact families: ``--overwrite`` replaces an artifact only by one of its own family.
+DATASET_KINDS = ("logged_dataset", "collected_dataset")
+#: Top-level entries a run directory (online or offline) may hold; anything else is the user's.
+RUN_ENTRIES = frozenset({
+    "config.json", "provenance.json", "state.json", "tb", "checkpoints", "best_validation.json",
+    "results.json", "progress.csv", "train.log", "command.txt",
+})
+#: What an empty folder is reported as: nothing to lose, so any writer may replace it.
+EMPTY_FOLDER = "empty_folder"
+DEMO_MARKER = "slaterec_demo.json"
+MINARI_MARKER = "slaterec_export.json"
+
+
+def _json_file(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _foreign(folder: Path, allowed: set) -> list[str]:
+    """Entries of ``folder`` that are not in ``allowed`` (offline runs' ``model_*.d3`` count as allowed)."""
+    def ours(name: str) -> bool:
+        return name in allowed or name.startswith(".") or ("provenance.json" in allowed and
+                                                           name.startswith("model_") and name.endswith(".d3"))
+    return sorted(p.name for p in folder.iterdir() if not ours(p.name))
+
+
+def identify_artifact(path: PathLike) -> tuple[Optional[str], str]:
+    """``(kind, description)`` of what lies at ``path``: the provenance kind of an
+    artifact this package wrote (``kind`` is None for anything else, or for an
+    artifact that holds files the package did not write)."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise ArtifactExistsError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        meta = _json_file(p / "meta.json")
+        if meta is not None and str(meta.get("format", "")).startswith("slaterec.logged/"):
+            kind = (meta.get("provenance") or {}).get("kind", "logged_dataset")
+            foreign = _foreign(p, {"meta.json"} | {f"{n}.npy" for n in meta.get("arrays", {})})
+            if foreign:
+                return None, f"a {kind} folder that also holds files SlateRec did not write ({', '.join(foreign[:5])})"
+            return kind, f"a {kind} folder"
+        prov = _json_file(p / "provenance.json")
+        if prov is not None and prov.get("package") == "slaterec":
+            kind = str(prov.get("kind"))
+            foreign = _foreign(p, set(RUN_ENTRIES))
+            if foreign:
+                return None, f"a {kind} folder that also holds files SlateRec did not write ({', '.join(foreign[:5])})"
+            return kind, f"a {kind} folder"
+        for marker in (MINARI_MARKER, DEMO_MARKER):
+            record = _json_file(p / marker)
+            if record is not None and record.get("package") == "slaterec":
+                return str(record.get("kind")), f"a {record.get('kind')} folder"
+        entries = _foreign(p, set())
+        if not entries:
+            return EMPTY_FOLDER, "an empty folder"
+        return None, f"a folder that SlateRec did not write (holds {len(entries)} entries: {', '.join(entries[:5])})"
+    if p.is_file():
+        side = _json_file(p.with_name(p.name + ".provenance.json"))
+        if side is not None and side.get("package") == "slaterec":
+            return str(side.get("kind")), f"a {side.get('kind')} file"
+        kind = _zip_artifact_kind(p)
+        if kind is not None:
+            return kind, f"a {kind} file"
+        return None, "a file that SlateRec did not write"
+    return None, "something that is neither a file nor a folder"
+
+
+def _zip_artifact_kind(p: Path) -> Optional[str]:
+    """MF files (``.npz`` archives) and GeMS checkpoints (torch zips) carry their format."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    try:
+        if "format.npy" in names:
+            with np.load(p, allow_pickle=False) as data:
+                return "mf_embeddings" if str(data["format"]).startswith("slaterec.mf/") else None
+        if any(n.endswith("data.pkl") for n in names):
+            import torch
+
+            payload = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(payload, dict) and str(payload.get("format", "")).startswith("slaterec.gems/"):
+                return "gems_checkpoint"
+    except Exception:  # unreadable: not something this package can vouch for
+        return None
+    return None
+
+
+def check_writable(path: PathLike, overwrite: bool, kind: Union[str, tuple, None] = None) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; create the parent folder.
+
+    With ``overwrite``, ``kind`` (one provenance kind or a tuple of them) names what
+    may be replaced: anything else found there (a user's folder, a file of another
+    kind, an artifact holding foreign files) is refused, so ``--overwrite`` can never
+    destroy data this package did not write. ``kind=None`` is for the package's own
+    internal files inside an artifact it is updating.
+    """
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        if not overwrite:
+            raise ArtifactExistsError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+        if kind is not None:
+            kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+            found, description = identify_artifact(p)
+            if found not in kinds and found != EMPTY_FOLDER:
+                raise ArtifactExistsError(
+                    f"{p} is {description}, not a {' or '.join(kinds)} written by SlateRec; "
+                    "refusing to replace it even with --overwrite (move it away or choose another path)"
+                )
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create the folder {p.parent} for {p}: {exc.strerror or exc}") from exc
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write to {p.parent} (permission denied) for {p}")
     return p
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written (permissions, a file where a folder is needed)."""
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike, overwrite: bool = False, directory: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, overwrite: bool = False, directory: bool = False,
+                kind: Union[str, tuple, None] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only on success.
 
     The destination is either untouched (on error) or fully replaced: readers never
     see a half-written artifact, and an interrupted job leaves nothing behind but
     its temporary, which is removed.
     """
-    dest = check_writable(path, overwrite)
+    dest = check_writable(path, overwrite, kind)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     target = tmp if directory else tmp / dest.name
     try:
@@ -154,15 +307,17 @@ def atomic_path(path: PathLike, overwrite: bool = False, directory: bool = False
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes_atomic(path: PathLike, data: bytes, overwrite: bool = False) -> str:
+def write_bytes_atomic(path: PathLike, data: bytes, overwrite: bool = False,
+                       kind: Union[str, tuple, None] = None) -> str:
     """Write ``data`` to ``path`` atomically; returns its SHA-256 (the file's fingerprint)."""
-    with atomic_path(path, overwrite) as tmp:
+    with atomic_path(path, overwrite, kind=kind) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
 
-def write_json_atomic(path: PathLike, data: Any, overwrite: bool = False) -> Path:
-    with atomic_path(path, overwrite) as tmp:
+def write_json_atomic(path: PathLike, data: Any, overwrite: bool = False,
+                      kind: Union[str, tuple, None] = None) -> Path:
+    with atomic_path(path, overwrite, kind=kind) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
     return Path(path)
 

@@ -1,4 +1,4 @@
-"""``slaterec train``: online RL agents with the paper's protocol (SPEC sections 7-8)."""
+"""``slaterec train``: online RL agents with the paper's protocol (docs/method.md sections 7-8)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from .methods import METHODS
+from gym_slaterec.cli import positive_int, seed_arg
+
+from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
+
+from .methods import METHODS, PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +21,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("method", choices=METHODS)
     p.add_argument("env_id")
-    p.add_argument("--seed", type=int, default=None, help="run seed (0-999); default 0")
+    p.add_argument("--seed", type=seed_arg, default=None, help="run seed (0 to 2**32-1); default 0")
     p.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if unfinished)")
     p.add_argument("--gems", type=Path, help="GeMS checkpoint (sac-gems)")
     p.add_argument("--mf", type=Path, help="MF embeddings (sac-topk-mf, sac-wknn)")
-    p.add_argument("--episodes", type=int, help="training budget in episodes")
-    p.add_argument("--config", type=Path, help="YAML file overriding the method's defaults")
+    p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
+    p.add_argument("--episodes", type=positive_int, help="training budget in episodes")
+    add_item_embeddings_argument(p)
+    p.add_argument("--preset", choices=PRESETS, help="a named training regime: paper (episode replay, the paper's "
+                   "budget and protocol) or window (transition replay with a history window)")
+    p.add_argument("--config", type=Path, help="YAML file overriding the method's defaults (after --preset)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("runs", help="list the run directories under ROOT: method, environment, seed, status, returns")
+    p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(handler=cmd_runs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -45,7 +58,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["gems"] = str(args.gems.resolve())
     if args.mf is not None:
         overrides["mf"] = str(args.mf.resolve())
-    cfg = resolve_config(args.method, env_id, overrides, args.config)
+    if args.allow_partial:
+        overrides["allow_partial"] = True
+    if args.item_embeddings is not None:
+        overrides.setdefault("env_kwargs", {})["item_embeddings"] = args.item_embeddings
+    cfg = resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
     results = train_run(cfg, args.out, progress=not args.no_progress)
     if args.json:
         print(json.dumps({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))
@@ -55,4 +72,46 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{results['wall_time_s']:.0f} s): test return {t['mean']:.2f} 95% CI [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] "
           f"over {t['episodes']} users; best validation {results['best']['validation_return']:.2f} "
           f"at episode {results['best']['episodes']}; run directory {args.out}")
+    return 0
+
+
+def _run_row(run: Path) -> dict:
+    def read(name: str) -> dict:
+        try:
+            data = json.loads((run / name).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
+    hyper = prov.get("hyperparameters") or {}
+    best = (results.get("best") or {}).get("validation_return", state.get("best_validation"))
+    test = (results.get("test") or {}).get("mean")
+    status = "complete" if results else state.get("status", "unfinished")
+    return {"run": str(run), "method": prov.get("method"), "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
+            "status": status, "episodes": state.get("episodes"), "best_validation": best, "test": test,
+            "created_utc": prov.get("created_utc")}
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"no such folder: {args.root}")
+    rows = []
+    for prov in sorted(args.root.rglob("provenance.json")):
+        try:
+            kind = json.loads(prov.read_text()).get("kind")
+        except (OSError, ValueError):
+            continue
+        if kind in ("sb3_run", "offline_run"):
+            rows.append(_run_row(prov.parent))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    def fmt(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+    print(f"{'run':40s} {'method':16s} {'environment':28s} {'seed':>10s} {'status':9s} {'best val':>9s} {'test':>8s}")
+    for r in rows:
+        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['env_id']):28s} {fmt(r['seed']):>10s} "
+              f"{r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
+    print(f"{len(rows)} run(s) under {args.root}")
     return 0

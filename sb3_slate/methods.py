@@ -1,4 +1,4 @@
-"""The methods of the benchmark (SPEC section 7): configuration, env stack and model per method.
+"""The methods of the benchmark (docs/method.md section 7): configuration, env stack and model per method.
 
 A method is a name (``sac-gems``, ``sac-topk-ideal``, ``sac-topk-mf``, ``sac-wknn``,
 ``reinforce-softmax``, ``slateq``, ``random``, ``oracle``) with default
@@ -21,6 +21,8 @@ METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "reinforce-s
 SAC_METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn")
 REFERENCE_METHODS = ("random", "oracle")
 CONFIG_DIR = Path(__file__).parent / "configs"
+#: Named training regimes (sb3_slate/configs/presets/<name>.yaml), applied over the method's defaults.
+PRESETS = ("paper", "window")
 
 
 @dataclass
@@ -34,8 +36,11 @@ class RunConfig:
     episodes: int = 1000
     #: users simulated in parallel for training (episodes advance n_envs at a time)
     n_envs: int = 8
-    #: history window length in turns (episode_length + 1 = the whole episode)
+    #: history window length in turns (episode_length + 1 = the whole episode); replay "window" only
     window: int = 10
+    #: "window": SB3 SAC on transitions with a ``window``-turn history; "episode": the paper's
+    #: episode-replay recurrent SAC (:class:`sb3_slate.agents.EpisodeSAC`), SAC methods only
+    replay: str = "window"
     val_every: int = 100
     val_users: int = 200
     test_users: int = 500
@@ -46,6 +51,8 @@ class RunConfig:
     max_wall_s: Optional[float] = None
     gems: Optional[str] = None
     mf: Optional[str] = None
+    #: accept a GeMS checkpoint whose training was interrupted (--allow-partial)
+    allow_partial: bool = False
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     belief: dict[str, Any] = field(default_factory=dict)
     agent: dict[str, Any] = field(default_factory=dict)
@@ -64,8 +71,33 @@ class RunConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if self.seed > 2**32 - 1:
+            raise ValueError(f"seed must be an integer in [0, {2**32 - 1}], got {self.seed}")
         if self.max_wall_s is not None and (isinstance(self.max_wall_s, bool) or not isinstance(self.max_wall_s, (int, float)) or self.max_wall_s <= 0):
             raise ValueError(f"max_wall_s must be a positive number of seconds, got {self.max_wall_s!r}")
+        for name in ("save_replay_buffer", "allow_partial"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("gems", "mf"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a file path, got {getattr(self, name)!r}")
+        from .settings import AGENT_SETTINGS, BELIEF_SETTINGS, EPISODE_SAC_AGENT, check_section
+
+        if self.replay not in ("window", "episode"):
+            raise ValueError(f"replay must be 'window' or 'episode', got {self.replay!r}")
+        episodic = ("sac-gems", "sac-topk-ideal", "sac-topk-mf")
+        if self.replay == "episode" and self.method not in episodic:
+            raise ValueError(f"replay=episode is implemented for {', '.join(episodic)}, not {self.method} "
+                             "(its critic-guided item choice needs the window regime)")
+        schema = EPISODE_SAC_AGENT if self.replay == "episode" else AGENT_SETTINGS[self.method]
+        check_section("agent", self.agent, schema, f"{self.method} (replay={self.replay})")
+        check_section("belief", self.belief, BELIEF_SETTINGS, self.method)
+        if not isinstance(self.env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a mapping of simulator parameters, got {self.env_kwargs!r}")
+        from gym_slaterec.core.config import preset
+
+        # every key and value checked now, not when the first environment is built
+        preset(self.env_id).config.replace(**{k: v for k, v in self.env_kwargs.items() if k != "item_embeddings"})
         if self.method == "sac-gems" and not self.gems:
             raise ValueError("sac-gems needs a GeMS checkpoint (--gems FILE)")
         if self.method == "sac-topk-mf" and not self.mf:
@@ -118,15 +150,24 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
-                   config_file: Optional[Path] = None) -> RunConfig:
-    """Defaults (common + method) <- config file <- overrides, checked."""
+                   config_file: Optional[Path] = None, preset: Optional[str] = None) -> RunConfig:
+    """Defaults (common + method) <- preset <- config file <- overrides, checked."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     data = _merge(_read_yaml(CONFIG_DIR / "common.yaml"), _read_yaml(CONFIG_DIR / f"{method}.yaml"))
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        data = _merge(data, _read_yaml(CONFIG_DIR / "presets" / f"{preset}.yaml"))
     if config_file is not None:
         data = _merge(data, _read_yaml(Path(config_file)))
     data = _merge(data, overrides or {})
     data.update(method=method, env_id=env_id)
+    env_kwargs = data.get("env_kwargs")
+    if isinstance(env_kwargs, dict) and env_kwargs.get("item_embeddings") is not None:
+        from gym_slaterec.core.embeddings import normalise_matrix_spec
+
+        env_kwargs["item_embeddings"] = normalise_matrix_spec(env_kwargs["item_embeddings"])
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -157,7 +198,8 @@ def load_artifacts(cfg: RunConfig, env_id: str, item_fingerprint: Optional[str])
     if cfg.gems and cfg.method == "sac-gems":
         from gym_slaterec.gems import GeMSCheckpoint
 
-        art.gems = GeMSCheckpoint.load(cfg.gems, expect_env_id=env_id, expect_item_embeddings_fingerprint=item_fingerprint)
+        art.gems = GeMSCheckpoint.load(cfg.gems, expect_env_id=env_id, expect_item_embeddings_fingerprint=item_fingerprint,
+                                       allow_partial=cfg.allow_partial)
     needs_mf = cfg.method == "sac-topk-mf" or (cfg.method == "sac-wknn" and cfg.agent.get("embeddings", "mf") == "mf")
     if cfg.mf and (needs_mf or cfg.belief.get("item_init") == "mf"):
         from gym_slaterec.mf import MFEmbeddings
@@ -197,6 +239,8 @@ def wrap_env(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
         venv = TopKAction(venv, action_table(cfg, art, venv))
     elif cfg.method == "sac-wknn":
         venv = NearestItemPerRank(venv, action_table(cfg, art, venv))
+    if cfg.replay == "episode":
+        return venv  # the recurrent agent reads raw (slate, clicks) turns and carries its belief
     venv = VectorHistoryWindow(venv, cfg.window)
     if cfg.method == "slateq":
         venv = PrivilegedRelevance(venv)
@@ -247,18 +291,22 @@ def episode_length(cfg: RunConfig) -> int:
     return int(cfg.env_kwargs.get("episode_length", preset(cfg.env_id).config.episode_length))
 
 
-def model_class(method: str) -> type:
-    from .agents import REINFORCE, SlateQ, SlateSAC, WolpertingerSAC
+def model_class(cfg: RunConfig) -> type:
+    from .agents import REINFORCE, EpisodeSAC, SlateQ, SlateSAC, WolpertingerSAC
 
-    return {"sac-wknn": WolpertingerSAC, "reinforce-softmax": REINFORCE, "slateq": SlateQ}.get(method, SlateSAC)
+    if cfg.replay == "episode":
+        return EpisodeSAC
+    return {"sac-wknn": WolpertingerSAC, "reinforce-softmax": REINFORCE, "slateq": SlateQ}.get(cfg.method, SlateSAC)
 
 
 def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any) -> Any:
     """A fresh SB3 model of the method on the SB3 vec env ``vec_env`` (``wrapped``: its gymnasium stack)."""
     a = dict(cfg.agent)
     T = episode_length(cfg)
+    cls = model_class(cfg)
+    if cfg.replay == "episode":
+        return build_episode_sac(cfg, art, wrapped)
     pk = _policy_kwargs(cfg, art, wrapped)
-    cls = model_class(cfg.method)
     if cfg.method in SAC_METHODS:
         if cfg.method == "sac-wknn":
             pk.update(item_table=action_table(cfg, art, wrapped), k_neighbours=int(a.get("k_neighbours", 10)))
@@ -294,3 +342,26 @@ def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any) -> A
             policy_kwargs={k: v for k, v in pk.items()}, seed=cfg.seed, device="cpu",
         )
     raise ValueError(f"{cfg.method} has no trainable model")
+
+
+def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any) -> Any:
+    """The paper-regime :class:`~sb3_slate.agents.EpisodeSAC` acting in ``wrapped``'s action space."""
+    from gym_slaterec.policies import simulator_of
+
+    from .agents import EpisodeSAC
+
+    a, b = cfg.agent, cfg.belief
+    sim = simulator_of(wrapped)
+    table = belief_table(cfg, art, wrapped)
+    return EpisodeSAC(
+        num_items=sim.num_items, slate_size=sim.slate_size, episode_length=episode_length(cfg),
+        action_dim=int(np.prod(wrapped.single_action_space.shape)), actor_items=table, critic_items=table,
+        embedding_dim=int(b.get("embedding_dim", 20)), belief_size=int(b.get("hidden_size", 20)),
+        freeze_items=bool(b.get("freeze", False)), net_arch=list(a.get("net_arch", [256])),
+        gamma=float(a.get("gamma", 0.8)), tau=float(a.get("tau", 0.002)),
+        learning_rate=float(a.get("learning_rate", 1e-3)), actor_learning_rate=float(a.get("actor_learning_rate", 3e-3)),
+        ent_coef=a.get("ent_coef", "auto"), target_entropy=a.get("target_entropy", "auto"),
+        batch_size=int(a.get("batch_size", 20)), buffer_size=int(a.get("buffer_size", 10_000)),
+        warmup_episodes=int(a.get("warmup_episodes", 2_000)), gradient_steps=float(a.get("gradient_steps", 1)),
+        seed=cfg.seed, device="cpu",
+    )

@@ -1,4 +1,4 @@
-"""The evaluation protocol (SPEC section 8) as SB3 callbacks plus evaluation on fixed users.
+"""The evaluation protocol (docs/method.md section 8) as SB3 callbacks plus evaluation on fixed users.
 
 - Validation and test users are fixed: user ``i`` of the validation set is the
   user a SlateRec env creates on ``reset(seed=VALIDATION_SEED + i)``, test user
@@ -28,17 +28,21 @@ from gym_slaterec.rollouts import return_stats
 
 VALIDATION_SEED = 1_000_000_000
 TEST_SEED = 2_000_000_000
+#: Training users of run seed s are TRAIN_SEED_BASE + s * 2**24 + episode: above every
+#: validation and test user, and 16.7M episodes apart between run seeds.
+TRAIN_SEED_BASE = 2**33
+MAX_RUN_SEED = 2**32 - 1
 
 
 def training_seed(seed: int, episodes_done: int = 0) -> int:
     """First user seed of the training env of run seed ``seed`` (after ``episodes_done`` episodes).
 
-    Training users live below ``VALIDATION_SEED`` so they never coincide with a
-    validation or test user.
+    Run seeds are any integer in [0, 2**32 - 1]; training users never coincide with
+    a validation or test user, nor with another run seed's users.
     """
-    if not 0 <= seed < 1000:
-        raise ValueError(f"seed must lie in [0, 999], got {seed}")
-    return seed * 1_000_000 + episodes_done % 1_000_000
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_RUN_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_RUN_SEED}], got {seed!r}")
+    return TRAIN_SEED_BASE + int(seed) * 2**24 + episodes_done % 2**24
 
 
 @dataclass
@@ -69,8 +73,8 @@ def evaluate_agent(
 ) -> EvalResult:
     """Play ``agent``'s deterministic policy on users ``first_seed .. first_seed + users - 1``.
 
-    ``agent`` has ``wrap_env(vector_env)`` and ``predict(obs, deterministic=True)``
-    (a :class:`sb3_slate.runs.RunAgent`); ``make_base_env(n)`` builds the native
+    ``agent`` has ``wrap_env(vector_env)`` and ``predict(obs, state, episode_start,
+    deterministic)`` (a :class:`sb3_slate.runs.RunAgent`); ``make_base_env(n)`` builds the native
     vector env of ``n`` users with ``analysis_info=True``.
     """
     if users < 1:
@@ -86,8 +90,10 @@ def evaluate_agent(
             seen = np.zeros(sim.num_items, dtype=bool)
         obs, _ = env.reset(seed=first_seed + start)
         done = np.zeros(b, dtype=bool)
+        state, episode_start = None, np.ones(b, dtype=bool)  # recurrent agents carry their belief in state
         while not done.all():
-            action, _ = agent.predict(obs, deterministic=True)
+            action, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+            episode_start[:] = False
             obs, reward, terminated, truncated, info = env.step(action)
             returns[start : start + b] += reward
             seen[sim.last_slate.ravel()] = True

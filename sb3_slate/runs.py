@@ -50,6 +50,40 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON (damaged run directory?): {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a text file (damaged run directory?)") from exc
+
+
+#: state.json keys and the checks a resumable state must pass.
+_STATE_FIELDS = {
+    "status": lambda v: v in ("running", "complete"),
+    "episodes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "turns": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "validation": lambda v: isinstance(v, list) and all(isinstance(e, dict) and "episodes" in e and "mean" in e for e in v),
+}
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """A run's state.json, checked field by field (a damaged file is named, not a KeyError)."""
+    path = run_dir / "state.json"
+    state = _read_json(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is damaged: expected a JSON object, got {type(state).__name__}")
+    for key, ok in _STATE_FIELDS.items():
+        if key not in state:
+            raise ValueError(f"{path} is damaged: it lacks {key!r}; the run cannot be resumed (start a new --out)")
+        if not ok(state[key]):
+            raise ValueError(f"{path} is damaged: {key} = {state[key]!r} is not valid; the run cannot be resumed")
+    return state
+
+
+def load_sb3_model(cls: type, path: Path, **kwargs: Any) -> Any:
+    """``cls.load(path)`` with a damaged or foreign file reported by name."""
+    try:
+        return cls.load(path, device="cpu", **kwargs)
+    except Exception as exc:  # SB3 raises AssertionError, KeyError, zipfile errors... on damaged files
+        raise ValueError(f"checkpoint {path} is damaged or not a {cls.__name__} checkpoint "
+                         f"({type(exc).__name__}: {exc})") from exc
 
 
 class RunAgent:
@@ -92,9 +126,11 @@ class RunAgent:
             self.model.bind(env)
         return env
 
-    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        """Actions in the wrapped env's action space (and SB3's recurrent state, None)."""
-        return self.model.predict(obs, deterministic=deterministic)
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """Actions in the wrapped env's action space and the recurrent state (None for
+        window agents; the belief for the episode-replay SAC)."""
+        return self.model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
 
     def list_checkpoints(self) -> list[str]:
         return list_checkpoints(self.run_dir)
@@ -127,21 +163,37 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
         if not (run_dir / name).is_file():
             raise ValueError(f"{run_dir} is not an agent run directory (no {name})")
     data = _read_json(run_dir / "config.json")
+    if not isinstance(data, dict):
+        raise ValueError(f"{run_dir / 'config.json'} is damaged: expected a JSON object")
     data.pop("format", None)
-    cfg = RunConfig(**data)
+    try:
+        cfg = RunConfig(**data)
+        cfg.validate()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{run_dir / 'config.json'} is damaged or from another version: {exc}") from exc
     return run_dir, cfg, _read_json(run_dir / "provenance.json")
 
 
-def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best") -> RunAgent:
-    """The agent of ``run_dir`` at ``checkpoint`` ("best", "last", "epNNNNNNN" or an episode count)."""
+def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best", warn_unfinished: bool = True) -> RunAgent:
+    """The agent of ``run_dir`` at ``checkpoint`` ("best", "last", "epNNNNNNN" or an episode count);
+    warns when the run has not finished (its checkpoints are then partial results)."""
     from .agents import ReferenceAgent
 
     run_dir, cfg, prov = read_run(run_dir)
+    if warn_unfinished and not (run_dir / "results.json").is_file():
+        import warnings
+
+        state = read_state(run_dir) if (run_dir / "state.json").is_file() else {"episodes": "?"}
+        warnings.warn(f"run {run_dir} is unfinished ({state['episodes']} of {cfg.episodes} episodes): its "
+                      f"{checkpoint!r} checkpoint is a partial result", UserWarning, stacklevel=2)
     path, name = _checkpoint_file(run_dir, cfg.method, checkpoint)
     if cfg.method in REFERENCE_METHODS:
-        model = ReferenceAgent.load(path)
+        try:
+            model = ReferenceAgent.load(path)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from exc
     else:
-        model = model_class(cfg.method).load(path, device="cpu")
+        model = load_sb3_model(model_class(cfg), path)
     return RunAgent(run_dir, cfg, prov, model, name)
 
 
@@ -217,6 +269,10 @@ class Run:
         entry = {"episodes": self.state["episodes"], "turns": self.state["turns"], "wall_s": round(wall, 1), **{
             k: summary[k] for k in ("mean", "std", "ci95", "clicks_per_turn", "boredom", "diversity", "coverage")}}
         self.state["validation"].append(entry)
+        best_so_far = max(v["mean"] for v in self.state["validation"])
+        with open(self.dir / "train.log", "a", buffering=1) as log:  # readable with tail -f while training
+            log.write(f"episode {entry['episodes']} turns {entry['turns']} validation {summary['mean']:.2f} "
+                      f"best {best_so_far:.2f} wall {wall:.0f} s\n")
         best = self.state.get("best_validation")
         if best is None or summary["mean"] > best:
             self.state["best_validation"] = summary["mean"]
@@ -233,6 +289,8 @@ class Run:
         from .envs import SB3VecEnv
 
         wrapped = wrap_env(self.config, self.artifacts, _base_env(self.config, self.config.n_envs))
+        if self.config.replay == "episode":  # EpisodeSAC steps the gymnasium vector env itself
+            return wrapped, wrapped
         seed = training_seed(self.config.seed, self.state["episodes"])
         return SB3VecEnv(wrapped, seed=seed), wrapped
 
@@ -254,13 +312,20 @@ class Run:
             return self.finish()
         vec_env, wrapped = self._make_vec_env()
         if resume and (self.ckpt_dir / "last.zip").is_file():
-            self.model = model_class(cfg.method).load(self.ckpt_dir / "last.zip", env=vec_env, device="cpu")
+            self.model = load_sb3_model(model_class(cfg), self.ckpt_dir / "last.zip", env=vec_env)
             rb = self.ckpt_dir / "last_replay_buffer.pkl"
             if rb.is_file() and hasattr(self.model, "load_replay_buffer"):
-                self.model.load_replay_buffer(str(rb))
+                try:
+                    self.model.load_replay_buffer(str(rb))
+                except Exception as exc:  # truncated or foreign pickle
+                    raise ValueError(f"replay buffer {rb} is damaged ({type(exc).__name__}: {exc}); delete it to "
+                                     "resume with an empty buffer, or start a new --out") from exc
             self.model.num_timesteps = int(self.state["turns"])
         else:
             self.model = build_model(cfg, self.artifacts, vec_env, wrapped)
+        if cfg.replay == "episode":
+            self.model.episodes_done = int(self.state["episodes"])
+            self.model.set_env(wrapped, lambda done: training_seed(cfg.seed, done))
         self.model.set_logger(configure(str(self.dir / "tb"), ["tensorboard", "csv"]))
         if not self.state["validation"]:
             self.validate()  # the untrained policy: episode 0 of the learning curve
@@ -279,7 +344,7 @@ class Run:
 
     def finish(self) -> dict[str, Any]:
         """Test the best-validation checkpoint on the fixed test users; write results.json."""
-        agent = load_agent(self.dir, "best")
+        agent = load_agent(self.dir, "best", warn_unfinished=False)
         res = evaluate_agent(agent, lambda n: _base_env(self.config, n), self.config.test_users, TEST_SEED)
         self.state["status"] = "complete"
         self.state["wall_s"] = self.state.get("wall_s_before", 0.0) + (time.time() - self._t0)
@@ -312,7 +377,7 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True) -> dict[str,
     if out.exists():
         if not (out / "state.json").is_file() or not (out / "config.json").is_file():
             raise ArtifactExistsError(f"{out} exists and is not a resumable run directory; choose a new --out")
-        state = _read_json(out / "state.json")
+        state = read_state(out)
         saved = _read_json(out / "config.json")
         saved.pop("format", None)
         if state.get("status") == "complete":

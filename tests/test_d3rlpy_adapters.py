@@ -241,9 +241,14 @@ def test_export_refusals(work, reference_datasets, tiny_gems, export_file):
         export_d3rlpy(ds, tiny_gems, work / "x.h5", window=0)
     # a dataset with NaN actions, one without an environment, one whose rewards disagree with its clicks
     prov = dict(ds.provenance)
+    with pytest.raises(DatasetError, match="refusing to write.*NaN"):
+        with DatasetWriter(work / "nan", 2, 10, 10, 1000, prov, extras={"actions": ((10, 3), np.float32)}) as w:
+            w.write(0, ds.slates[:2], ds.clicks[:2], actions=np.full((2, 10, 3), np.nan, np.float32))
+    assert not (work / "nan").exists()
     with DatasetWriter(work / "nan", 2, 10, 10, 1000, prov, extras={"actions": ((10, 3), np.float32)}) as w:
-        w.write(0, ds.slates[:2], ds.clicks[:2], actions=np.full((2, 10, 3), np.nan, np.float32))
-    with pytest.raises(DatasetError, match="NaN"):
+        w.write(0, ds.slates[:2], ds.clicks[:2], actions=np.zeros((2, 10, 3), np.float32))
+    np.save(work / "nan" / "actions.npy", np.full((2, 10, 3), np.nan, np.float32))  # damaged behind our back
+    with pytest.raises(DatasetError, match="actions.npy: episode 0 holds NaN"):
         export_d3rlpy(work / "nan", tiny_gems, work / "x.h5")
     LoggedDataset.from_arrays(ds.slates[:2], ds.clicks[:2], {**prov, "env_id": None}, 1000).save(work / "noenv")
     with pytest.raises(DatasetError, match="env_id"):
@@ -303,6 +308,8 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
     assert isinstance(agent.algo, d3rlpy.base.LearnableBase)
     with pytest.raises(ArtifactExistsError):
         train_offline(algo, export_file, tiny_gems, out, cfg, progress=False)
+    if algo == "bc":  # an offline run directory is recognised as one and may be replaced
+        train_offline(algo, export_file, tiny_gems, out, cfg, progress=False, overwrite=True)
 
 
 def test_cli_collect_export_train(work, tiny_gems, capsys):
@@ -315,6 +322,14 @@ def test_cli_collect_export_train(work, tiny_gems, capsys):
                  "--val-users", "2", "--test-users", "2", "--out", str(run)]) == 0
     assert json.loads((run / "results.json").read_text())["test"]["episodes"] == 2
     capsys.readouterr()
+    # an offline run directory evaluates like an online one, at any saved checkpoint
+    for checkpoint in ("best", "last"):
+        assert main(["evaluate", ENV, "--policy", str(run), "--episodes", "3", "--checkpoint", checkpoint,
+                     "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["method"] == "offline-bc" and out["checkpoint"] == checkpoint and out["episodes"] == 3
+    assert main(["evaluate", ENV, "--policy", str(run), "--checkpoint", "ep7"]) == 2
+    assert "ep7" in capsys.readouterr().err
     assert main(["export", str(data), "--gems", str(tiny_gems), "--out", str(h5)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["collect", ENV, "--policy", "nobody", "--episodes", "3", "--out", str(work / "nope")]) == 2
@@ -324,10 +339,56 @@ def test_offline_config_overrides_are_checked():
     from d3rlpy_adapters.offline import OfflineConfig
 
     cfg = OfflineConfig().with_overrides({"td3bc_alpha": 1.0, "steps": 7})
-    assert cfg.td3bc_alpha == 1.0 and cfg.steps == 7 and OfflineConfig().td3bc_alpha == 2.5
+    assert cfg.td3bc_alpha == 1.0 and cfg.steps == 7 and OfflineConfig().td3bc_alpha == 10.0
     with pytest.raises(ValueError, match="unknown offline setting.*alpha"):
         OfflineConfig().with_overrides({"alpha": 1.0})
     with pytest.raises(ValueError, match="td3bc_alpha"):
         OfflineConfig().with_overrides({"td3bc_alpha": -1.0})
     with pytest.raises(ValueError, match="iql_expectile"):
         OfflineConfig().with_overrides({"iql_expectile": 1.5})
+
+
+# ------------------------------------------- expectations derived independently
+def test_export_observations_of_a_hand_made_three_turn_episode(work):
+    """Window 2 over a three-turn episode of 2-item slates, written out by hand."""
+    slates = np.array([[[0, 1], [2, 3], [4, 5], [6, 7]]])  # reset, turns 1-3
+    clicks = np.array([[[1, 0], [0, 1], [1, 1], [0, 0]]])
+    obs = episode_windows(slates, clicks, 2, 10)
+    expected = np.array([[
+        # before turn 1: only the reset observation, then a padding row
+        [0, 1, 1, 0, 1, 0, 0, 0, 0, 0],
+        # before turn 2: reset, turn 1
+        [0, 1, 1, 0, 1, 2, 3, 0, 1, 1],
+        # before turn 3: turns 1, 2 (the reset dropped out); never turn 3 itself
+        [2, 3, 0, 1, 1, 4, 5, 1, 1, 1],
+    ]])
+    np.testing.assert_array_equal(obs, expected)
+
+
+def test_export_refuses_gems_of_another_item_matrix_with_the_same_env_id(work, reference_datasets, tiny_gems):
+    ds = reference_datasets["epsilon-greedy"]
+    other = _resaved_gems(tiny_gems, work / "gems_other_items.pt", item_embeddings_fingerprint="0" * 64)
+    assert GeMSCheckpoint.load(other, allow_env_mismatch=True).env_id == ds.env_id
+    with pytest.raises(ProvenanceMismatchError, match="item embeddings 000000000000"):
+        export_d3rlpy(ds, other, work / "other_items.h5")
+    assert not (work / "other_items.h5").exists()
+
+
+@pytest.mark.parametrize("algo, actor_key, critic_key", [
+    ("td3bc", "actor_learning_rate", "critic_learning_rate"),
+    ("cql", "actor_learning_rate", "critic_learning_rate"),
+    ("iql", "actor_learning_rate", "critic_learning_rate"),
+    ("bcq", "actor_learning_rate", "critic_learning_rate"),
+    ("bc", "learning_rate", None),
+])
+def test_offline_settings_reach_the_d3rlpy_algorithm(algo, actor_key, critic_key):
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
+
+    cfg = OfflineConfig(algo=algo, actor_lr=1.5e-4, critic_lr=7e-4, gamma=0.7, batch_size=33, td3bc_alpha=4.0)
+    algo_cfg = make_algorithm(cfg, WindowLayout(3, 10, 1000)).config
+    assert getattr(algo_cfg, actor_key) == 1.5e-4
+    if critic_key is not None:
+        assert getattr(algo_cfg, critic_key) == 7e-4 and algo_cfg.gamma == 0.7
+    assert algo_cfg.batch_size == 33
+    if algo == "td3bc":
+        assert algo_cfg.alpha == 4.0

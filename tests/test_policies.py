@@ -1,4 +1,4 @@
-"""Reference policies (SPEC section 5): random, short-term oracle, epsilon-greedy oracle."""
+"""Reference policies (docs/method.md section 5): random, short-term oracle, epsilon-greedy oracle."""
 
 from __future__ import annotations
 
@@ -153,3 +153,14 @@ def test_float32_top_agrees_with_a_full_sort():
         np.testing.assert_allclose(np.take_along_axis(scores, columns, axis=1), values, rtol=1e-6)
         assert (columns[:, 0][np.arange(300) != 5] == 1000).all()
         assert all(len(set(r)) == k for r in columns.tolist())
+
+
+def test_return_stats_interval_by_hand():
+    from gym_slaterec.rollouts import return_stats
+
+    # returns 1, 2, 3, 4: mean 2.5, sample std sqrt(5/3), t(0.975, 3) = 3.182446305284263
+    s = return_stats(np.array([1.0, 2.0, 3.0, 4.0]))
+    half = 3.182446305284263 * np.sqrt(5 / 3) / 2
+    assert s.mean == 2.5 and s.episodes == 4
+    np.testing.assert_allclose(s.std, np.sqrt(5 / 3), rtol=1e-12)
+    np.testing.assert_allclose(s.ci95, (2.5 - half, 2.5 + half), rtol=1e-12)

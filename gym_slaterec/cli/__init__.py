@@ -12,17 +12,52 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-COMMAND_MODULES = (
+#: This package's own command modules; the installed packages add theirs through the
+#: ``slaterec.commands`` entry points (pyproject.toml), so no package imports a higher one.
+OWN_COMMAND_MODULES = (
     "gym_slaterec.cli.sim_commands",
     "gym_slaterec.cli.gems_commands",
-    "sb3_slate.cli",
-    "d3rlpy_adapters.cli",
     "gym_slaterec.cli.demo",
 )
 
 
+def command_modules() -> list[str]:
+    """Modules that register sub-commands, in help order."""
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group="slaterec.commands"), key=lambda ep: ep.name)
+    modules = [ep.value for ep in found]
+    return modules or list(OWN_COMMAND_MODULES)  # a source tree that was never installed
+
+
 class CLIError(Exception):
     """An error to report to the user as one line, without a traceback."""
+
+
+#: Seeds are what numpy, torch and the reference code accept everywhere.
+MAX_SEED = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every ``--seed``: an integer in [0, 2**32 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts (episodes, steps, users): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slaterec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -45,15 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one-line usage error (or --help)
+        return int(exc.code or 0)
     try:
         result = args.handler(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"slaterec {args.command}: interrupted; nothing incomplete was left in place "
+              "(a run directory can be resumed with the same command)", file=sys.stderr)
         return 130
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"slaterec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permissions, a full disk, a path that is a file...
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"slaterec {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - the package's own bug: show everything
+        import traceback
+
+        traceback.print_exc()
+        print(f"slaterec {args.command}: internal error: the traceback above is a bug in slaterec, "
+              "not a problem with your input; please report it", file=sys.stderr)
+        return 3
     return int(result or 0)
 
 

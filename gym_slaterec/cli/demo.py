@@ -14,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..provenance import check_writable
+from ..provenance import DEMO_MARKER, check_writable, provenance, write_json_atomic
+from . import seed_arg
 
-STAGE_MODULES = ("gym_slaterec.gems.demo", "sb3_slate.demo", "d3rlpy_adapters.demo")
+#: Demo stages come from the ``slaterec.demo_stages`` entry points (each package its own).
+OWN_STAGE_MODULES = ("gym_slaterec.gems.demo",)
+
+
+def stage_modules() -> list[str]:
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group="slaterec.demo_stages"), key=lambda ep: ep.name)
+    return [ep.value for ep in found] or list(OWN_STAGE_MODULES)
 
 
 @dataclass
@@ -34,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole workflow on a small budget")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.set_defaults(handler=cmd_demo)
 
 
@@ -63,14 +72,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import json
     import shutil
 
-    out = check_writable(args.out, args.overwrite)
+    out = check_writable(args.out, args.overwrite, "demo_output")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    # marks the folder as the demo's own, so that a later --overwrite may replace it
+    write_json_atomic(out / DEMO_MARKER, provenance("demo_output", seed=args.seed))
     ctx = DemoContext(out=out, seed=args.seed)
     t0 = time.time()
     reference_stage(ctx)
-    for name in STAGE_MODULES:
+    for name in stage_modules():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

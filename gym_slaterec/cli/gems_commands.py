@@ -1,4 +1,4 @@
-"""``slaterec train-mf | pretrain-gems | gems-info``: slate decoders (SPEC sections 6-7)."""
+"""``slaterec train-mf | pretrain-gems | gems-info``: slate decoders (docs/method.md sections 6-7)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from . import positive_int, seed_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-mf", help="BPR matrix-factorisation item embeddings from a logged dataset")
     p.add_argument("dataset", type=Path, help="logged dataset folder (slaterec generate)")
     p.add_argument("--out", required=True, type=Path, help="MF embeddings file to create (.npz)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200: lr 1e-4 needs ~100-200 epochs, see BENCHMARKS.md)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)")
     p.add_argument("--dim", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=cmd_train_mf)
@@ -28,16 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-kl", type=float, default=1.0)
     p.add_argument("--lambda-click", type=float, default=0.5)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--item-init", default="scratch", help="scratch | ideal (privileged) | mf:FILE")
     p.add_argument("--freeze-items", action="store_true", help="keep the initial item table fixed")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (default: every epoch)")
+    p.add_argument("--eval-every", type=positive_int, help="validate every N steps (default: every epoch)")
     p.add_argument("--patience", type=int, help="early stop after N validations without improvement")
     p.add_argument("--val-max-samples", type=int, default=100_000, help="cap on validation turns")
     p.add_argument("--init-from", type=Path, help="start from this GeMS checkpoint's weights (fine-tuning)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -80,8 +82,15 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, val_max_samples=args.val_max_samples,
     )
-    ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir, max_steps=args.max_steps,
-                      init_from=args.init_from)
+    try:
+        ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
+                          max_steps=args.max_steps, init_from=args.init_from)
+    except KeyboardInterrupt:
+        import sys
+
+        print(f"slaterec pretrain-gems: interrupted; wrote the best weights so far to {args.out}, marked PARTIAL "
+              "(train, export and train-offline refuse it without --allow-partial)", file=sys.stderr)
+        return 130
     m = ckpt.val_metrics
     print(
         f"wrote {ckpt.path}: validation loss {m['loss']:.4f} (slate CE {m['slate']:.4f}, click BCE {m['click']:.4f}, "
@@ -91,9 +100,13 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
 
 
 def cmd_gems_info(args: argparse.Namespace) -> int:
+    import warnings
+
     from ..gems import GeMSCheckpoint
 
-    ckpt = GeMSCheckpoint.load(args.checkpoint, allow_env_mismatch=True)
+    with warnings.catch_warnings():  # gems-info shows the partial state itself
+        warnings.simplefilter("ignore")
+        ckpt = GeMSCheckpoint.load(args.checkpoint, allow_env_mismatch=True, allow_partial=True)
     info = ckpt.summary()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -115,6 +128,8 @@ def cmd_gems_info(args: argparse.Namespace) -> int:
     if tr:
         print(f"  training          {tr.get('steps')} steps ({tr.get('epochs_run', 0):.2f} epochs) in {tr.get('seconds', 0):.0f} s; best at step {tr.get('best_step')}"
               + ("  [interrupted]" if tr.get("interrupted") else ""))
+    if ckpt.partial:
+        print(f"  PARTIAL           {ckpt.partial_note()}; consumers refuse it without --allow-partial")
     print("  validation metrics")
     for key, value in ckpt.val_metrics.items():
         print(f"    {key:20s} {value:.4f}")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import positive_int, seed_arg
+
 from ..policies import POLICY_NAMES
 
 
@@ -18,23 +20,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("env_id")
     p.add_argument("--policy", choices=POLICY_NAMES, default="epsilon-greedy")
     p.add_argument("--epsilon", type=float, default=0.5)
-    p.add_argument("--episodes", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=positive_int, default=100_000)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.add_argument("--item-embeddings", type=Path, help="N x d .npy matrix replacing the environment's")
-    p.add_argument("--batch-size", type=int, default=4096, help="users simulated at once")
+    add_item_embeddings_argument(p)
+    p.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated at once")
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("evaluate", help="mean return of a policy with its 95%% interval")
     p.add_argument("env_id")
     p.add_argument("--policy", default="oracle", help=f"one of {', '.join(POLICY_NAMES)}, or an agent run directory")
     p.add_argument("--epsilon", type=float, default=0.5)
-    p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--item-embeddings", type=Path)
+    p.add_argument("--episodes", type=positive_int, default=1000)
+    p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--checkpoint", default="best", help="run directories: best, last or a periodic checkpoint")
+    add_item_embeddings_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser(
+        "import-dataset", help="import a logged dataset of the reference code (.pt file or folder of chunks)",
+        description="Convert the reference implementation's logged dataset ({id: {'slate', 'clicks'}} saved with "
+        "torch.save) into this package's memory-mapped format. Files are read without executing code. The "
+        "environment defaults to the one the file is named after (focused_topdown.pt, diffuse_mix.pt, ...).",
+    )
+    p.add_argument("source", type=Path, help="a .pt file or a folder of .pt chunk files")
+    p.add_argument("--env", dest="env_id", help="environment the data was logged on (id or reference name)")
+    add_item_embeddings_argument(p)
+    p.add_argument("--out", required=True, type=Path, help="dataset folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(handler=cmd_import_dataset)
+
+
+def add_item_embeddings_argument(p: argparse.ArgumentParser) -> None:
+    """``--item-embeddings`` for every command that builds an environment."""
+    p.add_argument("--item-embeddings", metavar="NAME|FILE",
+                   help="item matrix replacing the environment's: a shipped name (focused, diffuse, peaked) "
+                        "or an N x d .npy / .pt file (the reference code's tensors load as they are)")
+
+
+def run_evaluator(run_dir: Path):
+    """The ``evaluate_run_dir`` of the package that wrote ``run_dir`` (by its provenance kind),
+    found through the ``slaterec.run_evaluators`` entry points: this package imports none
+    of the packages above it."""
+    from importlib.metadata import entry_points
+
+    try:
+        kind = json.loads((run_dir / "provenance.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"{run_dir} is not a run directory (no readable provenance.json)") from None
+    found = {ep.name: ep for ep in entry_points(group="slaterec.run_evaluators")}
+    if kind not in found:
+        raise ValueError(f"{run_dir} holds a {kind!r}, which no installed package can evaluate "
+                         f"(known run kinds: {', '.join(sorted(found)) or 'none'})")
+    return found[kind].load()
 
 
 def _env_id(name: str) -> str:
@@ -87,14 +127,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run_dir = Path(args.policy)
         if not run_dir.is_dir():
             raise ValueError(f"--policy must be one of {', '.join(POLICY_NAMES)} or an agent run directory; {run_dir} is neither")
-        try:
-            from sb3_slate.runs import evaluate_run_dir
-        except ImportError as exc:
-            raise ValueError(f"evaluating run directories needs sb3_slate: {exc}") from exc
-        result = evaluate_run_dir(run_dir, env_id, args.episodes, args.seed, item_embeddings=args.item_embeddings)
+        evaluate_run_dir = run_evaluator(run_dir)
+        result = evaluate_run_dir(run_dir, env_id, args.episodes, args.seed, item_embeddings=args.item_embeddings,
+                                  checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(result))
     else:
         lo, hi = result["ci95"]
         print(f"{result['policy']} on {env_id}: mean return {result['mean']:.2f}  95% CI [{lo:.2f}, {hi:.2f}]  over {result['episodes']} episodes")
+    return 0
+
+
+def cmd_import_dataset(args: argparse.Namespace) -> int:
+    from ..core.config import ENV_ALIASES
+    from ..reference_import import import_reference_dataset
+
+    env_id = args.env_id
+    if env_id is None:
+        env_id = ENV_ALIASES.get(args.source.stem.lower())
+        if env_id is None:
+            raise ValueError(
+                f"cannot tell the environment from the name {args.source.name!r}; pass --env "
+                f"(e.g. --env focused_topdown or --env SlateRec/FocusedTopDown-v0)"
+            )
+    ds = import_reference_dataset(args.source, env_id, args.out, item_embeddings=args.item_embeddings,
+                                  overwrite=args.overwrite)
+    print(f"wrote {ds.path}: {len(ds)} episodes x {ds.turns} turns on {ds.env_id} (item embeddings "
+          f"{ds.provenance['item_embeddings_source']}, {str(ds.item_embeddings_fingerprint)[:12]}), mean return "
+          f"{ds.returns().mean():.2f}; turn 0 holds the initial slate (the reference format does not log it)")
     return 0

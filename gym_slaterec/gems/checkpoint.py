@@ -6,10 +6,19 @@ import io
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import warnings
+
 import numpy as np
 import torch
 
-from ..provenance import PathLike, ProvenanceFields, ProvenanceMismatchError, sha256_file, write_bytes_atomic
+from ..provenance import (
+    PartialArtifactError,
+    PathLike,
+    ProvenanceFields,
+    ProvenanceMismatchError,
+    sha256_file,
+    write_bytes_atomic,
+)
 from .config import GeMSConfig
 from .model import GeMS
 
@@ -21,7 +30,7 @@ class GeMSCheckpoint(ProvenanceFields):
 
     The RL action ``a`` in ``[-1, 1]^latent_dim`` maps to the latent code
     ``z = center + scale * a`` with ``center = (high + low) / 2`` and
-    ``scale = (high - low) / 2`` (SPEC section 6).
+    ``scale = (high - low) / 2`` (docs/method.md section 6).
     """
 
     def __init__(
@@ -130,11 +139,34 @@ class GeMSCheckpoint(ProvenanceFields):
             "training": self.training,
         }
 
+    @property
+    def partial(self) -> bool:
+        """True when training was interrupted before its planned steps."""
+        tr = self.training or {}
+        return self.provenance.get("complete") is False or bool(tr.get("interrupted"))
+
+    def partial_note(self) -> str:
+        p = self.provenance
+        steps = f" after {p['steps_done']} of {p['steps_planned']} steps" if "steps_done" in p else ""
+        return f"GeMS checkpoint {self.path} is partial: its training was interrupted{steps}"
+
+    def non_finite(self) -> list[str]:
+        """Names of the weights and bounds that hold NaN or infinite values."""
+        bad = [name for name, t in self.model.state_dict().items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        bad += [name for name, a in (("low", self.low), ("high", self.high)) if not np.isfinite(a).all()]
+        return bad
+
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
-        """Write the checkpoint (atomically; refuses an existing file unless ``overwrite``)."""
+        """Write the checkpoint (atomically; refuses an existing file unless ``overwrite``,
+        and refuses a model with non-finite weights)."""
+        bad = self.non_finite()
+        if bad:
+            raise ValueError(f"refusing to write GeMS checkpoint {path}: non-finite values in {', '.join(bad[:5])} "
+                             "(training diverged; try a lower learning rate)")
         buf = io.BytesIO()
         torch.save(self._payload(), buf)
-        self.fingerprint = write_bytes_atomic(path, buf.getvalue(), overwrite)
+        self.fingerprint = write_bytes_atomic(path, buf.getvalue(), overwrite, kind="gems_checkpoint")
         self.path = Path(path)
         return self.path
 
@@ -145,8 +177,10 @@ class GeMSCheckpoint(ProvenanceFields):
         expect_env_id: Optional[str] = None,
         expect_item_embeddings_fingerprint: Optional[str] = None,
         allow_env_mismatch: bool = False,
+        allow_partial: bool = False,
     ) -> "GeMSCheckpoint":
-        """Read a checkpoint; refuse one trained for another env / item table unless allowed."""
+        """Read a checkpoint; refuse one trained for another env / item table unless allowed,
+        and one whose training was interrupted unless ``allow_partial`` (then it warns)."""
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"GeMS checkpoint not found: {p}")
@@ -172,8 +206,16 @@ class GeMSCheckpoint(ProvenanceFields):
             )
         except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
             raise ValueError(f"{p} is a damaged GeMS checkpoint: {type(exc).__name__}: {exc}") from exc
+        bad = ckpt.non_finite()
+        if bad:
+            raise ValueError(f"{p} is a damaged GeMS checkpoint: NaN or infinite values in {', '.join(bad[:5])}")
         if not allow_env_mismatch:
             ckpt.check_env(expect_env_id, expect_item_embeddings_fingerprint)
+        if ckpt.partial:
+            if not allow_partial:
+                raise PartialArtifactError(ckpt.partial_note() + "; pass --allow-partial (allow_partial=True) "
+                                           "to use it anyway, or train it to the end")
+            warnings.warn(ckpt.partial_note(), UserWarning, stacklevel=2)
         return ckpt
 
     def check_env(self, env_id: Optional[str], item_embeddings_fingerprint: Optional[str] = None) -> None:

@@ -1,4 +1,4 @@
-"""Pre-training GeMS on a logged dataset (SPEC section 6)."""
+"""Pre-training GeMS on a logged dataset (docs/method.md section 6)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def train_gems(
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
     if out is not None:
-        check_writable(out, overwrite)  # refuse before training, not after
+        check_writable(out, overwrite, "gems_checkpoint")  # refuse before training, not after
     if len(ds) < 2:
         raise ValueError(f"dataset {ds.path} has {len(ds)} episode(s); GeMS needs at least 2 (train + validation)")
     if init_from is None:
@@ -146,7 +146,7 @@ def train_gems(
     else:
         from .checkpoint import as_checkpoint
 
-        start = as_checkpoint(init_from, allow_env_mismatch=True)
+        start = as_checkpoint(init_from, allow_env_mismatch=True, allow_partial=True)
         start.check_env(ds.env_id, ds.item_embeddings_fingerprint)
         init, init_inputs = None, {"init_gems": str(start.fingerprint)}
 
@@ -262,6 +262,9 @@ def train_gems(
         dataset_path=str(ds.path) if ds.path else None,
         dataset_episodes=len(ds),
         dataset_policy=ds.provenance.get("policy"),
+        complete=not interrupted,
+        steps_done=step,
+        steps_planned=total_steps,
     )
     training = {
         "steps": step,
