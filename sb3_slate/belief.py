@@ -1,4 +1,4 @@
-"""GRU belief encoder over a history window (SPEC section 7).
+"""GRU belief encoder over a history window (docs/method.md section 7).
 
 Each turn of the window becomes ``concat(E[slate] flattened, clicks)`` (``k*(d+1)``
 values, ``E`` an item table); a GRU (hidden size 20) reads the real turns of the
@@ -26,6 +26,21 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+
+def item_table(num_items: int, table: Optional[np.ndarray], embedding_dim: int, freeze: bool,
+               name: str = "item_embeddings") -> nn.Embedding:
+    """The belief's item table: a copy of ``table`` (N, d), or a scratch table of
+    ``embedding_dim`` (normal, std 1/sqrt(d)); trainable unless ``freeze``."""
+    if table is not None:
+        t = torch.as_tensor(np.asarray(table), dtype=torch.float32)
+        if t.ndim != 2 or t.shape[0] != num_items:
+            raise ValueError(f"{name} must have shape ({num_items}, d), got {tuple(t.shape)}")
+        return nn.Embedding.from_pretrained(t.clone(), freeze=freeze)
+    items = nn.Embedding(num_items, int(embedding_dim))
+    nn.init.normal_(items.weight, std=1.0 / np.sqrt(embedding_dim))
+    items.weight.requires_grad_(not freeze)
+    return items
 
 
 class GRUBeliefExtractor(BaseFeaturesExtractor):
@@ -56,15 +71,7 @@ class GRUBeliefExtractor(BaseFeaturesExtractor):
         items_space = observation_space["items"]
         window, slate_size = items_space.shape
         num_items = int(items_space.high.max()) + 1
-        if item_embeddings is not None:
-            table = torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
-            if table.ndim != 2 or table.shape[0] != num_items:
-                raise ValueError(f"item_embeddings must have shape ({num_items}, d), got {tuple(table.shape)}")
-            self.items = nn.Embedding.from_pretrained(table.clone(), freeze=freeze)
-        else:
-            self.items = nn.Embedding(num_items, int(embedding_dim))
-            nn.init.normal_(self.items.weight, std=1.0 / np.sqrt(embedding_dim))
-            self.items.weight.requires_grad_(not freeze)
+        self.items = item_table(num_items, item_embeddings, embedding_dim, freeze)
         dim = self.items.embedding_dim
         self.window, self.slate_size, self.num_items = window, slate_size, num_items
         self.gru = nn.GRU(slate_size * (dim + 1), int(hidden_size), batch_first=True)

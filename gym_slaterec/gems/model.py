@@ -1,4 +1,4 @@
-"""The GeMS slate VAE (SPEC section 6) as a torch module."""
+"""The GeMS slate VAE (docs/method.md section 6) as a torch module."""
 
 from __future__ import annotations
 
@@ -7,6 +7,54 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+class ChunkedRankCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of per-rank logits ``ranks @ table.T`` against item ids,
+    computed ``chunk`` rows at a time so that no (rows, N) logit matrix is ever stored.
+
+    Forward keeps only each row's log-sum-exp; backward recomputes a chunk's logits,
+    turns them into ``softmax - onehot`` in place and multiplies by the table. The
+    table gets no gradient (the slate head must not train the item table). Equal to
+    ``F.cross_entropy(ranks @ table.T, targets)`` in value and gradient (tested).
+    Also returns the number of rows whose argmax is the target (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, ranks: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk: int,
+                count_correct: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        m = ranks.shape[0]
+        lse = torch.empty(m, dtype=ranks.dtype)
+        total = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        table_t = table.t()
+        for a in range(0, m, chunk):
+            logits = ranks[a : a + chunk] @ table_t
+            t = targets[a : a + chunk]
+            lse[a : a + chunk] = torch.logsumexp(logits, dim=1)
+            total += (lse[a : a + chunk] - logits.gather(1, t[:, None])[:, 0]).sum(dtype=torch.float64)
+            if count_correct:
+                correct += (logits.argmax(dim=1) == t).sum()
+        ctx.save_for_backward(ranks, table, targets, lse)
+        ctx.chunk = chunk
+        ctx.mark_non_differentiable(correct)
+        return (total / m).to(ranks.dtype), correct
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_correct: Optional[torch.Tensor]):
+        ranks, table, targets, lse = ctx.saved_tensors
+        m, chunk = ranks.shape[0], ctx.chunk
+        grad = torch.empty_like(ranks)
+        scale = grad_loss / m
+        table_t = table.t()
+        for a in range(0, m, chunk):
+            p = ranks[a : a + chunk] @ table_t
+            p.sub_(lse[a : a + chunk, None]).exp_()  # softmax, in place
+            rows = torch.arange(p.shape[0])
+            p[rows, targets[a : a + chunk]] -= 1.0
+            torch.mm(p, table, out=grad[a : a + chunk])
+        grad.mul_(scale)
+        return grad, None, None, None, None
 
 
 def mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:
@@ -70,7 +118,7 @@ class GeMS(nn.Module):
         """Per-rank item logits (B, k, N) and click logits (B, k)."""
         h = self.decoder(z)
         ranks = self.slate_head(h).view(-1, self.slate_size, self.item_dim)
-        # The slate head must not train the item table (SPEC 6): detach it here.
+        # The slate head must not train the item table (docs/method.md section 6): detach it here.
         item_logits = ranks @ self.item_embeddings.weight.detach().T
         return item_logits, self.click_head(h)
 
@@ -98,12 +146,15 @@ class GeMS(nn.Module):
         sample: bool = True,
         generator: Optional[torch.Generator] = None,
         accuracy: bool = True,
+        chunk: int = 128,
     ) -> dict[str, torch.Tensor]:
         """The loss terms of one batch (``sample=False`` decodes the posterior mean).
 
         Returns ``loss``, ``slate`` (cross-entropy), ``click`` (BCE), ``kl`` and
         ``slate_acc`` (fraction of ranks whose argmax is the logged item, no gradient;
-        left out when ``accuracy=False``, which saves an argmax over (B, k, N)).
+        left out when ``accuracy=False``). The slate cross-entropy runs through
+        :class:`ChunkedRankCrossEntropy`, ``chunk`` rank rows at a time (0: the plain
+        materialised version, same value and gradients).
         """
         clicks = clicks.float()
         mu, logvar = self.encode(slates, clicks)
@@ -112,13 +163,20 @@ class GeMS(nn.Module):
             z = mu + eps * torch.exp(0.5 * logvar)
         else:
             z = mu
-        item_logits, click_logits = self.decode(z)
-        slate_loss = F.cross_entropy(item_logits.reshape(-1, self.num_items), slates.reshape(-1))
-        click_loss = F.binary_cross_entropy_with_logits(click_logits, clicks)
+        h = self.decoder(z)
+        ranks = self.slate_head(h).reshape(-1, self.item_dim)  # (B * k, d)
+        targets = slates.reshape(-1)
+        table = self.item_embeddings.weight.detach()  # docs/method.md section 6: no gradient from this branch
+        if chunk:
+            slate_loss, correct = ChunkedRankCrossEntropy.apply(ranks, table, targets, int(chunk), accuracy)
+        else:
+            logits = ranks @ table.T
+            slate_loss = F.cross_entropy(logits, targets)
+            correct = (logits.detach().argmax(-1) == targets).sum()
+        click_loss = F.binary_cross_entropy_with_logits(self.click_head(h), clicks)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         total = slate_loss + lambda_click * click_loss + lambda_kl * kl
         terms = {"loss": total, "slate": slate_loss, "click": click_loss, "kl": kl}
         if accuracy:
-            with torch.no_grad():
-                terms["slate_acc"] = (item_logits.argmax(-1) == slates).float().mean()
+            terms["slate_acc"] = correct.float() / targets.numel()
         return terms

@@ -1,0 +1,206 @@
+"""The episode-replay recurrent SAC (the paper's regime): buffer, beliefs, fused unroll,
+save/load, and a run directory that trains, resumes and reproduces its validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sb3_slate.agents.episode_sac import EpisodeReplayBuffer, EpisodeSAC, SlateBelief, unroll_pair
+from sb3_slate.methods import resolve_config
+from sb3_slate.runs import load_agent, train_run
+
+ENV = "SlateRec/FocusedTopDown-v0"
+
+
+def random_episodes(rng, n, T=6, k=3, A=2, N=50):
+    return (rng.integers(0, N, (n, T + 1, k)), rng.integers(0, 2, (n, T + 1, k)).astype(np.uint8),
+            rng.uniform(-1, 1, (n, T, A)).astype(np.float32), rng.integers(0, k + 1, (n, T)).astype(np.float32))
+
+
+def test_replay_buffer_keeps_the_newest_whole_episodes_as_ids():
+    rng = np.random.default_rng(0)
+    buf = EpisodeReplayBuffer(capacity=5, episode_length=6, slate_size=3, action_dim=2, num_items=50)
+    assert buf.slates.dtype == np.int16 and buf.clicks.dtype == np.uint8  # ids, not float vectors
+    first = random_episodes(rng, 4)
+    buf.add(*first)
+    second = random_episodes(rng, 3)
+    buf.add(*second)
+    assert len(buf) == 5 and buf.pos == 2
+    # the two oldest episodes were overwritten by the last two of the second batch
+    np.testing.assert_array_equal(buf.slates[[0, 1]], second[0][[1, 2]])
+    np.testing.assert_array_equal(buf.slates[[2, 3, 4]], np.concatenate([first[0][2:], second[0][:1]]))
+    batch = buf.sample(64, np.random.default_rng(1))
+    assert batch["slates"].shape == (64, 7, 3) and batch["actions"].shape == (64, 6, 2)
+    stored = {buf.slates[i].tobytes(): i for i in range(5)}
+    for s, a, r in zip(batch["slates"].numpy(), batch["actions"].numpy(), batch["rewards"].numpy()):
+        i = stored[s.astype(np.int16).tobytes()]  # every sample is one stored episode, whole
+        np.testing.assert_array_equal(a, buf.actions[i])
+        np.testing.assert_array_equal(r, buf.rewards[i])
+    with pytest.raises(ValueError, match="non-finite"):
+        bad = random_episodes(rng, 1)
+        bad[2][0, 0, 0] = np.nan
+        buf.add(*bad)
+    with pytest.raises(ValueError, match="episodes must be"):
+        buf.add(rng.integers(0, 50, (1, 5, 3)), np.zeros((1, 5, 3), np.uint8), np.zeros((1, 6, 2), np.float32),
+                np.zeros((1, 6), np.float32))
+
+
+def test_buffer_save_load_and_damage(tmp_path):
+    rng = np.random.default_rng(0)
+    buf = EpisodeReplayBuffer(8, 6, 3, 2, 50)
+    buf.add(*random_episodes(rng, 5))
+    buf.save(tmp_path / "rb.npz")
+    other = EpisodeReplayBuffer(8, 6, 3, 2, 50)
+    other.load(tmp_path / "rb.npz")
+    assert (other.pos, other.size) == (5, 5)
+    np.testing.assert_array_equal(other.actions[:5], buf.actions[:5])
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="damaged"):
+        other.load(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="another shape"):
+        EpisodeReplayBuffer(8, 6, 3, 4, 50).load(tmp_path / "rb.npz")
+
+
+def test_unrolled_belief_at_turn_t_equals_the_belief_of_the_first_t_turns():
+    torch.manual_seed(0)
+    belief = SlateBelief(50, 3, hidden_size=5)
+    rng = np.random.default_rng(2)
+    S = torch.from_numpy(rng.integers(0, 50, (4, 9, 3)))
+    C = torch.from_numpy(rng.integers(0, 2, (4, 9, 3)).astype(np.float32))
+    with torch.no_grad():
+        whole = belief(S, C)
+        for t in range(9):
+            alone = belief(S[:, : t + 1], C[:, : t + 1])[:, -1]  # that episode's first t+1 turns only
+            torch.testing.assert_close(whole[:, t], alone, rtol=1e-5, atol=1e-6)
+        h = None
+        for t in range(9):  # the acting path: one step at a time from a carried state
+            h = belief.step(S[:, t], C[:, t], h)
+            torch.testing.assert_close(whole[:, t], h, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients():
+    torch.manual_seed(0)
+    a, c = SlateBelief(50, 3, hidden_size=4), SlateBelief(50, 3, hidden_size=6, embedding_dim=7)
+    rng = np.random.default_rng(3)
+    S = torch.from_numpy(rng.integers(0, 50, (5, 8, 3)))
+    C = torch.from_numpy(rng.integers(0, 2, (5, 8, 3)).astype(np.float32))
+    wa, wc = torch.randn(5, 8, 4), torch.randn(5, 8, 6)
+    fa, fc = unroll_pair(a, c, S, C)
+    ((fa * wa).sum() + (fc * wc).sum()).backward()
+    fused_grads = {name: p.grad.clone() for m in (a, c) for name, p in m.named_parameters(prefix=str(id(m)))}
+    for m in (a, c):
+        m.zero_grad()
+    sa, sc = a(S, C), c(S, C)
+    torch.testing.assert_close(fa, sa, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fc, sc, rtol=1e-5, atol=1e-6)
+    ((sa * wa).sum() + (sc * wc).sum()).backward()
+    for m in (a, c):
+        for name, p in m.named_parameters(prefix=str(id(m))):
+            torch.testing.assert_close(fused_grads[name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_updates_actor_and_critic_but_not_the_critic_from_the_actor_loss():
+    rng = np.random.default_rng(0)
+    m = EpisodeSAC(50, 3, 6, 2, batch_size=4, buffer_size=16, warmup_episodes=0, net_arch=[16], seed=1)
+    m.replay_buffer.add(*random_episodes(rng, 8))
+    before = {k: v.clone() for k, v in m.critic.state_dict().items()}
+    target_before = {k: v.clone() for k, v in m.critic_target.state_dict().items()}
+    actor_before = {k: v.clone() for k, v in m.actor.state_dict().items()}
+    metrics = m.train_step()
+    assert set(metrics) == {"critic_loss", "actor_loss", "ent_coef", "entropy"}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(before[k], v) for k, v in m.critic.state_dict().items())
+    assert any(not torch.equal(actor_before[k], v) for k, v in m.actor.state_dict().items())
+    # Polyak: the target moved by tau towards the new critic, no more
+    for k, v in m.critic_target.state_dict().items():
+        torch.testing.assert_close(v, (1 - m.tau) * target_before[k] + m.tau * m.critic.state_dict()[k])
+
+
+def test_save_load_reproduces_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    m = EpisodeSAC(50, 3, 6, 2, batch_size=4, buffer_size=16, warmup_episodes=0, net_arch=[16], seed=1)
+    m.replay_buffer.add(*random_episodes(rng, 8))
+    m.train_step()
+    m.save(tmp_path / "m.zip")
+    m2 = EpisodeSAC.load(tmp_path / "m.zip")
+    obs = {"slate": rng.integers(0, 50, (3, 3)), "clicks": rng.integers(0, 2, (3, 3))}
+    a1, h1 = m.predict(obs, deterministic=True)
+    a2, h2 = m2.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a1, a2)
+    b1, _ = m.predict(obs, h1, np.array([False, True, False]), deterministic=True)
+    b2, _ = m2.predict(obs, h2, np.array([False, True, False]), deterministic=True)
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(b1[1], a1[1])  # episode_start: the belief restarts from zero
+    (tmp_path / "bad.zip").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable EpisodeSAC checkpoint"):
+        EpisodeSAC.load(tmp_path / "bad.zip")
+
+
+SMALL = {"episode_length": 10}
+
+
+def paper_config(**extra):
+    over = {"replay": "episode", "episodes": 40, "n_envs": 10, "val_every": 20, "checkpoint_every": 20,
+            "val_users": 12, "test_users": 12, "env_kwargs": dict(SMALL),
+            "agent": {"batch_size": 4, "buffer_size": 100, "warmup_episodes": 10, "net_arch": [32]}}
+    over.update(extra)
+    return resolve_config("sac-topk-ideal", ENV, over)
+
+
+def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    cfg = paper_config()
+    import sb3_slate.runs as runs
+
+    calls = {"n": 0}
+    original = runs.Run.save_checkpoint
+
+    def crash_after_first_periodic(self, name):
+        original(self, name)
+        if name == "last":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt  # as if Ctrl-C hit right after the episode-20 checkpoint
+
+    monkeypatch.setattr(runs.Run, "save_checkpoint", crash_after_first_periodic)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, out, progress=False)
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "running" and state["episodes"] == 20
+    monkeypatch.setattr(runs.Run, "save_checkpoint", original)
+    res = train_run(cfg, out, progress=False)  # resumes from last.zip and its replay buffer
+    assert res["budget"]["episodes"] == 40 and res["budget"]["turns"] == 400
+    assert [v["episodes"] for v in res["validation"]] == [0, 20, 40]
+    assert json.loads((out / "state.json").read_text())["resumed"] == 1
+    log = (out / "train.log").read_text().splitlines()  # one line per validation, across the resume
+    assert [line.split()[1] for line in log] == ["0", "20", "40"]
+    assert all("validation" in line and "best" in line and "wall" in line for line in log)
+    runtime = json.loads((out / "provenance.json").read_text())["runtime"]
+    assert runtime["libraries"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert isinstance(runtime["command"], list) and "python" in runtime
+    # the deterministic policy of the best checkpoint replays its validation return exactly
+    from sb3_slate.protocol import VALIDATION_SEED, evaluate_agent
+
+    agent = load_agent(out, "best")
+    assert agent.model.recurrent
+    replay = evaluate_agent(agent, lambda n: runs._base_env(agent.config, n), cfg.val_users, VALIDATION_SEED)
+    assert replay.summary()["mean"] == res["best"]["validation_return"]
+    assert np.isfinite(res["test"]["mean"]) and res["test"]["episodes"] == 12
+
+
+def test_paper_preset_and_regime_settings_are_checked():
+    cfg = resolve_config("sac-gems", ENV, {"gems": "/nonexistent.pt"}, preset="paper")
+    assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.val_every == 1000
+    assert cfg.agent["batch_size"] == 20 and cfg.agent["buffer_size"] == 10_000 and cfg.agent["warmup_episodes"] == 2000
+    assert resolve_config("sac-topk-ideal", ENV, {}, preset="window").replay == "window"
+    with pytest.raises(ValueError, match="replay=episode is implemented for"):
+        resolve_config("slateq", ENV, {"replay": "episode", "agent": {}})
+    with pytest.raises(ValueError, match="unknown setting agent.train_freq"):
+        paper_config(agent={"train_freq": 1})
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_config("sac-topk-ideal", ENV, {}, preset="fast")
