@@ -1,0 +1,76 @@
+"""``slaterec table | plot``: results across runs and seeds."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="Table 2 from run directories: mean test return over seeds, 95%% CI, Welch's test")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    p.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
+    p.add_argument("--paper", action="store_true", help="show the published values beside ours, with the difference")
+    p.add_argument("--out", type=Path, help="write to this file instead of printing")
+    p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
+    p.set_defaults(handler=cmd_table)
+
+    p = sub.add_parser("plot", help="PNG figures from run directories")
+    kinds = p.add_subparsers(dest="figure", metavar="FIGURE")
+    kinds.required = True
+    c = kinds.add_parser("curves", help="validation return against episodes, mean and 95%% band over seeds")
+    c.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    c.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    c.add_argument("--title", default="")
+    c.add_argument("--x", choices=("episodes", "turns", "wall_s"), default="episodes", help="the horizontal axis")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(handler=cmd_plot_curves)
+
+
+TABLE_HEADERS = ("| method |", "method,environment,", "\\begin{tabular}")
+
+
+def _refuse_unless_ours(out: Path, overwrite: bool, ours: bool, what: str) -> None:
+    from gym_slaterec.provenance import ArtifactExistsError
+
+    if out.exists():
+        if not overwrite:
+            raise ArtifactExistsError(f"{out} already exists; pass --overwrite to replace it")
+        if not ours:
+            raise ArtifactExistsError(f"{out} is not a {what} written by slaterec; refusing to replace it even with "
+                                      "--overwrite (move it away or choose another path)")
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .results import find_runs, read_run
+    from .tables import build, render
+
+    records = [read_run(r) for r in find_runs(args.runs)]
+    text = render(build(records), args.format, args.paper)
+    if args.out is not None:
+        from gym_slaterec.provenance import write_bytes_atomic
+
+        ours = args.out.is_file() and args.out.read_text(errors="replace").startswith(TABLE_HEADERS)
+        _refuse_unless_ours(args.out, args.overwrite, ours, "table")
+        write_bytes_atomic(args.out, text.encode(), overwrite=True)
+        print(f"wrote {args.out} ({len(records)} runs)")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_plot_curves(args: argparse.Namespace) -> int:
+    from .plots import plot_curves, png_runs
+    from .results import find_runs, read_run
+
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {args.out}")
+    try:
+        ours = args.out.is_file() and isinstance(png_runs(args.out), list)
+    except Exception:  # not a PNG, or one without our metadata
+        ours = False
+    _refuse_unless_ours(args.out, args.overwrite, ours, "figure")
+    records = [read_run(r) for r in find_runs(args.runs)]
+    plot_curves(records, args.out, args.title, args.x)
+    print(f"wrote {args.out} ({len(records)} runs)")
+    return 0

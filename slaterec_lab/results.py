@@ -1,0 +1,79 @@
+"""Reading run directories (online and offline) into comparable records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+RUN_KINDS = ("sb3_run", "offline_run")
+
+
+@dataclass
+class RunRecord:
+    """What a table or a figure needs from one run directory."""
+
+    path: Path
+    method: str
+    env_id: str
+    seed: Optional[int]
+    test_mean: Optional[float]
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (episodes or steps, validation return)
+    x_label: str = "episodes"
+    validation: list[dict] = field(default_factory=list)  # the raw validation records (turns, wall_s...)
+
+    def curve_over(self, x: str) -> list[tuple[float, float]]:
+        """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
+        if x == "episodes":
+            return self.curve
+        return [(float(v[x]), float(v["mean"])) for v in self.validation if x in v and "mean" in v]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories among ``paths`` and below them (any folder whose provenance is a run)."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"no such run directory or folder: {p}")
+        candidates = [p / "provenance.json"] if (p / "provenance.json").is_file() else sorted(p.rglob("provenance.json"))
+        for prov in candidates:
+            try:
+                kind = json.loads(prov.read_text()).get("kind")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if kind in RUN_KINDS and prov.parent not in found:
+                found.append(prov.parent)
+    if not found:
+        raise ValueError(f"no run directories under {', '.join(map(str, paths))}")
+    return found
+
+
+def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
+    """A run's method (or ``label``), environment, seed, test return and validation curve."""
+    prov = _read(run / "provenance.json")
+    results = _read(run / "results.json") if (run / "results.json").is_file() else {}
+    state = _read(run / "state.json") if (run / "state.json").is_file() else {}
+    validation = results.get("validation") or state.get("validation") or []
+    offline = prov.get("kind") == "offline_run"
+    x_key = "step" if offline else "episodes"
+    curve = [(float(v[x_key]), float(v["mean"])) for v in validation if x_key in v and "mean" in v]
+    test = (results.get("test") or {}).get("mean")
+    seed = prov.get("seed")
+    method = str(prov.get("method"))
+    if (prov.get("hyperparameters") or {}).get("replay") == "episode":
+        method += " (episode replay)"  # the paper's regime is its own row / line
+    return RunRecord(run, label or method, str(prov.get("env_id")), seed,
+                     None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
+                     list(validation))

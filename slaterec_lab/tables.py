@@ -1,0 +1,90 @@
+"""Table 2 from run directories: mean test return over seeds, 95 % Student-t interval,
+number of seeds, the best method per environment in bold, Welch's t-test against it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Optional
+
+from .results import RunRecord
+from .stats import summarise, welch_p
+
+#: Published test returns (Deffayet et al. 2023, Table 2; docs/method.md section 8).
+PAPER = {
+    "sac-topk-ideal": {"FocusedTopDown": 429.0, "FocusedMixed": 384.1, "FocusedDivPen": 386.3},
+    "sac-gems": {"FocusedTopDown": 305.3, "FocusedMixed": 242.6, "FocusedDivPen": 254.1},
+    "sac-topk-mf": {"FocusedTopDown": 254.4, "FocusedMixed": 232.7, "FocusedDivPen": 242.2},
+    "reinforce-softmax": {"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1},
+    "oracle": {"FocusedTopDown": 107.7},
+}
+
+
+def short_env(env_id: str) -> str:
+    return env_id.split("/")[-1].split("-v")[0]
+
+
+def build(records: list[RunRecord]) -> dict:
+    """{env: {method: {"values": [...], "summary": SeedSummary, "p": p-value vs best, "best": bool}}}."""
+    table: dict = {}
+    for r in records:
+        if r.test_mean is None:
+            continue  # unfinished run: no test return yet
+        table.setdefault(short_env(r.env_id), {}).setdefault(r.method, {"values": []})["values"].append(r.test_mean)
+    if not table:
+        raise ValueError("none of the runs has a test return yet (results.json)")
+    for env, methods in table.items():
+        for cell in methods.values():
+            cell["summary"] = summarise(cell["values"])
+        best = max(methods, key=lambda m: methods[m]["summary"].mean)
+        for method, cell in methods.items():
+            cell["best"] = method == best
+            cell["p"] = None if method == best else welch_p(cell["values"], methods[best]["values"])
+    return table
+
+
+def _cell(cell: dict, paper: Optional[float], fmt: str) -> str:
+    s = cell["summary"]
+    ci = "" if math.isnan(s.half_width) else (f" ± {s.half_width:.1f}" if fmt != "latex" else f" $\\pm$ {s.half_width:.1f}")
+    text = f"{s.mean:.1f}{ci} (n={s.n})"
+    if cell["best"]:
+        text = f"**{text}**" if fmt == "markdown" else f"\\textbf{{{text}}}"
+    elif cell["p"] is not None:
+        text += f", p={cell['p']:.3g}"
+    if paper is not None:
+        text += f" [paper {paper:.1f}, {s.mean - paper:+.1f}]"
+    return text
+
+
+def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
+    envs = sorted(table)
+    methods = sorted({m for row in table.values() for m in row})
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["method", "environment", "mean", "ci95_low", "ci95_high", "seeds", "best", "welch_p_vs_best", "paper"])
+        for m in methods:
+            for e in envs:
+                cell = table[e].get(m)
+                if cell is None:
+                    continue
+                lo, hi = cell["summary"].ci95
+                w.writerow([m, e, cell["summary"].mean, lo, hi, cell["summary"].n, cell["best"], cell["p"],
+                            PAPER.get(m, {}).get(e) if paper else ""])
+        return buf.getvalue()
+    rows = []
+    for m in methods:
+        cells = []
+        for e in envs:
+            cell = table[e].get(m)
+            cells.append("" if cell is None else _cell(cell, PAPER.get(m, {}).get(e) if paper else None, fmt))
+        rows.append((m, cells))
+    if fmt == "latex":
+        lines = ["\\begin{tabular}{l" + "r" * len(envs) + "}", " & ".join(["method", *envs]) + " \\\\", "\\hline"]
+        lines += [" & ".join([m, *cells]) + " \\\\" for m, cells in rows]
+        return "\n".join(lines + ["\\end{tabular}"]) + "\n"
+    lines = ["| method | " + " | ".join(envs) + " |", "|---|" + "---:|" * len(envs)]
+    lines += [f"| {m} | " + " | ".join(cells) + " |" for m, cells in rows]
+    return "\n".join(lines) + "\n\nMean test return over seeds ± half-width of the 95 % Student-t interval; " \
+        "best per environment in bold; p: Welch's t-test against the best.\n"
