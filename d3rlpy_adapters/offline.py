@@ -263,6 +263,16 @@ def train_offline(
     learner = make_algorithm(config, layout)
     learner.build_with_dataset(data.buffer)
     env_kwargs = meta.get("env_kwargs") or {}
+    from gym_slaterec.rollouts import make_vector_env
+
+    # the evaluation users must live in the item space the dataset was logged in
+    eval_items = make_vector_env(data.env_id, 1, **env_kwargs).simulator.catalogue
+    if meta.get("item_embeddings_fingerprint") not in (None, eval_items.fingerprint):
+        raise ProvenanceMismatchError(
+            f"dataset {dataset} was logged with item embeddings {str(meta['item_embeddings_fingerprint'])[:12]}, but "
+            f"its recorded environment overrides rebuild {eval_items.fingerprint[:12]} ({eval_items.source}); "
+            "re-export it from a dataset that records its item matrix"
+        )
     agent = OfflineAgent(learner, ckpt, layout, env_kwargs)
     prov = provenance(
         "offline_run",

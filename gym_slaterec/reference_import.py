@@ -106,7 +106,7 @@ def import_reference_dataset(
     from tqdm.auto import tqdm
 
     from .core.config import resolve_env_id
-    from .rollouts import make_vector_env
+    from .rollouts import make_vector_env, recorded_env_kwargs
 
     source = Path(source)
     env_id = resolve_env_id(env_id)
@@ -131,6 +131,7 @@ def import_reference_dataset(
         inputs={f.name: sha256_file(f) for f in files},
         hyperparameters={"episodes": episodes},
         item_embeddings_source=sim.catalogue.source,
+        env_kwargs=recorded_env_kwargs(item_embeddings, None),
         policy={"name": "unknown (imported)"},
         imported_from=str(source.resolve()),
         has_initial_turn=False,

@@ -64,6 +64,18 @@ def make_vector_env(env_id: str, num_envs: int, item_embeddings: Optional[Embedd
     return VECTOR_ENVS[env_id](num_envs=num_envs, item_embeddings=item_embeddings, **overrides)
 
 
+def recorded_env_kwargs(item_embeddings: Optional[EmbeddingsLike], env_kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The overrides that rebuild an artifact's environment later (stored in its provenance):
+    ``env_kwargs`` plus the item matrix when it is a shipped name or a file (an in-memory
+    array cannot be recorded; its fingerprint still is)."""
+    out = dict(env_kwargs or {})
+    if item_embeddings is not None and not isinstance(item_embeddings, np.ndarray):
+        from .core.embeddings import normalise_matrix_spec
+
+        out["item_embeddings"] = normalise_matrix_spec(item_embeddings)
+    return out
+
+
 def _describe(spec: Any) -> str:
     return f"array of shape {spec.shape}" if isinstance(spec, np.ndarray) else repr(str(spec))
 
@@ -168,6 +180,7 @@ def generate_logged_data(
         seed=seed,
         hyperparameters={"episodes": episodes},
         item_embeddings_source=sim.catalogue.source,
+        env_kwargs=recorded_env_kwargs(item_embeddings, env_kwargs),
         policy={"name": policy, **({"epsilon": epsilon} if policy == "epsilon-greedy" else {})},
     )
     out = Path(out)

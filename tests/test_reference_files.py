@@ -213,3 +213,37 @@ def test_collect_refuses_an_agent_in_another_item_space(tmp_path, matrix, matrix
           "--item-embeddings", str(matrix_pt)]
     assert cli_main(ok) == 0
     assert LoggedDataset.load(tmp_path / "c").item_embeddings_fingerprint == fingerprint(matrix)
+
+
+def test_a_dataset_logged_with_another_matrix_carries_it_to_export_and_offline_evaluation(tmp_path, matrix, matrix_pt):
+    from gym_slaterec.rollouts import generate_logged_data
+
+    ds = generate_logged_data("SlateRec/FocusedTopDown-v0", tmp_path / "ds", episodes=3, seed=0,
+                              item_embeddings=str(matrix_pt), progress=False, env_kwargs={"episode_length": 5})
+    assert ds.provenance["env_kwargs"] == {"episode_length": 5, "item_embeddings": str(matrix_pt.resolve())}
+    from gym_slaterec.rollouts import make_vector_env
+
+    rebuilt = make_vector_env(ds.env_id, 1, **ds.provenance["env_kwargs"]).simulator.catalogue
+    assert rebuilt.fingerprint == ds.item_embeddings_fingerprint == fingerprint(matrix)
+
+
+def test_offline_training_refuses_an_export_whose_environment_lost_its_matrix(tmp_path, matrix_pt):
+    from d3rlpy_adapters.export import export_d3rlpy, sidecar_path
+    from d3rlpy_adapters.offline import OfflineConfig, train_offline
+    from gym_slaterec.gems import GeMSConfig, train_gems
+    from gym_slaterec.provenance import ProvenanceMismatchError
+    from gym_slaterec.rollouts import generate_logged_data
+
+    torch.set_num_threads(1)
+    ds = generate_logged_data("SlateRec/FocusedTopDown-v0", tmp_path / "ds", episodes=6, seed=0,
+                              item_embeddings=str(matrix_pt), progress=False, env_kwargs={"episode_length": 5})
+    gems = train_gems(ds, GeMSConfig(epochs=1, latent_dim=4, encoder_hidden=(16,), decoder_hidden=(16,),
+                                     val_max_samples=20), out=tmp_path / "g.pt", progress=False, max_steps=2)
+    h5 = export_d3rlpy(ds, gems.path, tmp_path / "x.h5", window=2)
+    side = json.loads(sidecar_path(h5).read_text())
+    side["env_kwargs"] = {"episode_length": 5}  # as written before environments recorded their matrix
+    sidecar_path(h5).write_text(json.dumps(side))
+    cfg = OfflineConfig(steps=2, eval_every=2, val_users=2, test_users=2, batch_size=8)
+    with pytest.raises(ProvenanceMismatchError, match="item embeddings"):
+        train_offline("bc", h5, gems.path, tmp_path / "run", cfg, progress=False)
+    assert not (tmp_path / "run").exists()
