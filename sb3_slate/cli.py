@@ -88,7 +88,8 @@ def _run_row(run: Path) -> dict:
     best = (results.get("best") or {}).get("validation_return", state.get("best_validation"))
     test = (results.get("test") or {}).get("mean")
     status = "complete" if results else state.get("status", "unfinished")
-    return {"run": str(run), "method": prov.get("method"), "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
+    return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"),
+            "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
             "status": status, "episodes": state.get("episodes"), "best_validation": best, "test": test,
             "created_utc": prov.get("created_utc")}
 
@@ -109,9 +110,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     def fmt(v) -> str:
         return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-    print(f"{'run':40s} {'method':16s} {'environment':28s} {'seed':>10s} {'status':9s} {'best val':>9s} {'test':>8s}")
+    print(f"{'run':40s} {'method':16s} {'replay':8s} {'environment':28s} {'seed':>10s} {'status':9s} "
+          f"{'best val':>9s} {'test':>8s}")
     for r in rows:
-        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['env_id']):28s} {fmt(r['seed']):>10s} "
+        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} {fmt(r['seed']):>10s} "
               f"{r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
     print(f"{len(rows)} run(s) under {args.root}")
     return 0
