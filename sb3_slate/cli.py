@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("method", choices=METHODS)
     p.add_argument("env_id")
     p.add_argument("--seed", type=seed_arg, default=None, help="run seed (0 to 2**32-1); default 0")
-    p.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if unfinished)")
+    p.add_argument("--out", type=Path, help="run directory (created; resumed if unfinished); default: "
+                   "WORKSPACE/METHOD_ENV_sSEED[_TAG]_TIMESTAMP")
+    p.add_argument("--workspace", type=Path, help="root of the default run directories "
+                   "(default: $SLATEREC_WORKSPACE, else ./runs)")
+    p.add_argument("--tag", help="a short label, part of the default run directory name and recorded in the run")
+    p.add_argument("--notes", help="free text recorded in the run's configuration")
     p.add_argument("--gems", type=Path, help="GeMS checkpoint (sac-gems)")
     p.add_argument("--mf", type=Path, help="MF embeddings (sac-topk-mf, sac-wknn)")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
@@ -47,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gym_slaterec.core.config import preset
 
     from .methods import parse_set, resolve_config
-    from .runs import train_run
+    from .runs import default_run_dir, train_run
 
     env_id = preset(args.env_id).env_id
     overrides = parse_set(args.set_)
@@ -62,8 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["allow_partial"] = True
     if args.item_embeddings is not None:
         overrides.setdefault("env_kwargs", {})["item_embeddings"] = args.item_embeddings
+    for key in ("tag", "notes"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     cfg = resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
-    results = train_run(cfg, args.out, progress=not args.no_progress)
+    out = args.out if args.out is not None else default_run_dir(cfg, args.workspace)
+    results = train_run(cfg, out, progress=not args.no_progress)
     if args.json:
         print(json.dumps({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))
         return 0
@@ -71,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{args.method} on {env_id} (seed {cfg.seed}, {results['budget']['episodes']} episodes, "
           f"{results['wall_time_s']:.0f} s): test return {t['mean']:.2f} 95% CI [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] "
           f"over {t['episodes']} users; best validation {results['best']['validation_return']:.2f} "
-          f"at episode {results['best']['episodes']}; run directory {args.out}")
+          f"at episode {results['best']['episodes']}; run directory {out}")
     return 0
 
 

@@ -10,6 +10,7 @@ SlateRec vector env; :func:`build_model` the SB3 model.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -53,6 +54,9 @@ class RunConfig:
     mf: Optional[str] = None
     #: accept a GeMS checkpoint whose training was interrupted (--allow-partial)
     allow_partial: bool = False
+    #: a short label (letters, digits, ".", "_", "-") and free-text notes, recorded with the run
+    tag: Optional[str] = None
+    notes: Optional[str] = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     belief: dict[str, Any] = field(default_factory=dict)
     agent: dict[str, Any] = field(default_factory=dict)
@@ -78,9 +82,11 @@ class RunConfig:
         for name in ("save_replay_buffer", "allow_partial"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("gems", "mf"):
+        for name in ("gems", "mf", "notes"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a file path, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.tag is not None and (not isinstance(self.tag, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.tag)):
+            raise ValueError(f"tag must be 1-64 letters, digits, '.', '_' or '-' (it names run directories), got {self.tag!r}")
         from .settings import AGENT_SETTINGS, BELIEF_SETTINGS, EPISODE_SAC_AGENT, check_section
 
         if self.replay not in ("window", "episode"):

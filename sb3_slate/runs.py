@@ -39,6 +39,18 @@ from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_age
 RUN_FORMAT = "slaterec.sb3_run/1"
 
 
+def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None) -> Path:
+    """``WORKSPACE/METHOD_ENV_sSEED[_TAG]_YYYYmmdd-HHMMSS`` (UTC); the workspace defaults to
+    ``$SLATEREC_WORKSPACE``, else ``./runs``."""
+    import datetime as dt
+    import os
+
+    root = Path(workspace if workspace is not None else os.environ.get("SLATEREC_WORKSPACE", "runs"))
+    env = cfg.env_id.split("/")[-1].split("-v")[0]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return root / "_".join([cfg.method, env, f"s{cfg.seed}", *([cfg.tag] if cfg.tag else []), stamp])
+
+
 def _base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any = None) -> Any:
     from gym_slaterec.rollouts import make_vector_env
 

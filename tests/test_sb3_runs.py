@@ -176,3 +176,18 @@ def test_cli_train_and_evaluate_run_dir(artifacts, tmp_path, capsys):
     assert main(["train", "sac-gems", "FocusedMixed-v0", "--out", str(tmp_path / "x"), "--gems", artifacts["gems"],
                  "--no-progress"]) == 2
     assert "FocusedTopDown" in capsys.readouterr().err
+
+
+def test_default_run_directory_names_tag_and_notes(tmp_path, capsys, monkeypatch):
+    from gym_slaterec.cli import main
+
+    monkeypatch.setenv("SLATEREC_WORKSPACE", str(tmp_path / "ws"))
+    args = ["train", "random", "focused_topdown", "--tag", "baseline", "--notes", "first try", "--no-progress",
+            "--set", "val_users=3", "--set", "test_users=3"]
+    assert main(args) == 0
+    (run,) = (tmp_path / "ws").iterdir()
+    assert run.name.startswith("random_FocusedTopDown_s0_baseline_") and str(run) in capsys.readouterr().out
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["tag"], cfg["notes"]) == ("baseline", "first try")
+    assert main(args[:3] + ["--tag", "no/slashes", "--workspace", str(tmp_path / "other")]) == 2
+    assert "tag must be" in capsys.readouterr().err and not (tmp_path / "other").exists()
