@@ -15,6 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
 
+    p = sub.add_parser("drift", help="distance between the item tables of two artifacts (GeMS, MF, run, environment)")
+    p.add_argument("a", help="GeMS checkpoint, MF/matrix file, run directory, environment id or shipped matrix name")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_drift)
+
     p = sub.add_parser("plot", help="PNG figures from run directories")
     kinds = p.add_subparsers(dest="figure", metavar="FIGURE")
     kinds.required = True
@@ -73,4 +79,23 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
     records = [read_run(r) for r in find_runs(args.runs)]
     plot_curves(records, args.out, args.title, args.x)
     print(f"wrote {args.out} ({len(records)} runs)")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    import json
+
+    from .drift import compare, item_table
+
+    a, source_a = item_table(args.a)
+    b, source_b = item_table(args.b)
+    res = {"a": source_a, "b": source_b, **compare(a, b)}
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"A: {source_a} ({a.shape[0]} x {a.shape[1]})\nB: {source_b} ({b.shape[0]} x {b.shape[1]})")
+    for key, value in res.items():
+        if key not in ("a", "b"):
+            shown = "-" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
+            print(f"  {key:26s} {shown}")
     return 0

@@ -81,3 +81,27 @@ def test_curve_data_are_the_runs_means(grid, tmp_path):
     data = plot_curves([read_run(r) for r in find_runs([grid])], tmp_path / "c.png")
     gems = data["sac-gems (FocusedTopDown-v0)"]
     assert gems["x"] == [0.0, 1000.0] and gems["mean"] == pytest.approx([51.0, 202.0])
+
+
+def test_drift_measures_on_known_tables(tmp_path, capsys):
+    from slaterec_lab.drift import compare
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # a random rotation
+    same = compare(a, a)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["procrustes_disparity"] == pytest.approx(0.0, abs=1e-12)
+    rotated = compare(a, a @ q)
+    # a rotation hides the tables' identity from the raw cosine, not from the aligned one or the neighbours
+    assert rotated["mean_cosine"] < 0.9 and rotated["mean_cosine_aligned"] == pytest.approx(1.0)
+    assert rotated["neighbour_overlap_at_10"] == pytest.approx(1.0)
+    unrelated = compare(a, rng.normal(size=(200, 6)))
+    assert unrelated["mean_cosine_aligned"] < 0.5 and unrelated["neighbour_overlap_at_10"] < 0.2
+    with pytest.raises(ValueError, match="different catalogues"):
+        compare(a, a[:10])
+    np.save(tmp_path / "a.npy", a.astype(np.float32))
+    np.save(tmp_path / "b.npy", (a @ q).astype(np.float32))
+    assert main(["drift", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_cosine_aligned"] == pytest.approx(1.0, abs=1e-5)
+    assert main(["drift", "focused", "nowhere"]) == 2
+    assert "nowhere" in capsys.readouterr().err
