@@ -13,7 +13,7 @@ import numpy as np
 
 #: Named matrices shipped with the package and the power each recipe raises entries to
 #: before normalising. "focused" and "diffuse" follow the unpowered recipe that made
-#: the matrices behind every published number (docs/simulator.md, section 1);
+#: the matrices behind every published number (docs/method.md, section 1);
 #: "peaked" is the paper's textual "focused" description (power 1.5, as in the
 #: reference generator), a more concentrated environment kept for comparison.
 RECIPE_POWER = {"focused": 1.0, "diffuse": 1.0, "peaked": 1.5}

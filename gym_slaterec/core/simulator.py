@@ -371,7 +371,7 @@ class TopicRecSimulator:
         slates = np.tile(self.initial_slate, (b, 1))
         # The reset clicks are logged (stamp 0) but do not move the user: the reference
         # implementation applies the influence only in its step(), and the published
-        # returns were produced that way (docs/method.md section 3; docs/simulator.md).
+        # returns were produced that way (docs/method.md section 3).
         turn = self._interact(sel, slates, self._effective_user(sel, bored), bored, influence=False)
         # Short-term topic: that of the last clicked item, else a random one.
         self.short_term[sel] = np.where(
