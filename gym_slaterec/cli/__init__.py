@@ -21,13 +21,18 @@ OWN_COMMAND_MODULES = (
 )
 
 
-def command_modules() -> list[str]:
-    """Modules that register sub-commands, in help order."""
+def entry_point_modules(group: str, fallback: Sequence[str]) -> list[str]:
+    """The modules listed under the entry-point ``group``, in the order of their names;
+    ``fallback`` (this package's own) in a source tree that was never installed."""
     from importlib.metadata import entry_points
 
-    found = sorted(entry_points(group="slaterec.commands"), key=lambda ep: ep.name)
-    modules = [ep.value for ep in found]
-    return modules or list(OWN_COMMAND_MODULES)  # a source tree that was never installed
+    found = sorted(entry_points(group=group), key=lambda ep: ep.name)
+    return [ep.value for ep in found] or list(fallback)
+
+
+def command_modules() -> list[str]:
+    """Modules that register sub-commands, in help order."""
+    return entry_point_modules("slaterec.commands", OWN_COMMAND_MODULES)
 
 
 class CLIError(Exception):
@@ -38,26 +43,24 @@ class CLIError(Exception):
 MAX_SEED = 2**32 - 1
 
 
-def seed_arg(text: str) -> int:
-    """argparse type of every ``--seed``: an integer in [0, 2**32 - 1]."""
+def _int_in(text: str, low: int, high: Optional[int], expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {value}")
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
     return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every ``--seed``: an integer in [0, 2**32 - 1]."""
+    return _int_in(text, 0, MAX_SEED, f"an integer in [0, {MAX_SEED}]")
 
 
 def positive_int(text: str) -> int:
     """argparse type of counts (episodes, steps, users): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _int_in(text, 1, None, "a positive integer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..provenance import DEMO_MARKER, check_writable, provenance, write_json_atomic
-from . import seed_arg
+from . import entry_point_modules, seed_arg
 
 #: Demo stages come from the ``slaterec.demo_stages`` entry points (each package its own).
 OWN_STAGE_MODULES = ("gym_slaterec.gems.demo",)
 
 
 def stage_modules() -> list[str]:
-    from importlib.metadata import entry_points
-
-    found = sorted(entry_points(group="slaterec.demo_stages"), key=lambda ep: ep.name)
-    return [ep.value for ep in found] or list(OWN_STAGE_MODULES)
+    return entry_point_modules("slaterec.demo_stages", OWN_STAGE_MODULES)
 
 
 @dataclass

@@ -125,14 +125,20 @@ def load_item_embeddings(spec: EmbeddingsLike, topic_size: int | None = None) ->
         if fingerprint(emb) != expected:
             raise RuntimeError(f"shipped {spec} item embeddings are corrupt (fingerprint mismatch): reinstall slaterec")
         return validate_item_embeddings(emb, topic_size, f"{spec} item embeddings"), spec
+    path = _matrix_path(spec, ", an array or ")
+    emb = load_matrix_file(path, "item_embeddings")
+    return validate_item_embeddings(emb, topic_size, f"item_embeddings {path}"), str(path.resolve())
+
+
+def _matrix_path(spec: Union[str, Path], choices: str = " or ") -> Path:
+    """``spec`` as a path with a matrix suffix; anything else is refused naming the choices."""
     path = Path(spec)
     if path.suffix not in MATRIX_SUFFIXES:
         raise ValueError(
-            f"item_embeddings must be one of {list(EMBEDDING_KINDS)}, an array or a "
+            f"item_embeddings must be one of {list(EMBEDDING_KINDS)}{choices}a "
             f"{'/'.join(MATRIX_SUFFIXES)} file; got {str(spec)!r}"
         )
-    emb = load_matrix_file(path, "item_embeddings")
-    return validate_item_embeddings(emb, topic_size, f"item_embeddings {path}"), str(path.resolve())
+    return path
 
 
 def normalise_matrix_spec(spec: Union[str, Path]) -> str:
@@ -141,12 +147,7 @@ def normalise_matrix_spec(spec: Union[str, Path]) -> str:
     spec = str(spec)
     if spec in EMBEDDING_KINDS:
         return spec
-    path = Path(spec).expanduser()
-    if path.suffix not in MATRIX_SUFFIXES:
-        raise ValueError(
-            f"item_embeddings must be one of {list(EMBEDDING_KINDS)} or a "
-            f"{'/'.join(MATRIX_SUFFIXES)} file; got {spec!r}"
-        )
+    path = _matrix_path(Path(spec).expanduser())
     if not path.is_file():
         raise FileNotFoundError(f"item_embeddings file not found: {path}")
     return str(path.resolve())
