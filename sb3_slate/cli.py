@@ -42,11 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("runs", help="list the run directories under ROOT: method, environment, seed, status, returns")
-    p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
-    p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.set_defaults(handler=cmd_runs)
-
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gym_slaterec.core.config import preset
@@ -83,46 +78,3 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"at episode {results['best']['episodes']}; run directory {out}")
     return 0
 
-
-def _run_row(run: Path) -> dict:
-    def read(name: str) -> dict:
-        try:
-            data = json.loads((run / name).read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
-    hyper = prov.get("hyperparameters") or {}
-    best = (results.get("best") or {}).get("validation_return", state.get("best_validation"))
-    test = (results.get("test") or {}).get("mean")
-    status = "complete" if results else state.get("status", "unfinished")
-    return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"),
-            "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
-            "status": status, "episodes": state.get("episodes"), "best_validation": best, "test": test,
-            "created_utc": prov.get("created_utc")}
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    if not args.root.is_dir():
-        raise FileNotFoundError(f"no such folder: {args.root}")
-    rows = []
-    for prov in sorted(args.root.rglob("provenance.json")):
-        try:
-            kind = json.loads(prov.read_text()).get("kind")
-        except (OSError, ValueError):
-            continue
-        if kind in ("sb3_run", "offline_run"):
-            rows.append(_run_row(prov.parent))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    def fmt(v) -> str:
-        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-    print(f"{'run':40s} {'method':16s} {'replay':8s} {'environment':28s} {'seed':>10s} {'status':9s} "
-          f"{'best val':>9s} {'test':>8s}")
-    for r in rows:
-        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} {fmt(r['seed']):>10s} "
-              f"{r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
-    print(f"{len(rows)} run(s) under {args.root}")
-    return 0

@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
 
+    p = sub.add_parser("runs", help="list the run directories under ROOT: method, environment, seed, status, returns")
+    p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(handler=cmd_runs)
+
     p = sub.add_parser("drift", help="distance between the item tables of two artifacts (GeMS, MF, run, environment)")
     p.add_argument("a", help="GeMS checkpoint, MF/matrix file, run directory, environment id or shipped matrix name")
     p.add_argument("b")
@@ -98,4 +103,28 @@ def cmd_drift(args: argparse.Namespace) -> int:
         if key not in ("a", "b"):
             shown = "-" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
             print(f"  {key:26s} {shown}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from .results import find_runs, run_summary
+
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"no such folder: {args.root}")
+    rows = [run_summary(run) for run in sorted(find_runs([args.root], allow_empty=True))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+
+    def fmt(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    print(f"{'run':40s} {'method':16s} {'replay':8s} {'environment':28s} {'seed':>10s} {'status':9s} "
+          f"{'best val':>9s} {'test':>8s}")
+    for r in rows:
+        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} "
+              f"{fmt(r['seed']):>10s} {r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
+    print(f"{len(rows)} run(s) under {args.root}")
     return 0

@@ -40,7 +40,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_runs(paths: Iterable[Path]) -> list[Path]:
+def find_runs(paths: Iterable[Path], allow_empty: bool = False) -> list[Path]:
     """Run directories among ``paths`` and below them (any folder whose provenance is a run)."""
     found: list[Path] = []
     for p in paths:
@@ -55,9 +55,27 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
                 continue
             if kind in RUN_KINDS and prov.parent not in found:
                 found.append(prov.parent)
-    if not found:
+    if not found and not allow_empty:
         raise ValueError(f"no run directories under {', '.join(map(str, paths))}")
     return found
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """What ``slaterec runs`` lists: method, regime, environment, seed, status, best
+    validation and test return (fields of unreadable files are left empty)."""
+    def read(name: str) -> dict:
+        try:
+            return _read(run / name)
+        except ValueError:
+            return {}
+
+    prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
+    hyper = prov.get("hyperparameters") or {}
+    return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"),
+            "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
+            "status": "complete" if results else state.get("status", "unfinished"), "episodes": state.get("episodes"),
+            "best_validation": (results.get("best") or {}).get("validation_return", state.get("best_validation")),
+            "test": (results.get("test") or {}).get("mean"), "created_utc": prov.get("created_utc")}
 
 
 def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
