@@ -157,6 +157,8 @@ RUN_ENTRIES = frozenset({
     "config.json", "provenance.json", "state.json", "tb", "checkpoints", "best_validation.json",
     "results.json", "progress.csv", "train.log", "command.txt",
 })
+#: ... and the offline runs' model files.
+RUN_PATTERNS = ("model_*.d3",)
 #: What an empty folder is reported as: nothing to lose, so any writer may replace it.
 EMPTY_FOLDER = "empty_folder"
 DEMO_MARKER = "slaterec_demo.json"
@@ -171,11 +173,12 @@ def _json_file(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def _foreign(folder: Path, allowed: set) -> list[str]:
-    """Entries of ``folder`` that are not in ``allowed`` (offline runs' ``model_*.d3`` count as allowed)."""
+def _foreign(folder: Path, allowed: set, patterns: tuple[str, ...] = ()) -> list[str]:
+    """Entries of ``folder`` neither in ``allowed`` nor matching a glob of ``patterns`` (dot files aside)."""
+    from fnmatch import fnmatch
+
     def ours(name: str) -> bool:
-        return name in allowed or name.startswith(".") or ("provenance.json" in allowed and
-                                                           name.startswith("model_") and name.endswith(".d3"))
+        return name in allowed or name.startswith(".") or any(fnmatch(name, pat) for pat in patterns)
     return sorted(p.name for p in folder.iterdir() if not ours(p.name))
 
 
@@ -195,7 +198,7 @@ def identify_artifact(path: PathLike) -> tuple[Optional[str], str]:
         prov = _json_file(p / "provenance.json")
         if prov is not None and prov.get("package") == "slaterec":
             kind = str(prov.get("kind"))
-            foreign = _foreign(p, set(RUN_ENTRIES))
+            foreign = _foreign(p, set(RUN_ENTRIES), RUN_PATTERNS)
             if foreign:
                 return None, f"a {kind} folder that also holds files SlateRec did not write ({', '.join(foreign[:5])})"
             return kind, f"a {kind} folder"
