@@ -70,8 +70,12 @@ def evaluate_agent(
     users: int,
     first_seed: int,
     batch_size: int = 500,
+    on_turn: Optional[Callable[[dict], None]] = None,
 ) -> EvalResult:
     """Play ``agent``'s deterministic policy on users ``first_seed .. first_seed + users - 1``.
+
+    ``on_turn(info)``, when given, sees each turn's info (with ``analysis_info``: the
+    scores, boredom and topics of the shown slates; used for figures).
 
     ``agent`` has ``wrap_env(vector_env)`` and ``predict(obs, state, episode_start,
     deterministic)`` (a :class:`sb3_slate.runs.RunAgent`); ``make_base_env(n)`` builds the native
@@ -95,6 +99,8 @@ def evaluate_agent(
             action, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=True)
             episode_start[:] = False
             obs, reward, terminated, truncated, info = env.step(action)
+            if on_turn is not None:
+                on_turn(info)
             returns[start : start + b] += reward
             seen[sim.last_slate.ravel()] = True
             turns += b

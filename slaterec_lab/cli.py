@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gym_slaterec.cli import _int_in, positive_int
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of retry counts: an integer >= 0."""
+    return _int_in(text, 0, None, "a non-negative integer")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="Table 2 from run directories: mean test return over seeds, 95%% CI, Welch's test")
@@ -14,6 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
+
+    p = sub.add_parser("sweep", help="run a grid of experiments (YAML) on Ray, or one after another without it",
+                       description="Expand GRID into trials (logged data -> MF/GeMS -> agents; each artifact built "
+                       "once) and run them on Ray (a local instance, or the cluster at --address) or, without Ray, one "
+                       "after another. Running the same command again resumes: finished trials are kept, unfinished "
+                       "runs resume from their checkpoints, failed trials are retried.")
+    p.add_argument("grid", type=Path, help="grid file (YAML), or the name of a shipped grid: tiny, table2, table2_focused_slice")
+    p.add_argument("--out", type=Path, help="sweep directory (default: WORKSPACE/sweeps/GRID-NAME)")
+    p.add_argument("--workspace", type=Path, help="root of the default directories (default: $SLATEREC_WORKSPACE, else ./runs)")
+    p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
+                   help="auto: Ray when installed (pip install 'slaterec[ray]'), else local (one trial at a time)")
+    p.add_argument("--address", help="address of an existing Ray cluster (default: start a local instance)")
+    p.add_argument("--workers", type=positive_int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--retries", type=nonnegative_int, help="retries of a failed trial in this invocation (default: the "
+                   "grid's `retries`, else 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the trials and their commands, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per event)")
+    p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("runs", help="list the run directories under ROOT: method, environment, seed, status, returns")
     p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
@@ -36,6 +61,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--x", choices=("episodes", "turns", "wall_s"), default="episodes", help="the horizontal axis")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(handler=cmd_plot_curves)
+    c = kinds.add_parser("slates", help="Fig. 2: relevance scores and boredom of the slates two (or more) runs "
+                         "recommend to the test users")
+    c.add_argument("runs", nargs="+", type=Path, help="run directories (e.g. SAC+GeMS with gamma 0.8 and gamma 0)")
+    c.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    c.add_argument("--labels", nargs="+", help="one legend label per run (default: method and gamma)")
+    c.add_argument("--users", type=positive_int, default=200, help="test users played per run")
+    c.add_argument("--checkpoint", default="best", help="which checkpoint of each run (default: best)")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(handler=cmd_plot_slates)
+    c = kinds.add_parser("heatmap", help="Fig. 3: mean test return over a two-key grid of a sweep")
+    c.add_argument("sweep", type=Path, help="sweep directory (slaterec sweep)")
+    c.add_argument("--x", required=True, help="grid key on the horizontal axis, e.g. gems.lambda_kl")
+    c.add_argument("--y", required=True, help="grid key on the vertical axis, e.g. gems.lambda_click")
+    c.add_argument("--method", help="the method whose runs to show (needed when several have both keys)")
+    c.add_argument("--env", help="the environment (needed when several have both keys)")
+    c.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    c.add_argument("--title", default="")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(handler=cmd_plot_heatmap)
 
 
 TABLE_HEADERS = ("| method |", "method,environment,", "\\begin{tabular}")
@@ -53,10 +97,10 @@ def _refuse_unless_ours(out: Path, overwrite: bool, ours: bool, what: str) -> No
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from .results import find_runs, read_run
+    from .results import find_runs, label_variants, read_run
     from .tables import build, render
 
-    records = [read_run(r) for r in find_runs(args.runs)]
+    records = label_variants([read_run(r) for r in find_runs(args.runs)])
     text = render(build(records), args.format, args.paper)
     if args.out is not None:
         from gym_slaterec.provenance import write_bytes_atomic
@@ -70,9 +114,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plot_curves(args: argparse.Namespace) -> int:
-    from .plots import plot_curves, png_runs
-    from .results import find_runs, read_run
+def _check_figure_out(args: argparse.Namespace) -> None:
+    from .plots import png_runs
 
     if args.out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file, got {args.out}")
@@ -81,10 +124,81 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
     except Exception:  # not a PNG, or one without our metadata
         ours = False
     _refuse_unless_ours(args.out, args.overwrite, ours, "figure")
-    records = [read_run(r) for r in find_runs(args.runs)]
+
+
+def cmd_plot_slates(args: argparse.Namespace) -> int:
+    from .analysis import slate_statistics
+    from .plots import plot_slate_statistics
+
+    _check_figure_out(args)
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise ValueError(f"--labels gives {len(args.labels)} labels for {len(args.runs)} runs")
+    for run in args.runs:
+        if not (run / "provenance.json").is_file():
+            raise FileNotFoundError(f"{run} is not a run directory (no provenance.json)")
+    stats = [slate_statistics(run, args.users, checkpoint=args.checkpoint) for run in args.runs]
+    data = plot_slate_statistics(stats, args.out, args.labels)
+    for label, d in data.items():
+        print(f"{label}: mean relevance {d['mean_score']:.3f}, bored-topic items per slate {d['mean_bored_items']:.2f}")
+    print(f"wrote {args.out} ({len(stats)} runs)")
+    return 0
+
+
+def cmd_plot_heatmap(args: argparse.Namespace) -> int:
+    from .analysis import heatmap_data
+    from .plots import plot_heatmap
+
+    _check_figure_out(args)
+    if not (args.sweep / "sweep.json").is_file():
+        raise FileNotFoundError(f"{args.sweep} is not a sweep directory (no sweep.json)")
+    data = heatmap_data(args.sweep, args.x, args.y, args.method, args.env)
+    plot_heatmap(data, args.out, args.title)
+    print(f"wrote {args.out} ({len(data['runs'])} runs, {len(data['x'])} x {len(data['y'])} cells)")
+    return 0
+
+
+def cmd_plot_curves(args: argparse.Namespace) -> int:
+    from .plots import plot_curves
+    from .results import find_runs, label_variants, read_run
+
+    _check_figure_out(args)
+    records = label_variants([read_run(r) for r in find_runs(args.runs)])
     plot_curves(records, args.out, args.title, args.x)
     print(f"wrote {args.out} ({len(records)} runs)")
     return 0
+
+
+def default_sweep_dir(grid: dict, grid_file: Path, workspace: Path | None) -> Path:
+    import os
+
+    root = workspace or Path(os.environ.get("SLATEREC_WORKSPACE") or "runs")
+    return root / "sweeps" / str(grid.get("name") or grid_file.stem)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .grid import expand, load_grid, shipped_grid
+    from .sweep import run_sweep, summary_lines
+
+    grid = load_grid(args.grid)
+    if not args.grid.is_file():
+        args.grid = shipped_grid(str(args.grid))
+    out = args.out if args.out is not None else default_sweep_dir(grid, args.grid, args.workspace)
+    if args.dry_run:
+        trials = expand(grid, out)
+        for t in trials:
+            deps = f"  (after {', '.join(t.deps)})" if t.deps else ""
+            print(f"{t.id}{deps}\n    slaterec {' '.join(t.argv)}")
+        print(f"{len(trials)} trials in {out}")
+        return 0
+    sweep = run_sweep(grid, args.grid, out, args.executor, args.address, args.workers, not args.no_progress,
+                      args.retries)
+    for line in summary_lines(sweep):
+        print(line)
+    counts = sweep.counts()
+    if counts["done"] == len(sweep.trials):
+        print(f"table: slaterec table {sweep.path}")
+        return 0
+    return 1
 
 
 def cmd_drift(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -62,21 +63,83 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from gym_slaterec.provenance import atomic_path
-
-    with atomic_path(out, overwrite=True) as tmp:  # the caller decides whether out may be replaced
-        fig.savefig(tmp, format="png", metadata={"Description": json.dumps({"runs": [str(r.path) for r in records]}),
-                                                 "Software": "slaterec plot curves"})
-    plt.close(fig)
+    _save(fig, out, [str(r.path) for r in records], "slaterec plot curves")
     return data
 
 
 def png_runs(path: Path) -> list[str]:
-    """The run directories recorded in a PNG written by :func:`plot_curves`."""
+    """The run directories recorded in a PNG written by ``slaterec plot``."""
     from PIL import Image
 
     with Image.open(path) as im:
         return json.loads(im.info["Description"])["runs"]
 
 
-__all__ = ["curve_groups", "plot_curves", "png_runs", "np"]
+
+
+def _save(fig: Any, out: Path, runs: list[str], software: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from gym_slaterec.provenance import atomic_path
+
+    with atomic_path(out, overwrite=True) as tmp:  # the caller decides whether out may be replaced
+        fig.savefig(tmp, format="png", metadata={"Description": json.dumps({"runs": runs}), "Software": software})
+    plt.close(fig)
+
+
+def plot_slate_statistics(stats: list[dict], out: Path, labels: Optional[list[str]] = None) -> dict:
+    """Fig. 2: the relevance scores of the recommended items and the number of items of
+    bored topics per slate, one histogram per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = labels or [f"{s['method']} (gamma={s['gamma']})" if s.get("gamma") is not None else s["method"]
+                        for s in stats]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.6, 3.8), dpi=100)
+    bins = np.linspace(min(float(s["scores"].min()) for s in stats), max(float(s["scores"].max()) for s in stats), 41)
+    data = {}
+    for s, label in zip(stats, labels):
+        h, _ = np.histogram(s["scores"], bins=bins, density=True)
+        a.stairs(h, bins, label=f"{label}: return {s['return_mean']:.1f}", fill=False, linewidth=1.5)
+        k = int(max(int(t["bored_items"].max()) for t in stats))
+        counts = np.bincount(s["bored_items"], minlength=k + 1) / len(s["bored_items"])
+        b.plot(np.arange(len(counts)), counts, marker="o", label=label)
+        data[label] = {"scores_hist": h.tolist(), "bins": bins.tolist(), "bored_items_share": counts.tolist(),
+                       "mean_score": float(s["scores"].mean()), "mean_bored_items": float(s["bored_items"].mean())}
+    a.set_xlabel("relevance score of a recommended item")
+    a.set_ylabel("density")
+    b.set_xlabel("items of a bored topic in the slate")
+    b.set_ylabel("share of slates")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"recommended slates, {stats[0]['users']} test users each", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, [s["run"] for s in stats], "slaterec plot slates")
+    return data
+
+
+def plot_heatmap(data: dict, out: Path, title: str = "") -> None:
+    """Fig. 3: mean test return over seeds on a two-key grid, each cell annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(data["x"]) + 2.5, 0.8 * len(data["y"]) + 2.0), dpi=100)
+    im = ax.imshow(data["mean"], origin="lower", cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(data["x"])), [str(v) for v in data["x"]])
+    ax.set_yticks(range(len(data["y"])), [str(v) for v in data["y"]])
+    ax.set_xlabel(data["x_key"])
+    ax.set_ylabel(data["y_key"])
+    for i in range(len(data["y"])):
+        for j in range(len(data["x"])):
+            if data["n"][i, j]:
+                ax.text(j, i, f"{data['mean'][i, j]:.1f}\nn={data['n'][i, j]}", ha="center", va="center",
+                        color="white", fontsize=8)
+    fig.colorbar(im, ax=ax, label="test return (mean over seeds)")
+    ax.set_title(title or f"{data['method']} on {data['env_id'].split('/')[-1]}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, data["runs"], "slaterec plot heatmap")

@@ -22,6 +22,7 @@ class RunRecord:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (episodes or steps, validation return)
     x_label: str = "episodes"
     validation: list[dict] = field(default_factory=list)  # the raw validation records (turns, wall_s...)
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration, flattened
 
     def curve_over(self, x: str) -> list[tuple[float, float]]:
         """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
@@ -78,6 +79,46 @@ def run_summary(run: Path) -> dict[str, Any]:
             "test": (results.get("test") or {}).get("mean"), "created_utc": prov.get("created_utc")}
 
 
+#: configuration keys that do not change what a run learns (bookkeeping), ignored when
+#: deciding whether two runs of a method are seeds of one configuration
+BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_replay_buffer", "checkpoint_every",
+                              "allow_partial", "max_wall_s", "log_every"})
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: node}
+
+
+def _shown(key: str, value: Any) -> str:
+    if key in ("gems", "mf") and isinstance(value, str):
+        value = Path(value).stem  # a GeMS / MF file: its name tells the variants apart
+    return f"{key.split('.')[-1]}={value}"
+
+
+def label_variants(records: list[RunRecord]) -> list[RunRecord]:
+    """Runs of one method and environment whose configurations differ (other than in
+    seed and bookkeeping) are not seeds of one setting: their labels get the differing
+    values (``sac-gems [gamma=0.0]``), so a table or a figure never averages them together."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.env_id, r.method), []).append(r)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
+        differing = [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True, default=str)
+                                              for r in members}) > 1]
+        for r in members:
+            if differing:
+                r.method = f"{r.method} [{', '.join(_shown(k, r.config.get(k)) for k in differing)}]"
+    return records
+
+
 def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
     """A run's method (or ``label``), environment, seed, test return and validation curve."""
     prov = _read(run / "provenance.json")
@@ -92,6 +133,10 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
     method = str(prov.get("method"))
     if (prov.get("hyperparameters") or {}).get("replay") == "episode":
         method += " (episode replay)"  # the paper's regime is its own row / line
+    try:
+        config = _flatten(_read(run / "config.json"))
+    except ValueError:
+        config = _flatten(prov.get("hyperparameters") or {})
     return RunRecord(run, label or method, str(prov.get("env_id")), seed,
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
-                     list(validation))
+                     list(validation), config)

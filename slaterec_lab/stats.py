@@ -38,4 +38,10 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
 
     if len(a) < 2 or len(b) < 2:
         return None
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if max(a) == min(a) and max(b) == min(b):  # no spread on either side (a deterministic policy)
+        return 1.0 if a[0] == b[0] else 0.0
+    import warnings
+
+    with warnings.catch_warnings():  # nearly-constant samples: scipy warns, the p-value is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

@@ -105,3 +105,81 @@ def test_drift_measures_on_known_tables(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["mean_cosine_aligned"] == pytest.approx(1.0, abs=1e-5)
     assert main(["drift", "focused", "nowhere"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_runs_of_different_settings_are_not_averaged_together(tmp_path, capsys):
+    for seed, gamma, value in ((0, 0.8, 300.0), (1, 0.8, 310.0), (0, 0.0, 150.0), (1, 0.0, 160.0)):
+        run = fake_run(tmp_path, f"g{gamma}_s{seed}", "sac-gems", seed, value, [(0, 50.0)])
+        (run / "config.json").write_text(json.dumps({"seed": seed, "tag": f"t{seed}", "episodes": 100,
+                                                     "agent": {"gamma": gamma, "tau": 0.002}}))
+    from slaterec_lab.results import label_variants
+
+    records = label_variants([read_run(r) for r in find_runs([tmp_path])])
+    assert sorted({r.method for r in records}) == ["sac-gems [gamma=0.0]", "sac-gems [gamma=0.8]"]
+    table = build(records)["FocusedTopDown"]
+    assert table["sac-gems [gamma=0.8]"]["summary"].mean == pytest.approx(305.0)
+    assert table["sac-gems [gamma=0.0]"]["summary"].n == 2
+    # seeds and tags alone do not split a setting
+    same = label_variants([read_run(r) for r in find_runs([tmp_path / "g0.8_s0", tmp_path / "g0.8_s1"])])
+    assert {r.method for r in same} == {"sac-gems"}
+    assert main(["table", str(tmp_path)]) == 0
+    assert "| sac-gems [gamma=0.0] |" in capsys.readouterr().out
+
+
+def _fake_sweep(root: Path) -> Path:
+    trials = []
+    for kl in (0.1, 1.0):
+        for click in (0.2, 0.5):
+            for seed in (0, 1):
+                rid = f"runs/sac-gems_kl{kl}_c{click}_s{seed}"
+                (root / rid).mkdir(parents=True)
+                (root / rid / "results.json").write_text(json.dumps({"test": {"mean": 100 * kl + 10 * click + seed}}))
+                trials.append({"id": rid, "kind": "run", "method": "sac-gems", "env_id": "SlateRec/FocusedTopDown-v0",
+                               "point": {"gems.lambda_kl": kl, "gems.lambda_click": click, "seed": seed}})
+    trials.append({"id": "runs/random_s0", "kind": "run", "method": "random", "env_id": "SlateRec/FocusedTopDown-v0",
+                   "point": {"seed": 0}})
+    (root / "sweep.json").write_text(json.dumps({"format": "slaterec.sweep/1", "trials": trials}))
+    return root
+
+
+def test_heatmap_cells_are_seed_means_of_the_sweep(tmp_path, capsys):
+    from slaterec_lab.analysis import heatmap_data
+
+    sweep = _fake_sweep(tmp_path / "sw")
+    data = heatmap_data(sweep, "gems.lambda_kl", "gems.lambda_click")
+    assert data["x"] == [0.1, 1.0] and data["y"] == [0.2, 0.5]
+    # cell (y=click 0.5, x=kl 1.0): seeds 0 and 1 -> 100 + 5 + 0.5
+    assert data["mean"][1, 1] == pytest.approx(105.5) and data["mean"][0, 0] == pytest.approx(12.5)
+    assert (data["n"] == 2).all() and len(data["runs"]) == 8
+    fig = tmp_path / "fig3.png"
+    assert main(["plot", "heatmap", str(sweep), "--x", "gems.lambda_kl", "--y", "gems.lambda_click",
+                 "--out", str(fig)]) == 0
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sorted(png_runs(fig)) == sorted(data["runs"])
+    assert main(["plot", "heatmap", str(sweep), "--x", "gems.lambda_kl", "--y", "agent.gamma",
+                 "--out", str(tmp_path / "none.png")]) == 2
+    assert "has both 'gems.lambda_kl' and 'agent.gamma'" in capsys.readouterr().err
+
+
+def test_slate_figure_from_real_runs(tmp_path, capsys):
+    from sb3_slate.methods import resolve_config
+    from sb3_slate.runs import evaluate_run_dir, train_run
+    from slaterec_lab.analysis import slate_statistics
+
+    runs = []
+    for method in ("random", "oracle"):
+        cfg = resolve_config(method, "SlateRec/FocusedTopDown-v0", {"val_users": 5, "test_users": 5})
+        train_run(cfg, tmp_path / method, progress=False)
+        runs.append(tmp_path / method)
+    s = slate_statistics(runs[1], users=6)
+    assert s["scores"].shape == (6 * 100 * 10,) and s["bored_items"].shape == (6 * 100,)
+    assert 0 <= s["bored_items"].min() and s["bored_items"].max() <= 10
+    from sb3_slate.protocol import TEST_SEED
+
+    independent = evaluate_run_dir(runs[1], "SlateRec/FocusedTopDown-v0", 6, TEST_SEED)
+    assert s["return_mean"] == pytest.approx(independent["mean"])
+    fig = tmp_path / "fig2.png"
+    assert main(["plot", "slates", *map(str, runs), "--users", "6", "--out", str(fig)]) == 0
+    out = capsys.readouterr().out
+    assert "random: mean relevance" in out and "oracle: mean relevance" in out
+    assert png_runs(fig) == [str(r) for r in runs]
+    assert main(["plot", "slates", str(runs[0]), "--labels", "a", "b", "--out", str(tmp_path / "x.png")]) == 2

@@ -1,0 +1,314 @@
+"""Grids of experiments: a small YAML file expanded into the trials of a sweep.
+
+A grid names environments, seeds and methods, the pretraining stages they need
+(logged data, GeMS, MF: built once per environment and stage settings, then
+shared) and lists of values to cross::
+
+    name: tiny
+    environments: [FocusedTopDown]
+    seeds: [0, 1]
+    logged: {episodes: 2000}              # slaterec generate options
+    gems: {max_steps: 200, latent_dim: 16} # slaterec pretrain-gems options
+    set: {val_users: 50}                  # slaterec train --set, every method
+    methods:
+      sac-gems: {episodes: 20, set: {val_every: 10}, grid: {agent.gamma: [0.8, 0.0]}}
+      random: {}
+    grid: {gems.lambda_kl: [0.5, 1.0]}    # stage keys (logged./gems./mf.) or train keys
+    resources: {cpus: 1, gpus: 0}         # per trial (a method may override)
+
+Every trial is one ``slaterec`` command writing one artifact; a trial's id is
+the artifact's path inside the sweep directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid",
+            "resources", "retries", "item_embeddings", "preset"}
+METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources"}
+STAGES = ("logged", "gems", "mf")
+#: the ``slaterec`` command of each stage
+STAGE_COMMANDS = {"logged": "generate", "gems": "pretrain-gems", "mf": "train-mf"}
+GEMS_METHODS = ("sac-gems",)
+MF_METHODS = ("sac-topk-mf", "sac-wknn")
+
+
+class GridError(ValueError):
+    """A grid file that cannot be expanded (the message names the key)."""
+
+
+@dataclass
+class Trial:
+    """One command of a sweep and the artifact it writes."""
+
+    id: str                 # the artifact's path relative to the sweep directory
+    kind: str               # logged | gems | mf | run
+    argv: list[str]         # arguments of ``slaterec``
+    deps: list[str] = field(default_factory=list)
+    point: dict[str, Any] = field(default_factory=dict)  # the grid values and seed that define it
+    method: Optional[str] = None
+    env_id: Optional[str] = None
+    seed: Optional[int] = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def _name(parts: list[str]) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _options(stage: str, settings: dict[str, Any]) -> list[str]:
+    """``{"max_steps": 200, "freeze_items": true}`` -> ``["--max-steps", "200", "--freeze-items"]``."""
+    out: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + str(key).replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                out.append(flag)
+        elif value is None or isinstance(value, (dict, list)):
+            raise GridError(f"{stage}.{key}: expected a number or a string, got {value!r}")
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _as_list(where: str, value: Any) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise GridError(f"{where}: expected a non-empty list of values, got {value!r}")
+    return value
+
+
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GridError(f"{where}: expected a mapping, got {value!r}")
+    return dict(value)
+
+
+def _resources(where: str, value: Any, base: dict[str, float]) -> dict[str, float]:
+    res = dict(base)
+    for key, v in _mapping(where, value).items():
+        if key not in ("cpus", "gpus"):
+            raise GridError(f"{where}: unknown key {key!r} (cpus, gpus)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "cpus" and v == 0):
+            raise GridError(f"{where}.{key}: expected a {'positive' if key == 'cpus' else 'non-negative'} number, got {v!r}")
+        res[key] = float(v)
+    return res
+
+
+def _product(grid: dict[str, list]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def _set_args(settings: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in settings.items():
+        out += ["--set", f"{key}={_fmt(value)}"]
+    return out
+
+
+def _flat_set(where: str, value: Any) -> dict[str, Any]:
+    """``{agent: {gamma: 0}}`` or ``{agent.gamma: 0}`` -> ``{"agent.gamma": 0}``."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+    for k, v in _mapping(where, value).items():
+        walk(str(k), v)
+    return out
+
+
+#: the grids shipped with the package (``sweeps/`` of the repository)
+SHIPPED_DIR = Path(__file__).parent / "sweeps"
+
+
+def shipped_grid(name: str) -> Path:
+    """A shipped grid by name (``tiny``, ``table2``...)."""
+    path = SHIPPED_DIR / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no grid file {name!r} and no shipped grid of that name (shipped: {', '.join(names)})")
+    return path
+
+
+def load_grid(path: Path) -> dict[str, Any]:
+    """The grid file as a mapping (YAML), with a clear error when it is not one; a bare
+    name that is not a file names a shipped grid (``slaterec sweep tiny``)."""
+    path = Path(path)
+    if not path.is_file() and path.suffix == "" and path.parent == Path("."):
+        path = shipped_grid(path.name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such grid file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise GridError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GridError(f"{path} does not hold a mapping of grid settings")
+    return data
+
+
+def grid_fingerprint(grid: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(grid, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
+    """The trials of ``grid`` in dependency order (stages before the runs that use them)."""
+    from gym_slaterec.core.config import preset
+    from sb3_slate.methods import METHODS, PRESETS
+
+    grid = copy.deepcopy(grid)
+    unknown = set(grid) - TOP_KEYS
+    if unknown:
+        raise GridError(f"unknown grid key(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(TOP_KEYS))}")
+    sweep_dir = Path(sweep_dir).resolve()
+    envs = [preset(str(e)).env_id for e in _as_list("environments", grid.get("environments"))]
+    seeds = _as_list("seeds", grid.get("seeds", [0]))
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 2**32 - 1:
+            raise GridError(f"seeds: every seed must be an integer in [0, {2**32 - 1}], got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise GridError(f"seeds: repeated values in {seeds}")
+    methods = _mapping("methods", grid.get("methods"))
+    if not methods:
+        raise GridError("methods: name at least one method")
+    for m in methods:
+        if m not in METHODS:
+            raise GridError(f"methods: unknown method {m!r}; choose among {', '.join(METHODS)}")
+    base_res = _resources("resources", grid.get("resources"), {"cpus": 1.0, "gpus": 0.0})
+    common_set = _flat_set("set", grid.get("set"))
+    top_preset = grid.get("preset")
+    items = grid.get("item_embeddings")
+    if items is not None:
+        if not isinstance(items, str):
+            raise GridError(f"item_embeddings: expected a shipped name or a file path, got {items!r}")
+        if "/" in items or items.endswith((".npy", ".pt")):
+            items = str(Path(items).resolve())
+    stage_settings = {s: _mapping(s, grid.get(s)) for s in STAGES}
+    top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
+    stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
+    run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
+    for s in STAGES:
+        for key in stage_grid[s]:
+            if key == f"{s}.":
+                raise GridError(f"grid.{key}: empty option name")
+
+    trials: list[Trial] = []
+    by_id: dict[str, Trial] = {}
+
+    def add(trial: Trial) -> Trial:
+        if trial.id not in by_id:
+            by_id[trial.id] = trial
+            trials.append(trial)
+        return by_id[trial.id]
+
+    def stage_trial(stage: str, env_id: str, point: dict[str, Any]) -> Trial:
+        """The artifact of ``stage`` for ``env_id`` at the stage-grid ``point`` (with its own deps)."""
+        env_short = env_id.split("/")[-1].split("-v")[0]
+        own = {k: v for k, v in point.items() if k.startswith(stage + ".")}
+        logged_point = {k: v for k, v in point.items() if k.startswith("logged.")}
+        name = _name([env_short] + [f"{_short(k)}={_fmt(v)}" for k, v in own.items()])
+        settings = {**stage_settings[stage], **{k.split(".", 1)[1]: v for k, v in own.items()}}
+        deps: list[str] = []
+        if stage == "logged":
+            out = sweep_dir / "logged" / name
+            argv = ["generate", env_id, "--out", str(out)] + _options(stage, {"seed": 0, **settings})
+            if items is not None:
+                argv += ["--item-embeddings", items]
+        else:
+            logged = stage_trial("logged", env_id, logged_point)
+            deps = [logged.id]
+            if logged_point:
+                name = _name([name] + [f"{_short(k)}={_fmt(v)}" for k, v in logged_point.items()])
+            suffix = ".pt" if stage == "gems" else ".npz"
+            out = sweep_dir / stage / (name + suffix)
+            argv = [STAGE_COMMANDS[stage], str(sweep_dir / logged.id), "--out", str(out)] + _options(stage, settings)
+        rel = str(out.relative_to(sweep_dir))
+        return add(Trial(rel, stage, argv, deps, {**own, **logged_point}, env_id=env_id,
+                         cpus=base_res["cpus"], gpus=base_res["gpus"]))
+
+    for method, spec in methods.items():
+        spec = _mapping(f"methods.{method}", spec)
+        bad = set(spec) - METHOD_KEYS
+        if bad:
+            raise GridError(f"methods.{method}: unknown key(s) {', '.join(sorted(bad))}; expected some of "
+                            f"{', '.join(sorted(METHOD_KEYS))}")
+        res = _resources(f"methods.{method}.resources", spec.get("resources"), base_res)
+        method_preset = spec.get("preset", top_preset)
+        if method_preset is not None and method_preset not in PRESETS:
+            raise GridError(f"methods.{method}.preset: expected one of {', '.join(PRESETS)}, got {method_preset!r}")
+        episodes = spec.get("episodes")
+        if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
+            raise GridError(f"methods.{method}.episodes: expected a positive integer, got {episodes!r}")
+        settings = {**common_set, **_flat_set(f"methods.{method}.set", spec.get("set"))}
+        method_grid = {**run_grid_top, **{str(k): _as_list(f"methods.{method}.grid.{k}", v)
+                                          for k, v in _mapping(f"methods.{method}.grid", spec.get("grid")).items()}}
+        for k in method_grid:
+            if k.startswith(tuple(s + "." for s in STAGES)):
+                raise GridError(f"methods.{method}.grid.{k}: stage keys belong in the top-level grid")
+        needs = ["gems"] if method in GEMS_METHODS else []
+        if method in MF_METHODS and not (method == "sac-wknn" and settings.get("agent.embeddings") == "ideal"):
+            needs.append("mf")
+        relevant_stage_grid = {k: v for s in ["logged"] * bool(needs) + needs for k, v in stage_grid[s].items()}
+        for env_id in envs:
+            env_short = env_id.split("/")[-1].split("-v")[0]
+            for stage_point in _product(relevant_stage_grid):
+                deps, stage_args = [], []
+                for stage in needs:
+                    t = stage_trial(stage, env_id, stage_point)
+                    deps.append(t.id)
+                    stage_args += [f"--{stage}", str(sweep_dir / t.id)]
+                for run_point in _product(method_grid):
+                    for seed in seeds:
+                        point = {**stage_point, **run_point}
+                        name = _name([method, env_short, f"s{seed}"] + [f"{_short(k)}={_fmt(v)}" for k, v in point.items()])
+                        out = sweep_dir / "runs" / name
+                        argv = ["train", method, env_id, "--seed", str(seed), "--out", str(out), "--no-progress"]
+                        argv += stage_args
+                        if episodes is not None:
+                            argv += ["--episodes", str(episodes)]
+                        if method_preset is not None:
+                            argv += ["--preset", str(method_preset)]
+                        if items is not None:
+                            argv += ["--item-embeddings", items]
+                        argv += _set_args({**settings, **run_point})
+                        if grid.get("name"):
+                            argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
+                                                                           if point else "")]
+                        add(Trial(str(out.relative_to(sweep_dir)), "run", argv, deps, {**point, "seed": seed},
+                                  method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
+    return trials
+
+
+def retries_of(grid: dict[str, Any]) -> int:
+    r = grid.get("retries", 1)
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise GridError(f"retries: expected a non-negative integer, got {r!r}")
+    return r

@@ -1,0 +1,408 @@
+"""``slaterec sweep``: a grid of trials run on Ray (or one after another without it).
+
+The sweep directory holds ``sweep.json`` (the grid, every trial's command and
+status), ``logs/`` (each trial's output) and the artifacts the trials write
+(``logged/``, ``gems/``, ``mf/``, ``runs/``). Running the same command again
+resumes: finished trials are kept, unfinished runs resume from their last
+checkpoint, failed trials are retried. Each trial is a ``slaterec`` command in
+its own process, so a trial that crashes cannot take the sweep down with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from gym_slaterec.provenance import package_version, write_json_atomic
+
+from .grid import Trial, expand, grid_fingerprint, retries_of
+
+SWEEP_FORMAT = "slaterec.sweep/1"
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".sweep.lock"
+#: statuses a trial can have in sweep.json
+PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED = "pending", "running", "done", "failed", "blocked", "interrupted"
+_CLI = "import sys; from gym_slaterec.cli import main; sys.exit(main())"
+
+
+def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[str, Any]:
+    """Run ``slaterec ARGV`` in a child process, its output appended to ``log_path``.
+
+    An interruption of the caller (Ctrl-C, a Ray cancellation) is passed to the child
+    as SIGINT, which every slaterec command answers by leaving a resumable state.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} slaterec {' '.join(argv)}\n")
+        proc = subprocess.Popen([sys.executable, "-c", _CLI, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=env, start_new_session=True)
+        try:
+            code = proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+        log.write(f"=== exit status {code} after {time.time() - t0:.1f} s\n")
+    return {"returncode": code, "wall_s": time.time() - t0}
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGINT (the command saves what it can), then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    shown = [line for line in text if not line.startswith("===")]
+    return " | ".join(shown[-lines:])
+
+
+def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
+    """Whether the trial's artifact is complete on disk (whatever sweep.json says)."""
+    from gym_slaterec.provenance import identify_artifact
+
+    out = sweep_dir / trial["id"]
+    if not out.exists():
+        return False
+    if trial["kind"] == "run":
+        try:
+            return "test" in json.loads((out / "results.json").read_text())
+        except (OSError, ValueError):
+            return False
+    kind, _ = identify_artifact(out)
+    if trial["kind"] == "logged":
+        return kind == "logged_dataset"
+    if trial["kind"] == "mf":
+        return kind == "mf_embeddings"
+    if kind != "gems_checkpoint":
+        return False
+    import torch
+
+    payload = torch.load(out, map_location="cpu", weights_only=True)
+    return (payload.get("provenance") or {}).get("complete") is not False
+
+
+@dataclass
+class Sweep:
+    """The state of a sweep directory (``sweep.json``)."""
+
+    path: Path
+    record: dict[str, Any]
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, grid: dict[str, Any], grid_file: Path, sweep_dir: Path) -> "Sweep":
+        """Create the sweep directory, or reopen it when it holds a sweep of the same grid."""
+        sweep_dir = Path(sweep_dir).resolve()
+        trials = expand(grid, sweep_dir)
+        fingerprint = grid_fingerprint(grid)
+        state_file = sweep_dir / SWEEP_FILE
+        if state_file.is_file():
+            try:
+                record = json.loads(state_file.read_text())
+            except ValueError as exc:
+                raise ValueError(f"{state_file} is not readable JSON ({exc}); move the folder away to start afresh") from exc
+            if record.get("format") != SWEEP_FORMAT:
+                raise ValueError(f"{state_file} is not a slaterec sweep record")
+            if record.get("grid_sha256") != fingerprint:
+                raise ValueError(
+                    f"{sweep_dir} holds a sweep of another grid ({record.get('grid_file')}, fingerprint "
+                    f"{str(record.get('grid_sha256'))[:12]}; this grid {fingerprint[:12]}); choose another --out, "
+                    "or move that folder away")
+            known = {t["id"]: t for t in record["trials"]}
+            for t in trials:  # commands are re-derived (same grid), statuses kept
+                old = known.get(t.id, {})
+                known[t.id] = {**t.to_dict(), **{k: old[k] for k in ("status", "attempts", "wall_s", "error", "log")
+                                                  if k in old}}
+            record["trials"] = [known[t.id] for t in trials]
+        else:
+            if sweep_dir.exists() and any(p for p in sweep_dir.iterdir() if not p.name.startswith(".")):
+                raise FileExistsError(f"{sweep_dir} exists and is not a sweep directory; choose another --out")
+            record = {"format": SWEEP_FORMAT, "package": "slaterec", "kind": "sweep", "version": package_version(),
+                      "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "grid_file": str(grid_file), "grid_sha256": fingerprint, "grid": grid,
+                      "trials": [{**t.to_dict(), "status": PENDING, "attempts": 0} for t in trials]}
+        sweep = cls(sweep_dir, record)
+        sweep.trials = {t["id"]: t for t in record["trials"]}
+        for t in sweep.trials.values():
+            t.setdefault("status", PENDING)
+            t.setdefault("attempts", 0)
+            t["log"] = str(Path("logs") / (t["id"].replace("/", "__") + ".log"))
+        return sweep
+
+    def save(self) -> None:
+        self.record["trials"] = list(self.trials.values())
+        self.record["updated_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json_atomic(self.path / SWEEP_FILE, self.record, overwrite=True)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED)}
+        for t in self.trials.values():
+            out[t["status"]] = out.get(t["status"], 0) + 1
+        return out
+
+
+class SweepBusyError(ValueError):
+    """Another driver is running in the sweep directory."""
+
+
+class SweepLock:
+    """One driver per sweep directory: a second one is refused while the first lives."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.file = Path(sweep_dir) / LOCK_FILE
+
+    def __enter__(self) -> "SweepLock":
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(self.file.read_text().split()[0])
+                os.kill(pid, 0)
+            except (ValueError, IndexError, OSError):  # stale: its driver is gone
+                self.file.unlink(missing_ok=True)
+                return self.__enter__()
+            raise SweepBusyError(f"another slaterec sweep (pid {pid}) is running in {self.file.parent}; "
+                               "wait for it or stop it first") from None
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.file.unlink(missing_ok=True)
+
+
+class _Progress:
+    def __init__(self, sweep: Sweep, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.sweep = sweep
+        self.bar = tqdm(total=len(sweep.trials), initial=sweep.counts()[DONE], unit="trial",
+                        desc=f"sweep {sweep.record['grid'].get('name', sweep.path.name)}", disable=not enabled,
+                        dynamic_ncols=True)
+        self.enabled = enabled
+        self.refresh()
+
+    def refresh(self) -> None:
+        c = self.sweep.counts()
+        self.bar.n = c[DONE]
+        self.bar.set_postfix_str(f"done {c[DONE]} running {c[RUNNING]} failed {c[FAILED] + c[BLOCKED]} "
+                                 f"pending {c[PENDING] + c[INTERRUPTED]}")
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _result_note(sweep_dir: Path, trial: dict[str, Any]) -> str:
+    if trial["kind"] != "run":
+        return ""
+    try:
+        test = json.loads((sweep_dir / trial["id"] / "results.json").read_text())["test"]
+        return f", test {test['mean']:.2f}"
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
+def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: str = "auto",
+              address: Optional[str] = None, workers: Optional[int] = None, progress: bool = True,
+              retries: Optional[int] = None) -> Sweep:
+    """Run (or resume) every trial of ``grid`` in ``sweep_dir``; returns the final state.
+
+    ``executor``: "ray" (a local Ray instance, or the cluster at ``address``),
+    "local" (one trial after another in child processes) or "auto" (Ray when it is
+    installed).
+    """
+    if executor not in ("auto", "ray", "local"):
+        raise ValueError(f"executor must be auto, ray or local, got {executor!r}")
+    if executor == "auto":
+        try:
+            import ray  # noqa: F401
+            executor = "ray"
+        except ImportError:
+            executor = "local"
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("Ray is not installed: pip install 'slaterec[ray]', or run with --executor local") from None
+    elif address is not None:
+        raise ValueError("--address needs the Ray executor")
+    retries = retries_of(grid) if retries is None else retries
+    sweep_dir = Path(sweep_dir).resolve()
+    sweep = Sweep.open(grid, Path(grid_file), sweep_dir)
+    with SweepLock(sweep_dir):
+        for t in sweep.trials.values():  # what the disk says wins over a record left by a killed driver
+            done = is_done(sweep_dir, t)
+            if done:
+                t["status"] = DONE
+            elif t["status"] in (DONE, RUNNING, BLOCKED, FAILED, INTERRUPTED):
+                t["status"] = PENDING
+        sweep.save()
+        bar = _Progress(sweep, progress)
+        bar.say(f"sweep {sweep_dir}: {len(sweep.trials)} trials, {sweep.counts()[DONE]} already done; "
+                f"executor {executor}" + (f" at {address}" if address else ""))
+        try:
+            if executor == "ray":
+                _run_ray(sweep, bar, retries, address, workers)
+            else:
+                _run_local(sweep, bar, retries)
+        finally:
+            for t in sweep.trials.values():
+                if t["status"] == RUNNING:
+                    t["status"] = INTERRUPTED
+            sweep.save()
+            bar.refresh()
+            bar.close()
+    return sweep
+
+
+def _ready(sweep: Sweep) -> list[dict[str, Any]]:
+    """Pending trials whose dependencies are done; dependents of failures become blocked."""
+    out = []
+    for t in sweep.trials.values():
+        if t["status"] != PENDING:
+            continue
+        deps = [sweep.trials[d]["status"] for d in t["deps"]]
+        if any(s in (FAILED, BLOCKED) for s in deps):
+            t["status"] = BLOCKED
+            t["error"] = "a trial it depends on failed: " + ", ".join(d for d in t["deps"]
+                                                                      if sweep.trials[d]["status"] in (FAILED, BLOCKED))
+        elif all(s == DONE for s in deps):
+            out.append(t)
+    return out
+
+
+def _argv(sweep: Sweep, t: dict[str, Any]) -> list[str]:
+    argv = list(t["argv"])
+    out = sweep.path / t["id"]
+    if t["kind"] == "gems" and out.exists():  # an interrupted pretraining left a partial checkpoint
+        argv.append("--overwrite")
+    return argv
+
+
+def _finish(sweep: Sweep, bar: _Progress, t: dict[str, Any], result: Optional[dict], error: str, retries: int,
+            tries: dict[str, int]) -> None:
+    t["wall_s"] = round(float((result or {}).get("wall_s", 0.0)), 2)
+    if result is not None and result["returncode"] == 0 and is_done(sweep.path, t):
+        t["status"] = DONE
+        t.pop("error", None)
+        bar.say(f"done    {t['id']} ({t['wall_s']:.0f} s{_result_note(sweep.path, t)})")
+    else:
+        why = error or f"exit status {(result or {}).get('returncode')}: {tail(sweep.path / t['log'])}"
+        t["error"] = why
+        if tries[t["id"]] <= retries:
+            t["status"] = PENDING
+            bar.say(f"retry   {t['id']} ({why})")
+        else:
+            t["status"] = FAILED
+            bar.say(f"FAILED  {t['id']} ({why}); log {sweep.path / t['log']}")
+    sweep.save()
+    bar.refresh()
+
+
+def _run_local(sweep: Sweep, bar: _Progress, retries: int) -> None:
+    tries: dict[str, int] = {}
+    while True:
+        ready = _ready(sweep)
+        if not ready:
+            break
+        t = ready[0]
+        tries[t["id"]] = tries.get(t["id"], 0) + 1
+        t["status"], t["attempts"] = RUNNING, t["attempts"] + 1
+        sweep.save()
+        bar.refresh()
+        bar.say(f"start   {t['id']}")
+        result, error = None, ""
+        try:
+            result = run_command(_argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])))
+        except OSError as exc:
+            error = f"could not start: {exc}"
+        _finish(sweep, bar, t, result, error, retries, tries)
+    sweep.save()
+
+
+def _run_ray(sweep: Sweep, bar: _Progress, retries: int, address: Optional[str], workers: Optional[int]) -> None:
+    import ray
+
+    init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address is not None:
+        init["address"] = address
+    elif workers is not None:
+        init["num_cpus"] = workers
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(**init)
+    remote = ray.remote(run_command)
+    running: dict[Any, dict[str, Any]] = {}
+    tries: dict[str, int] = {}
+    try:
+        while True:
+            for t in _ready(sweep):
+                tries[t["id"]] = tries.get(t["id"], 0) + 1
+                t["status"], t["attempts"] = RUNNING, t["attempts"] + 1
+                ref = remote.options(num_cpus=t["cpus"], num_gpus=t["gpus"], max_retries=0).remote(
+                    _argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])))
+                running[ref] = t
+                bar.say(f"submit  {t['id']}")
+            sweep.save()
+            bar.refresh()
+            if not running:
+                break
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            for ref in finished:
+                t = running.pop(ref)
+                result, error = None, ""
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a worker that died: report, retry
+                    error = f"the Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                _finish(sweep, bar, t, result, error, retries, tries)
+    except BaseException:
+        for ref in running:
+            ray.cancel(ref)  # the task passes SIGINT to its command, which saves a resume point
+        if running:
+            ray.wait(list(running), num_returns=len(running), timeout=90.0)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def summary_lines(sweep: Sweep) -> list[str]:
+    c = sweep.counts()
+    lines = [f"sweep {sweep.path}: {c[DONE]} done, {c[FAILED]} failed, {c[BLOCKED]} blocked, "
+             f"{c[PENDING] + c[INTERRUPTED]} not run, of {len(sweep.trials)}"]
+    for t in sweep.trials.values():
+        if t["status"] in (FAILED, BLOCKED):
+            lines.append(f"  {t['status']:7s} {t['id']}: {t.get('error', '')} (log {sweep.path / t['log']})")
+    return lines
+
+
+__all__ = ["run_sweep", "run_command", "Sweep", "summary_lines", "is_done"]

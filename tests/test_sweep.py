@@ -1,0 +1,165 @@
+"""slaterec sweep: grid expansion, a real local Ray instance, resume after Ctrl-C, the
+sequential fallback, failing trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gym_slaterec.cli import main
+from slaterec_lab.grid import GridError, expand
+from slaterec_lab.sweep import LOCK_FILE, SweepLock, run_sweep
+
+# 2 methods x 2 seeds x 1 environment, tiny budgets
+GRID = {
+    "name": "t22",
+    "environments": ["FocusedTopDown-v0"],
+    "seeds": [0, 1],
+    "set": {"val_users": 10, "test_users": 20, "n_envs": 4, "checkpoint_every": 4},
+    "methods": {
+        "random": {},
+        "sac-topk-ideal": {"episodes": 16, "set": {"val_every": 4, "agent.warmup_episodes": 4, "agent.batch_size": 32}},
+    },
+    "retries": 0,
+}
+
+
+def _write(tmp_path: Path, grid: dict, name: str = "grid.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(grid))
+    return p
+
+
+def _test_returns(sweep_dir: Path) -> dict[str, float]:
+    out = {}
+    for res in sorted((sweep_dir / "runs").glob("*/results.json")):
+        out[res.parent.name] = json.loads(res.read_text())["test"]["mean"]
+    return out
+
+
+def test_expansion_builds_each_stage_once_and_orders_dependencies(tmp_path):
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [0, 1, 2],
+            "logged": {"episodes": 100}, "gems": {"max_steps": 5}, "mf": {"epochs": 1},
+            "methods": {"sac-gems": {"grid": {"agent.gamma": [0.8, 0.0]}}, "sac-topk-mf": {}, "random": {}},
+            "grid": {"gems.lambda_kl": [0.5, 1.0]}}
+    trials = expand(grid, tmp_path)
+    kinds = [t.kind for t in trials]
+    assert kinds.count("logged") == 1 and kinds.count("mf") == 1 and kinds.count("gems") == 2
+    runs = [t for t in trials if t.kind == "run"]
+    # sac-gems: 2 GeMS x 2 gammas x 3 seeds; the others are not multiplied by GeMS or gamma values
+    assert sum(t.method == "sac-gems" for t in runs) == 12
+    assert sum(t.method == "sac-topk-mf" for t in runs) == 3 and sum(t.method == "random" for t in runs) == 3
+    assert len({t.id for t in trials}) == len(trials)
+    position = {t.id: i for i, t in enumerate(trials)}
+    for t in trials:
+        assert all(position[d] < position[t.id] for d in t.deps)
+    gems = {t.id: t for t in trials if t.kind == "gems"}
+    for t in runs:
+        if t.method == "sac-gems":
+            (dep,) = t.deps
+            assert f"lambda_kl={t.point['gems.lambda_kl']}" in dep
+            assert gems[dep].argv[gems[dep].argv.index("--lambda-kl") + 1] == str(t.point["gems.lambda_kl"])
+            assert f"agent.gamma={t.point['agent.gamma']}" in t.argv
+            assert t.argv[t.argv.index("--gems") + 1] == str(tmp_path.resolve() / dep)
+        if t.method == "random":
+            assert t.deps == [] and "--gems" not in t.argv
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"methods": {"random": {}}}, "environments"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-magic": {}}}, "unknown method 'sac-magic'"),
+    ({"environments": ["FocusedTopDown-v0"], "seeds": [0, -1], "methods": {"random": {}}}, "seeds"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "grids": {}}, "unknown grid key(s) grids"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {"epochs": 3}}}, "methods.random: unknown key"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "grid": {"agent.gamma": []}}, "grid.agent.gamma"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {"grid": {"gems.lambda_kl": [1]}}}},
+     "stage keys belong in the top-level grid"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "resources": {"cpus": 0}}, "resources.cpus"),
+])
+def test_bad_grids_are_refused_with_the_key_named(tmp_path, bad, message):
+    with pytest.raises((GridError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        expand(bad, tmp_path)
+
+
+def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path):
+    pytest.importorskip("ray")
+    grid_file = _write(tmp_path, GRID)
+    # sequential, in-process driver
+    seq = run_sweep(GRID, grid_file, tmp_path / "seq", executor="local", progress=False)
+    assert seq.counts()["done"] == 4
+    expected = _test_returns(tmp_path / "seq")
+    assert len(expected) == 4
+    # Ray (a real local instance, 2 workers), interrupted as soon as one run has finished
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+           "sweep", str(grid_file), "--out", str(out), "--executor", "ray", "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    done_first: dict[str, float] = {}
+    while time.time() < deadline and proc.poll() is None:
+        done_first = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/results.json")} \
+            if (out / "runs").is_dir() else {}
+        if done_first:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + proc.communicate()[0]
+    proc.send_signal(signal.SIGINT)
+    text = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 130, text
+    record = json.loads((out / "sweep.json").read_text())
+    status = {t["id"]: t["status"] for t in record["trials"]}
+    assert "running" not in status.values()
+    finished = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/results.json")}
+    assert 1 <= len(finished) < 4, status
+    assert not (out / LOCK_FILE).exists()
+    # the same command again: finished runs are kept, the others resume/run
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for name, mtime in finished.items():
+        assert (out / "runs" / name / "results.json").stat().st_mtime == mtime, f"{name} was redone"
+    record = json.loads((out / "sweep.json").read_text())
+    assert {t["status"] for t in record["trials"]} == {"done"}
+    assert _test_returns(out) == expected  # same grid, same seeds: same results with or without Ray
+
+
+def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, capsys):
+    grid = {"name": "broken", "environments": ["FocusedTopDown-v0"], "seeds": [0],
+            "logged": {"episodes": 50, "policy": "no-such-policy"}, "gems": {"max_steps": 2},
+            "methods": {"sac-gems": {"episodes": 4}, "random": {}},
+            "set": {"val_users": 5, "test_users": 5}, "retries": 1}
+    grid_file = _write(tmp_path, grid)
+    out = tmp_path / "sw"
+    status = main(["sweep", str(grid_file), "--out", str(out), "--executor", "local", "--no-progress"])
+    text = capsys.readouterr().out
+    assert status == 1
+    record = {t["id"]: t for t in json.loads((out / "sweep.json").read_text())["trials"]}
+    logged = record["logged/FocusedTopDown"]
+    assert logged["status"] == "failed" and logged["attempts"] == 2  # one retry
+    assert "no-such-policy" in logged["error"]
+    assert record["gems/FocusedTopDown.pt"]["status"] == "blocked"
+    assert record["runs/sac-gems_FocusedTopDown_s0"]["status"] == "blocked"
+    assert record["runs/random_FocusedTopDown_s0"]["status"] == "done"  # unaffected trials still run
+    assert "failed  logged/FocusedTopDown" in text and "1 done, 1 failed, 2 blocked" in text
+    # a different grid in the same sweep directory is refused
+    grid2 = dict(grid, seeds=[0, 1])
+    status = main(["sweep", str(_write(tmp_path, grid2, "other.yaml")), "--out", str(out), "--executor", "local"])
+    assert status == 2 and "holds a sweep of another grid" in capsys.readouterr().err
+
+
+def test_one_driver_per_sweep_directory(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(f"{os.getpid()}\n")  # a live driver (this process)
+    with pytest.raises(ValueError, match="another slaterec sweep"):
+        with SweepLock(tmp_path):
+            pass
+    (tmp_path / LOCK_FILE).write_text("999999999\n")  # a driver that is gone
+    with SweepLock(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / LOCK_FILE).exists()
