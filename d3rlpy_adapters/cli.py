@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gems", type=Path, required=True, help="the GeMS the dataset was exported with")
     p.add_argument("--steps", type=positive_int, default=10_000, help="gradient steps")
     p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--out", type=Path, required=True, help="run directory to create")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (an unfinished run of the same "
+                   "settings there is resumed from its last checkpoint: --set checkpoint_every=N, default 1000)")
     p.add_argument("--eval-every", type=positive_int, default=1000, help="gradient steps between validations")
     p.add_argument("--val-users", type=positive_int, default=200)
     p.add_argument("--test-users", type=positive_int, default=500)

@@ -13,8 +13,14 @@ test users and writes a run directory::
       provenance.json   env, dataset and GeMS fingerprints, seed
       tb/               TensorBoard scalars (losses, validation return)
       model_best.d3     d3rlpy model with the best validation return (d3rlpy.load_learnable)
-      model_last.d3     d3rlpy model after the last step
+      model_last.d3     d3rlpy model (with optimiser states) at the last checkpoint / the end
+      state.json        progress while unfinished: step, curve, best, RNG states (the resume point)
       results.json      validation curve, best step, test return (mean, ci95, episodes)
+
+The run directory exists from the first step: every ``checkpoint_every`` steps
+``model_last.d3`` and ``state.json`` are replaced atomically, and training the
+same configuration into an unfinished run directory resumes from there (with the
+random generators restored, so the resumed run ends where an uninterrupted one would).
 
 The dataset's GeMS must be the GeMS given here: actions of one GeMS mean nothing
 to another, so any other checkpoint is refused.
@@ -35,7 +41,8 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from gym_slaterec.provenance import PathLike, ProvenanceMismatchError, atomic_path, check_writable, provenance, write_json_atomic
+from gym_slaterec.provenance import (ArtifactExistsError, PathLike, ProvenanceMismatchError, atomic_path, check_writable,
+                                    provenance, write_json_atomic)
 
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
@@ -59,6 +66,8 @@ class OfflineConfig:
     batch_size: int = 256
     gamma: float = 0.8
     eval_every: int = 1_000
+    #: resume points (model_last.d3 + state.json) every this many gradient steps
+    checkpoint_every: int = 1_000
     val_users: int = 200
     test_users: int = 500
     item_dim: int = 20
@@ -86,7 +95,7 @@ class OfflineConfig:
                     raise ValueError(f"OfflineConfig.{f.name} must be a finite number, got {v!r}")
         if self.algo not in ALGORITHMS:
             raise ValueError(f"unknown offline algorithm {self.algo!r}; choose one of {ALGORITHMS}")
-        for name in ("steps", "batch_size", "eval_every", "val_users", "test_users", "item_dim", "gru_hidden",
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "val_users", "test_users", "item_dim", "gru_hidden",
                      "feature_size", "bcq_action_samples", "log_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -244,13 +253,14 @@ def train_offline(
     config = dataclasses.replace(config or OfflineConfig(), algo=algo)
     config.validate()
     out = Path(out)
-    check_writable(out, overwrite, "offline_run")
     meta = read_sidecar(dataset)
     ckpt = GeMSCheckpoint.load(
         gems, expect_env_id=meta["env_id"], expect_item_embeddings_fingerprint=meta.get("item_embeddings_fingerprint"),
         allow_partial=config.allow_partial,
     )
     require_gems(meta, ckpt.fingerprint, str(dataset))
+    inputs = {"dataset": meta["file_sha256"], "source_dataset": meta["inputs"].get("dataset"), "gems": ckpt.fingerprint}
+    resume = _resume_point(out, config, inputs, overwrite)
     data = load_d3rlpy(dataset, ckpt.fingerprint)
     if data.action_size != ckpt.latent_dim:
         raise ProvenanceMismatchError(f"dataset actions have {data.action_size} dimensions, GeMS latent_dim is {ckpt.latent_dim}")
@@ -279,7 +289,7 @@ def train_offline(
         env_id=data.env_id,
         env_params=meta.get("env_params"),
         item_embeddings_fingerprint=meta.get("item_embeddings_fingerprint"),
-        inputs={"dataset": meta["file_sha256"], "source_dataset": meta["inputs"].get("dataset"), "gems": ckpt.fingerprint},
+        inputs=inputs,
         seed=config.seed,
         hyperparameters=config.to_dict(),
         method=f"offline-{config.algo}",
@@ -293,77 +303,162 @@ def train_offline(
     )
 
     started = time.time()
-    with atomic_path(out, overwrite, directory=True, kind="offline_run") as tmp:
-        tmp.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(tmp / "config.json", config.to_dict())
-        write_json_atomic(tmp / "provenance.json", prov)
-        writer = SummaryWriter(str(tmp / "tb"))
-        curve: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"mean": -math.inf, "step": 0}
-        running: dict[str, list[float]] = {}
-        train_time = eval_time = 0.0
+    if resume is None:
+        if out.exists():  # an earlier offline run (or an empty folder), replaced as --overwrite asked
+            import shutil
 
-        def validate(step: int) -> None:
-            nonlocal eval_time
-            t0 = time.time()
-            stats = evaluate_offline_agent(agent, data.env_id, config.val_users, val_seed)
-            eval_time += time.time() - t0
-            curve.append({"step": step, "transitions_seen": step * config.batch_size, **{
-                k: stats[k] for k in ("mean", "std", "ci95", "clicks_per_turn", "boredom", "diversity", "coverage")},
-                "wall_time_s": time.time() - started})
-            writer.add_scalar("val/return", stats["mean"], step)
-            writer.add_scalar("val/clicks_per_turn", stats["clicks_per_turn"], step)
-            writer.add_scalar("val/boredom", stats["boredom"], step)
-            if stats["mean"] > best["mean"]:
-                best.update(mean=stats["mean"], step=step)
-                learner.save(str(tmp / "model_best.d3"))
-            bar.set_postfix(val=f"{stats['mean']:.1f}", best=f"{best['mean']:.1f}")
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        out.mkdir(parents=True)
+        write_json_atomic(out / "config.json", config.to_dict())
+        write_json_atomic(out / "provenance.json", prov)
+        state: dict[str, Any] = {"status": "unfinished", "step": 0, "validation": [], "best": {"mean": -math.inf, "step": 0},
+                                 "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+    else:
+        state = resume
+        _load_learner(learner, out / "model_last.d3")
+        learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
+        _set_rng_state(state["rng"])
+    writer = SummaryWriter(str(out / "tb"))
+    curve: list[dict[str, Any]] = state["validation"]
+    best: dict[str, Any] = state["best"]
+    running: dict[str, list[float]] = {}
+    wall_before = float(state["wall_s"])
 
-        bar = tqdm(total=config.steps, unit="step", desc=f"offline {config.algo}", disable=not progress)
-        for step in range(1, config.steps + 1):
-            t0 = time.time()
-            batch = data.buffer.sample_transition_batch(config.batch_size)
-            losses = learner.update(batch)
-            train_time += time.time() - t0
-            for key, value in losses.items():
-                running.setdefault(key, []).append(float(value))
-            if step % config.log_every == 0:
-                for key, values in running.items():
-                    if values:
-                        writer.add_scalar(f"train/{key}", float(np.mean(values)), step)
-                        if not np.isfinite(np.mean(values)):
-                            raise FloatingPointError(f"{config.algo} loss {key} became {np.mean(values)} at step {step}")
-                running = {}
-            bar.update(1)
-            if step % config.eval_every == 0 or step == config.steps:
-                validate(step)
-        bar.close()
-        learner.save(str(tmp / "model_last.d3"))
-        best_model = d3rlpy.load_learnable(str(tmp / "model_best.d3"), device=False)
+    def checkpoint(step: int) -> None:
+        _save_learner(learner, out / "model_last.d3")
+        state.update(step=step, wall_s=wall_before + time.time() - started, rng=_rng_state())
+        write_json_atomic(out / "state.json", state, overwrite=True)
+
+    def validate(step: int) -> None:
         t0 = time.time()
-        test = evaluate_offline_agent(OfflineAgent(best_model, ckpt, layout, env_kwargs), data.env_id, config.test_users, test_seed)
-        eval_time += time.time() - t0
-        writer.add_scalar("test/return", test["mean"], config.steps)
-        writer.close()
-        results = {
-            "format": RESULTS_FORMAT,
-            "method": f"offline-{config.algo}",
-            "env_id": data.env_id,
-            "seed": config.seed,
-            "budget": {"gradient_steps": config.steps, "batch_size": config.batch_size,
-                       "dataset_transitions": int(data.buffer.transition_count),
-                       "dataset_episodes": int(len(data.buffer.episodes))},
-            "wall_time_s": time.time() - started,
-            "wall_time_breakdown_s": {"train": train_time, "evaluation": eval_time},
-            "validation": curve,
-            "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": "model_best.d3"},
-            "test": {**test, "checkpoint": "best", "users_first_seed": test_seed},
-            "dataset": {"path": str(Path(dataset)), "mean_return": meta.get("mean_return"),
-                        "policy": meta.get("source_dataset", {}).get("policy")},
-            "provenance": prov,
-        }
-        write_json_atomic(tmp / "results.json", results)
+        stats = evaluate_offline_agent(agent, data.env_id, config.val_users, val_seed)
+        state["eval_s"] += time.time() - t0
+        curve.append({"step": step, "transitions_seen": step * config.batch_size, **{
+            k: stats[k] for k in ("mean", "std", "ci95", "clicks_per_turn", "boredom", "diversity", "coverage")},
+            "wall_time_s": wall_before + time.time() - started})
+        writer.add_scalar("val/return", stats["mean"], step)
+        writer.add_scalar("val/clicks_per_turn", stats["clicks_per_turn"], step)
+        writer.add_scalar("val/boredom", stats["boredom"], step)
+        if stats["mean"] > best["mean"]:
+            best.update(mean=stats["mean"], step=step)
+            _save_learner(learner, out / "model_best.d3")
+        bar.set_postfix(val=f"{stats['mean']:.1f}", best=f"{best['mean']:.1f}")
+
+    first = int(state["step"]) + 1
+    bar = tqdm(total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}", disable=not progress)
+    for step in range(first, config.steps + 1):
+        t0 = time.time()
+        batch = data.buffer.sample_transition_batch(config.batch_size)
+        losses = learner.update(batch)
+        state["train_s"] += time.time() - t0
+        for key, value in losses.items():
+            running.setdefault(key, []).append(float(value))
+        if step % config.log_every == 0:
+            for key, values in running.items():
+                if values:
+                    writer.add_scalar(f"train/{key}", float(np.mean(values)), step)
+                    if not np.isfinite(np.mean(values)):
+                        raise FloatingPointError(f"{config.algo} loss {key} became {np.mean(values)} at step {step}")
+            running = {}
+        bar.update(1)
+        if step % config.eval_every == 0 or step == config.steps:
+            validate(step)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint(step)
+    bar.close()
+    best_model = d3rlpy.load_learnable(str(out / "model_best.d3"), device=False)
+    t0 = time.time()
+    test = evaluate_offline_agent(OfflineAgent(best_model, ckpt, layout, env_kwargs), data.env_id, config.test_users, test_seed)
+    state["eval_s"] += time.time() - t0
+    writer.add_scalar("test/return", test["mean"], config.steps)
+    writer.close()
+    results = {
+        "format": RESULTS_FORMAT,
+        "method": f"offline-{config.algo}",
+        "env_id": data.env_id,
+        "seed": config.seed,
+        "budget": {"gradient_steps": config.steps, "batch_size": config.batch_size,
+                   "dataset_transitions": int(data.buffer.transition_count),
+                   "dataset_episodes": int(len(data.buffer.episodes))},
+        "wall_time_s": wall_before + time.time() - started,
+        "wall_time_breakdown_s": {"train": state["train_s"], "evaluation": state["eval_s"]},
+        "resumed": resume is not None or bool(state.get("resumed")),
+        "validation": curve,
+        "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": "model_best.d3"},
+        "test": {**test, "checkpoint": "best", "users_first_seed": test_seed},
+        "dataset": {"path": str(Path(dataset)), "mean_return": meta.get("mean_return"),
+                    "policy": meta.get("source_dataset", {}).get("policy")},
+        "provenance": prov,
+    }
+    write_json_atomic(out / "results.json", results)
+    state.update(status="complete", resumed=results["resumed"])
+    write_json_atomic(out / "state.json", state, overwrite=True)
     return results
+
+
+def _save_learner(learner: Any, path: Path) -> None:
+    """d3rlpy's ``save`` into a temporary beside ``path``, then an atomic rename."""
+    with atomic_path(path, overwrite=True) as tmp:
+        learner.save(str(tmp))
+
+
+def _load_learner(learner: Any, path: Path) -> None:
+    """Weights and optimiser states of a ``save``d d3rlpy file into a built learner (what
+    ``d3rlpy.load_learnable`` does, without creating a second learner)."""
+    import io
+    import pickle
+
+    with open(path, "rb") as f:
+        obj = pickle.load(f)  # a file this run wrote itself (d3rlpy's own format)
+    learner.impl.load_model(io.BytesIO(obj["torch"]))
+
+
+def _rng_state() -> dict[str, Any]:
+    """numpy's global generator (d3rlpy samples batches with it) and torch's, as JSON."""
+    import base64
+
+    import torch
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    import base64
+
+    import torch
+
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(rng["torch"]), dtype=np.uint8).copy()))
+
+
+def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], overwrite: bool) -> Optional[dict[str, Any]]:
+    """The saved state of an unfinished run of this configuration and these inputs in
+    ``out`` (None: start afresh, after the usual overwrite checks)."""
+    from gym_slaterec.provenance import identify_artifact
+
+    if out.is_dir() and not (out / "results.json").exists() and (out / "state.json").is_file() and not overwrite:
+        kind, _ = identify_artifact(out)
+        if kind == "offline_run":
+            try:
+                state = json.loads((out / "state.json").read_text())
+                saved_cfg = json.loads((out / "config.json").read_text())
+                saved_inputs = json.loads((out / "provenance.json").read_text()).get("inputs")
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{out} is an unfinished offline run whose state cannot be read ({exc}); "
+                                 "pass --overwrite to start it afresh") from exc
+            if saved_cfg != json.loads(json.dumps(config.to_dict())) or saved_inputs != inputs:
+                raise ArtifactExistsError(
+                    f"{out} is an unfinished offline run of another configuration or dataset/GeMS; pass --overwrite "
+                    "to start afresh, or choose another --out")
+            if state.get("step", 0) > 0 and "rng" in state and (out / "model_last.d3").is_file():
+                return state
+            # interrupted before its first checkpoint: nothing to resume, start afresh in place
+            overwrite = True
+    check_writable(out, overwrite, "offline_run")
+    return None
 
 
 def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, checkpoint: str = "best") -> OfflineAgent:

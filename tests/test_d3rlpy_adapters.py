@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -392,3 +393,42 @@ def test_offline_settings_reach_the_d3rlpy_algorithm(algo, actor_key, critic_key
     assert algo_cfg.batch_size == 33
     if algo == "td3bc":
         assert algo_cfg.alpha == 4.0
+
+
+def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(work, export_file, tiny_gems,
+                                                                                  monkeypatch):
+    from d3rlpy_adapters import offline
+    from d3rlpy_adapters.offline import OfflineConfig, train_offline
+
+    cfg = OfflineConfig(steps=12, eval_every=3, checkpoint_every=6, val_users=3, test_users=4, batch_size=16,
+                        feature_size=32, seed=3)
+    whole = train_offline("td3bc", export_file, tiny_gems, work / "resume_whole", cfg, progress=False)
+
+    real = offline.evaluate_offline_agent
+    calls = {"n": 0}
+
+    def interrupted_at_the_third_validation(*args, **kwargs):  # step 9: after the checkpoint at step 6
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = work / "resume_cut"
+    monkeypatch.setattr(offline, "evaluate_offline_agent", interrupted_at_the_third_validation)
+    with pytest.raises(KeyboardInterrupt):
+        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
+    monkeypatch.setattr(offline, "evaluate_offline_agent", real)
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "unfinished" and state["step"] == 6 and not (out / "results.json").exists()
+    assert [v["step"] for v in state["validation"]] == [3, 6]
+    # another configuration is refused, not mixed into the unfinished run
+    with pytest.raises(ArtifactExistsError, match="another configuration"):
+        train_offline("td3bc", export_file, tiny_gems, out, dataclasses.replace(cfg, steps=20), progress=False)
+    resumed = train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
+    assert resumed["resumed"] and not whole["resumed"]
+    assert [v["step"] for v in resumed["validation"]] == [3, 6, 9, 12]
+    assert [v["mean"] for v in resumed["validation"]] == [v["mean"] for v in whole["validation"]]
+    assert resumed["test"]["mean"] == whole["test"]["mean"] and resumed["best"] == whole["best"]
+    assert json.loads((out / "state.json").read_text())["status"] == "complete"
+    with pytest.raises(ArtifactExistsError):  # a finished run is not trained again
+        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
