@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from gym_slaterec.cli import positive_int, seed_arg
+from gym_slaterec.devices import DEVICE_HELP, device_arg
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
 
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-users", type=positive_int, default=500)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--gamma", type=float, default=0.8)
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="any other OfflineConfig field, e.g. --set td3bc_alpha=1.0 (repeatable)")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
@@ -113,7 +115,7 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
         from sb3_slate.methods import parse_set
 
         cfg = cfg.with_overrides(parse_set(args.set_))
-    res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite)
+    res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite, device=args.device)
     t = res["test"]
     print(f"offline {args.algo}: best validation {res['best']['validation_return']:.2f} at step {res['best']['step']}; "
           f"test return {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] over {t['episodes']} users "

@@ -131,8 +131,9 @@ class OfflineConfig:
         return out
 
 
-def make_algorithm(config: OfflineConfig, layout: WindowLayout):
-    """The d3rlpy algorithm (not yet built) for ``config`` with the GRU window encoder everywhere."""
+def make_algorithm(config: OfflineConfig, layout: WindowLayout, device: str = "cpu"):
+    """The d3rlpy algorithm (not yet built) for ``config`` with the GRU window encoder everywhere,
+    on ``device`` (a resolved torch device name)."""
     import d3rlpy
 
     from .encoders import SlateHistoryEncoderFactory
@@ -164,7 +165,7 @@ def make_algorithm(config: OfflineConfig, layout: WindowLayout):
     else:
         kw = {"learning_rate": config.actor_lr} if config.actor_lr is not None else {}
         cfg = d3rlpy.algos.BCConfig(encoder_factory=enc, batch_size=config.batch_size, **kw)
-    return cfg.create(device=False)
+    return cfg.create(device=False if device == "cpu" else device)
 
 
 class FlatHistoryWindow(VectorWrapper):
@@ -241,8 +242,14 @@ def train_offline(
     config: Optional[OfflineConfig] = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Train ``algo`` on the exported ``dataset`` and write the run directory ``out``; returns results."""
+    """Train ``algo`` on the exported ``dataset`` and write the run directory ``out``; returns results.
+
+    ``device``: auto (CUDA when present), cpu or cuda[:N]; recorded in the provenance (a
+    run may resume on another device)."""
+    from gym_slaterec.devices import resolve_device
+
     import d3rlpy
     import torch
     from torch.utils.tensorboard import SummaryWriter
@@ -252,6 +259,7 @@ def train_offline(
 
     config = dataclasses.replace(config or OfflineConfig(), algo=algo)
     config.validate()
+    device = resolve_device(device)
     out = Path(out)
     meta = read_sidecar(dataset)
     ckpt = GeMSCheckpoint.load(
@@ -270,7 +278,7 @@ def train_offline(
     torch.set_num_threads(1)
     d3rlpy.seed(config.seed)
     torch.manual_seed(config.seed)
-    learner = make_algorithm(config, layout)
+    learner = make_algorithm(config, layout, device)
     learner.build_with_dataset(data.buffer)
     env_kwargs = meta.get("env_kwargs") or {}
     from gym_slaterec.rollouts import make_vector_env
@@ -300,6 +308,7 @@ def train_offline(
         d3rlpy_version=d3rlpy.__version__,
         users={"validation_first_seed": val_seed, "test_first_seed": test_seed},
         env_kwargs=env_kwargs,
+        device=device,
     )
 
     started = time.time()

@@ -186,15 +186,21 @@ def train_mf(
     val_fraction: float = 0.1,
     logdir: Optional[PathLike] = None,
     max_seconds: Optional[float] = None,
+    device: str = "auto",
 ) -> MFEmbeddings:
     """BPR matrix factorisation on the clicks of ``dataset``; returns (and writes) the item table.
 
     ``val_fraction`` of each dataset's clicks (a seeded random subset) are held out;
     their BPR loss drives early stopping and their AUC (a held-out click scored
     above a uniform random item) is reported in ``metrics``. ``max_seconds``
-    bounds the wall-clock time (used by the demo).
+    bounds the wall-clock time (used by the demo). ``device``: auto (CUDA when present),
+    cpu or cuda[:N].
     """
     from tqdm.auto import tqdm
+
+    from .devices import resolve_device
+
+    device = resolve_device(device)
 
     ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset)
     for name, v in (("epochs", epochs), ("patience", patience), ("dim", dim), ("batch_size", batch_size)):
@@ -213,7 +219,8 @@ def train_mf(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     is_val = rng.random(len(users)) < val_fraction
-    tr_u, tr_i = torch.from_numpy(users[~is_val].astype(np.int64)), torch.from_numpy(items[~is_val].astype(np.int64))
+    tr_u = torch.from_numpy(users[~is_val].astype(np.int64)).to(device)
+    tr_i = torch.from_numpy(items[~is_val].astype(np.int64)).to(device)
     va_u, va_i = users[is_val].astype(np.int64), items[is_val].astype(np.int64)
     va_neg = rng.integers(0, ds.num_items, size=len(va_u))  # fixed negatives: a stable criterion
 
@@ -223,13 +230,15 @@ def train_mf(
     user_emb = torch.nn.Embedding(n_users, dim, sparse=True)
     item_emb = torch.nn.Embedding(n_items, dim)
     for emb in (user_emb, item_emb):
-        torch.nn.init.normal_(emb.weight, std=0.1)
+        torch.nn.init.normal_(emb.weight, std=0.1)  # drawn on the CPU: the same start on every device
+    user_emb.to(device)
+    item_emb.to(device)
     opts = [torch.optim.SparseAdam([user_emb.weight], lr=lr), torch.optim.Adam([item_emb.weight], lr=lr)]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
 
     def val_loss() -> tuple[float, float]:
         with torch.no_grad():
-            U, Q = user_emb.weight.numpy(), item_emb.weight.numpy()
+            U, Q = user_emb.weight.cpu().numpy(), item_emb.weight.cpu().numpy()
             diff = np.einsum("bd,bd->b", U[va_u], Q[va_i]) - np.einsum("bd,bd->b", U[va_u], Q[va_neg])
             loss = float(np.mean(np.logaddexp(0.0, -diff)))
             auc = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
@@ -248,8 +257,8 @@ def train_mf(
     bar = tqdm(total=epochs, unit="epoch", desc="MF (BPR)", disable=not progress)
     epoch = 0
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=gen)
-        negs = torch.randint(0, n_items, (n,), generator=gen)
+        perm = torch.randperm(n, generator=gen, device=device)
+        negs = torch.randint(0, n_items, (n,), generator=gen, device=device)
         total = 0.0
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
@@ -294,12 +303,13 @@ def train_mf(
         seed=seed,
         hyperparameters=hyper,
         dataset_path=str(ds.path) if ds.path else None,
+        device=device,
     )
     metrics = {
         "val_bpr_loss": best["loss"], "val_auc": best["auc"], "best_epoch": best["epoch"], "epochs_run": epoch,
         "train_clicks": int(n), "val_clicks": int(len(va_u)), "seconds": time.time() - started, "history": history,
     }
-    mf = MFEmbeddings(best["items"].numpy().astype(np.float32), prov, metrics)
+    mf = MFEmbeddings(best["items"].cpu().numpy().astype(np.float32), prov, metrics)
     if out is not None:
         mf.save(out, overwrite)
     return mf

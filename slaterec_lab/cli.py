@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", type=Path, help="grid file (YAML), or the name of a shipped grid: tiny, table2, table2_focused_slice")
     p.add_argument("--out", type=Path, help="sweep directory (default: WORKSPACE/sweeps/GRID-NAME)")
     p.add_argument("--workspace", type=Path, help="root of the default directories (default: $SLATEREC_WORKSPACE, else ./runs)")
-    p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
-                   help="auto: Ray when installed (pip install 'slaterec[ray]'), else local (one trial at a time)")
+    p.add_argument("--executor", choices=("auto", "ray", "local", "inline"), default="auto",
+                   help="auto: Ray when installed (pip install 'slaterec[ray]'), else local; local: one trial at a "
+                   "time, each in a child process; inline: one at a time in this process")
     p.add_argument("--address", help="address of an existing Ray cluster (default: start a local instance)")
     p.add_argument("--workers", type=positive_int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--retries", type=nonnegative_int, help="retries of a failed trial in this invocation (default: the "

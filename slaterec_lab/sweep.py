@@ -54,6 +54,25 @@ def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[
     return {"returncode": code, "wall_s": time.time() - t0}
 
 
+def run_inline(argv: list[str], log_path: str) -> dict[str, Any]:
+    """Run ``slaterec ARGV`` in this process (``--executor inline``), its output appended
+    to ``log_path``; Ctrl-C reaches the command, which saves a resume point, then the sweep."""
+    import contextlib
+
+    from gym_slaterec.cli import main
+
+    t0 = time.time()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} slaterec {' '.join(argv)} (in the sweep's process)\n")
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            code = main(argv)
+        log.write(f"=== exit status {code} after {time.time() - t0:.1f} s\n")
+    if code == 130:  # the command was interrupted and has saved what it could
+        raise KeyboardInterrupt
+    return {"returncode": code, "wall_s": time.time() - t0}
+
+
 def _stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
     """SIGINT (the command saves what it can), then SIGKILL after ``grace_s``."""
     if proc.poll() is not None:
@@ -236,11 +255,11 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     """Run (or resume) every trial of ``grid`` in ``sweep_dir``; returns the final state.
 
     ``executor``: "ray" (a local Ray instance, or the cluster at ``address``),
-    "local" (one trial after another in child processes) or "auto" (Ray when it is
-    installed).
+    "local" (one trial after another, each in a child process), "inline" (one after
+    another in this process) or "auto" (Ray when it is installed, else local).
     """
-    if executor not in ("auto", "ray", "local"):
-        raise ValueError(f"executor must be auto, ray or local, got {executor!r}")
+    if executor not in ("auto", "ray", "local", "inline"):
+        raise ValueError(f"executor must be auto, ray, local or inline, got {executor!r}")
     if executor == "auto":
         try:
             import ray  # noqa: F401
@@ -272,7 +291,7 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
             if executor == "ray":
                 _run_ray(sweep, bar, retries, address, workers)
             else:
-                _run_local(sweep, bar, retries)
+                _run_local(sweep, bar, retries, inline=executor == "inline")
         finally:
             for t in sweep.trials.values():
                 if t["status"] == RUNNING:
@@ -327,7 +346,7 @@ def _finish(sweep: Sweep, bar: _Progress, t: dict[str, Any], result: Optional[di
     bar.refresh()
 
 
-def _run_local(sweep: Sweep, bar: _Progress, retries: int) -> None:
+def _run_local(sweep: Sweep, bar: _Progress, retries: int, inline: bool = False) -> None:
     tries: dict[str, int] = {}
     while True:
         ready = _ready(sweep)
@@ -341,7 +360,10 @@ def _run_local(sweep: Sweep, bar: _Progress, retries: int) -> None:
         bar.say(f"start   {t['id']}")
         result, error = None, ""
         try:
-            result = run_command(_argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])))
+            if inline:
+                result = run_inline(_argv(sweep, t), str(sweep.path / t["log"]))
+            else:
+                result = run_command(_argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])))
         except OSError as exc:
             error = f"could not start: {exc}"
         _finish(sweep, bar, t, result, error, retries, tries)
@@ -405,4 +427,4 @@ def summary_lines(sweep: Sweep) -> list[str]:
     return lines
 
 
-__all__ = ["run_sweep", "run_command", "Sweep", "summary_lines", "is_done"]
+__all__ = ["run_sweep", "run_command", "run_inline", "Sweep", "summary_lines", "is_done"]

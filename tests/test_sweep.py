@@ -92,8 +92,8 @@ def test_bad_grids_are_refused_with_the_key_named(tmp_path, bad, message):
 def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path):
     pytest.importorskip("ray")
     grid_file = _write(tmp_path, GRID)
-    # sequential, in-process driver
-    seq = run_sweep(GRID, grid_file, tmp_path / "seq", executor="local", progress=False)
+    # without Ray: one trial after another, in this process
+    seq = run_sweep(GRID, grid_file, tmp_path / "seq", executor="inline", progress=False)
     assert seq.counts()["done"] == 4
     expected = _test_returns(tmp_path / "seq")
     assert len(expected) == 4

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..devices import DEVICE_HELP, device_arg
 from . import positive_int, seed_arg
 
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=cmd_train_mf)
 
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=cmd_pretrain_gems)
 
@@ -59,7 +62,7 @@ def cmd_train_mf(args: argparse.Namespace) -> int:
         epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
         dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=True,
-        logdir=args.logdir,
+        logdir=args.logdir, device=args.device,
     )
     m = mf.metrics
     print(
@@ -84,7 +87,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     )
     try:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
-                          max_steps=args.max_steps, init_from=args.init_from)
+                          max_steps=args.max_steps, init_from=args.init_from, device=args.device)
     except KeyboardInterrupt:
         import sys
 

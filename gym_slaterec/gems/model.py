@@ -24,9 +24,9 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
     def forward(ctx, ranks: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk: int,
                 count_correct: bool) -> tuple[torch.Tensor, torch.Tensor]:
         m = ranks.shape[0]
-        lse = torch.empty(m, dtype=ranks.dtype)
-        total = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
+        lse = torch.empty(m, dtype=ranks.dtype, device=ranks.device)
+        total = torch.zeros((), dtype=torch.float64, device=ranks.device)
+        correct = torch.zeros((), dtype=torch.int64, device=ranks.device)
         table_t = table.t()
         for a in range(0, m, chunk):
             logits = ranks[a : a + chunk] @ table_t
@@ -50,7 +50,7 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
         for a in range(0, m, chunk):
             p = ranks[a : a + chunk] @ table_t
             p.sub_(lse[a : a + chunk, None]).exp_()  # softmax, in place
-            rows = torch.arange(p.shape[0])
+            rows = torch.arange(p.shape[0], device=p.device)
             p[rows, targets[a : a + chunk]] -= 1.0
             torch.mm(p, table, out=grad[a : a + chunk])
         grad.mul_(scale)
@@ -129,7 +129,7 @@ class GeMS(nn.Module):
         Works through ``chunk`` codes at a time so that the (chunk, k, N) logits
         stay in cache (measured fastest on CPU; see BENCHMARKS.md).
         """
-        out = torch.empty((z.shape[0], self.slate_size), dtype=torch.long)
+        out = torch.empty((z.shape[0], self.slate_size), dtype=torch.long, device=z.device)
         table_t = self.item_embeddings.weight.T
         for i in range(0, z.shape[0], chunk):
             h = self.decoder(z[i : i + chunk])
@@ -159,7 +159,7 @@ class GeMS(nn.Module):
         clicks = clicks.float()
         mu, logvar = self.encode(slates, clicks)
         if sample:
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
             z = mu + eps * torch.exp(0.5 * logvar)
         else:
             z = mu

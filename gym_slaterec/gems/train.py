@@ -73,11 +73,13 @@ def initial_item_table(dataset: LoggedDataset, config: GeMSConfig) -> tuple[Opti
 def _evaluate(model: GeMS, sampler: TurnSampler, config: GeMSConfig, batch_size: int = 4096) -> dict[str, float]:
     """Validation metrics (posterior-mean decoding), averaged over samples."""
     model.eval()
+    device = next(model.parameters()).device
     sums: dict[str, float] = {}
     n = 0
     click_correct = 0.0
     with torch.inference_mode():
         for slates, clicks in sampler.batches(batch_size):
+            slates, clicks = slates.to(device), clicks.to(device)
             terms = model.loss(slates, clicks, config.lambda_kl, config.lambda_click, sample=False)
             b = len(slates)
             for key, value in terms.items():
@@ -97,13 +99,14 @@ def compute_action_bounds(
     """Per-dimension ``min(mu - sigma)`` and ``max(mu + sigma)`` over the sampler's turns."""
     low = np.full(model.latent_dim, np.inf, dtype=np.float32)
     high = np.full(model.latent_dim, -np.inf, dtype=np.float32)
+    device = next(model.parameters()).device
     model.eval()
     with torch.inference_mode():
         for slates, clicks in sampler.batches(batch_size):
-            mu, logvar = model.encode(slates, clicks)
+            mu, logvar = model.encode(slates.to(device), clicks.to(device))
             sigma = torch.exp(0.5 * logvar)
-            low = np.minimum(low, (mu - sigma).min(0).values.numpy())
-            high = np.maximum(high, (mu + sigma).max(0).values.numpy())
+            low = np.minimum(low, (mu - sigma).min(0).values.cpu().numpy())
+            high = np.maximum(high, (mu + sigma).max(0).values.cpu().numpy())
     return low, high
 
 
@@ -116,6 +119,7 @@ def train_gems(
     progress: bool = True,
     max_steps: Optional[int] = None,
     init_from: Optional[Union[GeMSCheckpoint, str, Path]] = None,
+    device: str = "auto",
 ) -> GeMSCheckpoint:
     """Train GeMS on ``dataset``; keep the weights with the best validation loss.
 
@@ -128,12 +132,16 @@ def train_gems(
     ``init_from`` (a checkpoint or its path) starts from its weights instead of
     ``config.item_init`` (fine-tuning, e.g. on data collected later by an agent);
     its architecture must match ``config`` and it must come from the same
-    environment and item table as ``dataset``.
+    environment and item table as ``dataset``. ``device``: auto (CUDA when present),
+    cpu or cuda[:N]; the checkpoint is saved on the CPU either way.
     """
+    from ..devices import resolve_device
+
     from tqdm.auto import tqdm
 
     config = config or GeMSConfig()
     config.validate()
+    device = resolve_device(device)
     ds = as_dataset(dataset)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
@@ -151,7 +159,7 @@ def train_gems(
         init, init_inputs = None, {"init_gems": str(start.fingerprint)}
 
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = GeMS(
         ds.num_items, ds.slate_size, config.latent_dim, config.item_dim, config.encoder_hidden,
@@ -162,6 +170,7 @@ def train_gems(
             model.load_state_dict(start.model.state_dict())
         except RuntimeError as exc:
             raise ValueError(f"init_from checkpoint does not match the configured architecture: {exc}") from exc
+    model.to(device)
     train_eps, val_eps = ds.split(config.val_fraction, config.seed)
     if len(val_eps) == 0:
         val_eps, train_eps = train_eps[-1:], train_eps[:-1]
@@ -209,6 +218,7 @@ def train_gems(
         stop = False
         for _epoch in range(config.epochs):
             for slates, clicks in train.batches(config.batch_size, rng):
+                slates, clicks = slates.to(device, non_blocking=True), clicks.to(device, non_blocking=True)
                 # The accuracy needs an argmax over (B, k, N): measure it on every 10th batch only.
                 terms = model.loss(
                     slates, clicks, config.lambda_kl, config.lambda_click, generator=gen, accuracy=step % 10 == 0
@@ -250,6 +260,7 @@ def train_gems(
     low, high = compute_action_bounds(model, bounds_sampler)
     if writer is not None:
         writer.close()
+    model.to("cpu")
 
     prov = provenance(
         "gems_checkpoint",
@@ -265,6 +276,7 @@ def train_gems(
         complete=not interrupted,
         steps_done=step,
         steps_planned=total_steps,
+        device=device,
     )
     training = {
         "steps": step,
