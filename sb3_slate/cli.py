@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from gym_slaterec.cli import positive_int, seed_arg
+from gym_slaterec.devices import DEVICE_HELP, device_arg
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
 
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML file overriding the method's defaults (after --preset)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")
+    p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP + " (networks of the SAC "
+                   "methods with GeMS/TopK; the others run on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train)
@@ -67,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     cfg = resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
     out = args.out if args.out is not None else default_run_dir(cfg, args.workspace)
-    results = train_run(cfg, out, progress=not args.no_progress)
+    results = train_run(cfg, out, progress=not args.no_progress, device=args.device)
     if args.json:
         print(json.dumps({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))
         return 0

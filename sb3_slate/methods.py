@@ -305,13 +305,18 @@ def model_class(cfg: RunConfig) -> type:
     return {"sac-wknn": WolpertingerSAC, "reinforce-softmax": REINFORCE, "slateq": SlateQ}.get(cfg.method, SlateSAC)
 
 
-def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any) -> Any:
-    """A fresh SB3 model of the method on the SB3 vec env ``vec_env`` (``wrapped``: its gymnasium stack)."""
+#: methods whose models train on CUDA too (the others run on the CPU only)
+CUDA_METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf")
+
+
+def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str = "cpu") -> Any:
+    """A fresh SB3 model of the method on the SB3 vec env ``vec_env`` (``wrapped``: its gymnasium
+    stack), its networks on ``device`` (a resolved torch device name)."""
     a = dict(cfg.agent)
     T = episode_length(cfg)
     cls = model_class(cfg)
     if cfg.replay == "episode":
-        return build_episode_sac(cfg, art, wrapped)
+        return build_episode_sac(cfg, art, wrapped, device)
     pk = _policy_kwargs(cfg, art, wrapped)
     if cfg.method in SAC_METHODS:
         if cfg.method == "sac-wknn":
@@ -326,7 +331,7 @@ def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any) -> A
             learning_starts=int(a.get("warmup_episodes", 0)) * T,
             train_freq=int(a.get("train_freq", 1)), gradient_steps=int(a.get("gradient_steps", 1)),
             ent_coef=a.get("ent_coef", "auto"), target_entropy=a.get("target_entropy", "auto"),
-            policy_kwargs=pk, seed=cfg.seed, device="cpu", verbose=0,
+            policy_kwargs=pk, seed=cfg.seed, device=device, verbose=0,
         )
     if cfg.method == "reinforce-softmax":
         return cls(
@@ -350,7 +355,7 @@ def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any) -> A
     raise ValueError(f"{cfg.method} has no trainable model")
 
 
-def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any) -> Any:
+def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any, device: str = "cpu") -> Any:
     """The paper-regime :class:`~sb3_slate.agents.EpisodeSAC` acting in ``wrapped``'s action space."""
     from gym_slaterec.policies import simulator_of
 
@@ -369,5 +374,5 @@ def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any) -> Any:
         ent_coef=a.get("ent_coef", "auto"), target_entropy=a.get("target_entropy", "auto"),
         batch_size=int(a.get("batch_size", 20)), buffer_size=int(a.get("buffer_size", 10_000)),
         warmup_episodes=int(a.get("warmup_episodes", 2_000)), gradient_steps=float(a.get("gradient_steps", 1)),
-        seed=cfg.seed, device="cpu",
+        seed=cfg.seed, device=device,
     )

@@ -89,10 +89,10 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     return state
 
 
-def load_sb3_model(cls: type, path: Path, **kwargs: Any) -> Any:
+def load_sb3_model(cls: type, path: Path, device: str = "cpu", **kwargs: Any) -> Any:
     """``cls.load(path)`` with a damaged or foreign file reported by name."""
     try:
-        return cls.load(path, device="cpu", **kwargs)
+        return cls.load(path, device=device, **kwargs)
     except Exception as exc:  # SB3 raises AssertionError, KeyError, zipfile errors... on damaged files
         raise ValueError(f"checkpoint {path} is damaged or not a {cls.__name__} checkpoint "
                          f"({type(exc).__name__}: {exc})") from exc
@@ -222,10 +222,11 @@ def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int,
 class Run:
     """One training run in its directory (created or resumed by :func:`train_run`)."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, progress: bool = True) -> None:
+    def __init__(self, run_dir: Path, config: RunConfig, progress: bool = True, device: str = "cpu") -> None:
         self.dir = run_dir
         self.config = config
         self.progress = progress
+        self.device = device
         self.state: dict[str, Any] = {}
         self.model: Any = None
         probe = _base_env(config, 1, analysis=False)
@@ -244,7 +245,7 @@ class Run:
             "sb3_run", env_id=self.config.env_id, env_params=self.env_params,
             item_embeddings_fingerprint=self.item_fingerprint, inputs=self.artifacts.fingerprints(),
             seed=self.config.seed, hyperparameters=self.config.to_dict(), method=self.config.method,
-            gems_path=self.config.gems, mf_path=self.config.mf,
+            gems_path=self.config.gems, mf_path=self.config.mf, device=self.device,
         )
 
     def _agent(self) -> RunAgent:
@@ -324,7 +325,7 @@ class Run:
             return self.finish()
         vec_env, wrapped = self._make_vec_env()
         if resume and (self.ckpt_dir / "last.zip").is_file():
-            self.model = load_sb3_model(model_class(cfg), self.ckpt_dir / "last.zip", env=vec_env)
+            self.model = load_sb3_model(model_class(cfg), self.ckpt_dir / "last.zip", self.device, env=vec_env)
             rb = self.ckpt_dir / "last_replay_buffer.pkl"
             if rb.is_file() and hasattr(self.model, "load_replay_buffer"):
                 try:
@@ -334,7 +335,7 @@ class Run:
                                      "resume with an empty buffer, or start a new --out") from exc
             self.model.num_timesteps = int(self.state["turns"])
         else:
-            self.model = build_model(cfg, self.artifacts, vec_env, wrapped)
+            self.model = build_model(cfg, self.artifacts, vec_env, wrapped, self.device)
         if cfg.replay == "episode":
             self.model.episodes_done = int(self.state["episodes"])
             self.model.set_env(wrapped, lambda done: training_seed(cfg.seed, done))
@@ -377,13 +378,32 @@ class Run:
         return results
 
 
-def train_run(cfg: RunConfig, out: PathLike, progress: bool = True) -> dict[str, Any]:
+def run_device(method: str, spec: str = "auto") -> str:
+    """The torch device a run of ``method`` trains on: ``spec`` resolved (auto: CUDA when
+    present), except that methods outside :data:`~sb3_slate.methods.CUDA_METHODS` run on
+    the CPU (an explicit cuda for them is refused)."""
+    from gym_slaterec.devices import resolve_device
+
+    from .methods import CUDA_METHODS
+
+    device = resolve_device(spec)
+    if device.startswith("cuda") and method not in CUDA_METHODS:
+        if spec != "auto":
+            raise ValueError(f"{method} trains on the CPU only (CUDA: {', '.join(CUDA_METHODS)}); use --device cpu or auto")
+        device = "cpu"
+    return device
+
+
+def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str = "auto") -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (new) or resume the unfinished run there.
 
     Refuses a directory that holds something else, a finished run, or a run with
     another configuration. Returns the results (also in ``out/results.json``).
+    ``device`` (auto, cpu, cuda[:N]) is where the networks train; it is recorded in the
+    provenance and the state, and a run may resume on another device.
     """
     cfg.validate()
+    device = run_device(cfg.method, device)
     out = Path(out)
     resume = False
     if out.exists():
@@ -398,7 +418,7 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True) -> dict[str,
             diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
             raise ValueError(f"{out} holds an unfinished run with another configuration (differs in: {', '.join(diff)}); "
                              "resume it with the same arguments or choose a new --out")
-        run = Run(out, cfg, progress)
+        run = Run(out, cfg, progress, device)
         prov = _read_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():
             if prov.get("inputs", {}).get(role) not in (None, fp):
@@ -411,15 +431,16 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True) -> dict[str,
         run.state["wall_s_before"] = state.get("wall_s", 0.0)
         run.state["resumed"] = state.get("resumed", 0) + 1
         resume = True
+        run.state["device"] = device
     else:
-        run = Run(out, cfg, progress)  # loads and checks the artifacts before anything is written
+        run = Run(out, cfg, progress, device)  # loads and checks the artifacts before anything is written
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)
             (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
             (tmp / "provenance.json").write_text(json.dumps(run.provenance(), indent=2) + "\n")
             state = {"format": RUN_FORMAT, "status": "running", "episodes": 0, "turns": 0, "validation": [],
-                     "best_validation": None, "best_episode": None}
+                     "best_validation": None, "best_episode": None, "device": device}
             (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         run.state = state
     return run.train(resume)

@@ -305,6 +305,7 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
     assert saved["best"]["step"] in (2, 4) and saved == json.loads(json.dumps(res, default=str))
     prov = saved["provenance"]
     assert prov["inputs"]["gems"] == sha256_file(tiny_gems) and prov["inputs"]["dataset"] == sha256_file(export_file)
+    assert prov["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # device="auto"
     agent = load_offline_policy(out)
     assert isinstance(agent.algo, d3rlpy.base.LearnableBase)
     with pytest.raises(ArtifactExistsError):

@@ -15,8 +15,8 @@ from gym_slaterec.rollouts import generate_logged_data
 ENV = "SlateRec/FocusedTopDown-v0"
 SHORT = {"episode_length": 10}
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device here: the CUDA path of GeMS and MF training "
-                                "is exercised only on a machine with one")
+needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device here: this test of the CUDA path (GeMS, MF, "
+                                "SAC training) runs only on a machine with one")
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,43 @@ def test_gems_and_mf_train_on_cuda_and_load_on_cpu(logged, tmp_path):
     assert loaded.decode_latent(z).shape == (3, loaded.slate_size)
     mf = train_mf(logged, tmp_path / "mf.npz", epochs=2, progress=False, device="cuda")
     assert mf.provenance["device"] == "cuda" and np.isfinite(mf.embeddings).all()
+
+
+def test_online_runs_record_their_device_and_cpu_only_methods_stay_on_the_cpu(tmp_path, monkeypatch, capsys):
+    import json
+
+    from gym_slaterec import devices
+    from sb3_slate.methods import resolve_config
+    from sb3_slate.runs import run_device, train_run
+
+    cfg = resolve_config("sac-topk-ideal", ENV, {"episodes": 4, "n_envs": 2, "val_users": 3, "test_users": 3,
+                                                "val_every": 2, "replay": "episode",
+                                                "agent": {"warmup_episodes": 2, "batch_size": 2}})
+    train_run(cfg, tmp_path / "run", progress=False, device="cpu")
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cpu"
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["device"] == "cpu"
+    if not CUDA:
+        status = main(["train", "random", ENV, "--out", str(tmp_path / "r"), "--device", "cuda:0"])
+        assert status == 2 and "no CUDA device" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    # on a CUDA machine: auto puts the SAC+GeMS/TopK networks there, the others stay on the CPU
+    monkeypatch.setattr(devices, "resolve_device", lambda spec="auto": "cuda" if spec in ("auto", "cuda") else spec)
+    assert run_device("sac-gems", "auto") == "cuda" and run_device("slateq", "auto") == "cpu"
+    with pytest.raises(ValueError, match="slateq trains on the CPU only"):
+        run_device("slateq", "cuda")
+
+
+@needs_cuda
+@pytest.mark.parametrize("replay", ["episode", "window"])
+def test_sac_trains_on_cuda_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, replay):
+    import json
+
+    from sb3_slate.methods import resolve_config
+    from sb3_slate.runs import load_agent, train_run
+
+    cfg = resolve_config("sac-topk-ideal", ENV, {"episodes": 8, "n_envs": 2, "val_users": 3, "test_users": 3,
+                                                "val_every": 4, "replay": replay, "env_kwargs": SHORT,
+                                                "agent": {"warmup_episodes": 2, "batch_size": 4}})
+    res = train_run(cfg, tmp_path / "run", progress=False, device="cuda")
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cuda"
+    agent = load_agent(tmp_path / "run", "best")
+    assert np.isfinite(res["test"]["mean"]) and agent.method == "sac-topk-ideal"

@@ -292,7 +292,7 @@ class EpisodeSAC:
         self.critic = TwinQ(belief_size, action_dim, arch).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         a_in, c_in = self.actor.belief.gru.input_size, self.critic_belief.gru.input_size
-        self._fused_gru = nn.GRU(a_in + c_in, 2 * belief_size, batch_first=True).requires_grad_(False)
+        self._fused_gru = nn.GRU(a_in + c_in, 2 * belief_size, batch_first=True).requires_grad_(False).to(self.device)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_learning_rate)
         self.critic_optimizer = torch.optim.Adam([*self.critic_belief.parameters(), *self.critic.parameters()],
                                                  lr=learning_rate)
@@ -306,7 +306,7 @@ class EpisodeSAC:
             self.alpha_optimizer = None
         self.replay_buffer = EpisodeReplayBuffer(buffer_size, episode_length, slate_size, action_dim, num_items)
         self.rng = np.random.default_rng(self.seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.num_timesteps = 0
         self.episodes_done = 0
         self.n_updates = 0
@@ -328,10 +328,9 @@ class EpisodeSAC:
         if first_user_seed is not None:
             self.first_user_seed = first_user_seed
 
-    @staticmethod
-    def _obs_tensors(obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.as_tensor(np.asarray(obs["slate"]), dtype=torch.long),
-                torch.as_tensor(np.asarray(obs["clicks"]), dtype=torch.float32))
+    def _obs_tensors(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(np.asarray(obs["slate"]), dtype=torch.long, device=self.device),
+                torch.as_tensor(np.asarray(obs["clicks"]), dtype=torch.float32, device=self.device))
 
     # --------------------------------------------------------------- acting
     def predict(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor] = None,
@@ -341,11 +340,12 @@ class EpisodeSAC:
         slates, clicks = self._obs_tensors(obs)
         with torch.inference_mode():
             if state is not None and episode_start is not None:
-                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32)[:, None]
+                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
+                                       device=self.device)[:, None]
                 state = state * keep
             h = self.actor.belief.step(slates, clicks, state)
             action = self.actor.act(h, deterministic, self.generator)
-        return action.numpy(), h
+        return action.cpu().numpy(), h
 
     # ------------------------------------------------------------- training
     @property
@@ -354,7 +354,8 @@ class EpisodeSAC:
 
     def train_step(self) -> dict[str, float]:
         """One gradient step on ``batch_size`` sampled episodes (every turn of each)."""
-        batch = self.replay_buffer.sample(self.batch_size, self.rng)
+        batch = {k: v.to(self.device, non_blocking=True)
+                 for k, v in self.replay_buffer.sample(self.batch_size, self.rng).items()}
         S, C = batch["slates"], batch["clicks"]
         A, R = batch["actions"], batch["rewards"]
         done = torch.zeros_like(R)
@@ -509,7 +510,9 @@ class EpisodeSAC:
             model.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         model.num_timesteps, model.episodes_done, model.n_updates = (int(x) for x in state["counters"])
         model.rng.bit_generator.state = json.loads(bytes(state["rng"].numpy()).decode())
-        model.generator.set_state(state["generator"])
+        if state["generator"].numel() == model.generator.get_state().numel():
+            model.generator.set_state(state["generator"])
+        # else: saved on another kind of device; the acting noise restarts from the seed
         if env is not None:
             model.set_env(env)
         return model
