@@ -384,9 +384,13 @@ def _run_ray(sweep: Sweep, bar: _Progress, retries: int, address: Optional[str],
     remote = ray.remote(run_command)
     running: dict[Any, dict[str, Any]] = {}
     tries: dict[str, int] = {}
+    # hand Ray only what its CPUs can run now, so that "running" means running
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
     try:
         while True:
             for t in _ready(sweep):
+                if sum(r["cpus"] for r in running.values()) + t["cpus"] > cpus and running:
+                    break
                 tries[t["id"]] = tries.get(t["id"], 0) + 1
                 t["status"], t["attempts"] = RUNNING, t["attempts"] + 1
                 ref = remote.options(num_cpus=t["cpus"], num_gpus=t["gpus"], max_retries=0).remote(
