@@ -13,48 +13,50 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of per-rank logits ``ranks @ table.T`` against item ids,
     computed ``chunk`` rows at a time so that no (rows, N) logit matrix is ever stored.
 
-    Forward keeps only each row's log-sum-exp; backward recomputes a chunk's logits,
-    turns them into ``softmax - onehot`` in place and multiplies by the table. The
-    table gets no gradient (the slate head must not train the item table). Equal to
-    ``F.cross_entropy(ranks @ table.T, targets)`` in value and gradient (tested).
-    Also returns the number of rows whose argmax is the target (no gradient).
+    The gradient with respect to ``ranks`` does not depend on anything downstream but
+    a scalar, so the forward pass computes it while a chunk's logits are in cache:
+    logits, then ``exp(logits - max)`` in place (whose row sums give the log-sum-exp),
+    then ``softmax - onehot`` in place and its product with the table. Backward only
+    scales the stored (rows, d) gradient. The table gets no gradient (the slate head must
+    not train the item table). Equal to ``F.cross_entropy(ranks @ table.T, targets)`` in
+    value and gradient (tested). Also returns the number of rows whose argmax is the
+    target (no gradient).
     """
 
     @staticmethod
     def forward(ctx, ranks: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk: int,
                 count_correct: bool) -> tuple[torch.Tensor, torch.Tensor]:
         m = ranks.shape[0]
-        lse = torch.empty(m, dtype=ranks.dtype, device=ranks.device)
+        need_grad = bool(ctx.needs_input_grad[0])
+        grad = torch.empty_like(ranks) if need_grad else None
         total = torch.zeros((), dtype=torch.float64, device=ranks.device)
         correct = torch.zeros((), dtype=torch.int64, device=ranks.device)
         table_t = table.t()
+        rows = torch.arange(min(chunk, m), device=ranks.device)
         for a in range(0, m, chunk):
             logits = ranks[a : a + chunk] @ table_t
             t = targets[a : a + chunk]
-            lse[a : a + chunk] = torch.logsumexp(logits, dim=1)
-            total += (lse[a : a + chunk] - logits.gather(1, t[:, None])[:, 0]).sum(dtype=torch.float64)
             if count_correct:
                 correct += (logits.argmax(dim=1) == t).sum()
-        ctx.save_for_backward(ranks, table, targets, lse)
-        ctx.chunk = chunk
+            top = logits.amax(dim=1, keepdim=True)
+            picked = logits.gather(1, t[:, None])[:, 0]
+            e = logits.sub_(top).exp_()  # in place: the chunk's only (rows, N) buffer
+            norm = e.sum(dim=1)
+            total += (top[:, 0] + norm.log() - picked).sum(dtype=torch.float64)
+            if need_grad:
+                e.div_(norm[:, None])  # softmax
+                e[rows[: e.shape[0]], t] -= 1.0
+                torch.mm(e, table, out=grad[a : a + chunk])
+        if need_grad:
+            ctx.save_for_backward(grad)
+        ctx.m = m
         ctx.mark_non_differentiable(correct)
         return (total / m).to(ranks.dtype), correct
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _grad_correct: Optional[torch.Tensor]):
-        ranks, table, targets, lse = ctx.saved_tensors
-        m, chunk = ranks.shape[0], ctx.chunk
-        grad = torch.empty_like(ranks)
-        scale = grad_loss / m
-        table_t = table.t()
-        for a in range(0, m, chunk):
-            p = ranks[a : a + chunk] @ table_t
-            p.sub_(lse[a : a + chunk, None]).exp_()  # softmax, in place
-            rows = torch.arange(p.shape[0], device=p.device)
-            p[rows, targets[a : a + chunk]] -= 1.0
-            torch.mm(p, table, out=grad[a : a + chunk])
-        grad.mul_(scale)
-        return grad, None, None, None, None
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_loss / ctx.m), None, None, None, None
 
 
 def mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:

@@ -1,0 +1,74 @@
+"""GeMS training throughput of this checkout against another commit's, side by side.
+
+Whole processes alternate (this code, the base code, this code, ...), each timing
+``--steps`` optimiser steps (forward, backward, Adam) of the default GeMS (latent 32,
+item dim 20, 1000 items, slates of 10) on the same synthetic batches of 256 slates, with
+``--threads`` torch threads; the base code is imported from ``--base`` (a checkout of,
+e.g., commit 2093ee2: ``git worktree add --detach ../base2093 2093ee2``). Prints the
+median slates/s of each and their ratio.
+
+    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+steps = int(sys.argv[2])
+from gym_slaterec.gems import GeMS
+torch.manual_seed(0)
+model = GeMS(1000, 10)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(0)
+batches = [(torch.randint(0, 1000, (256, 10), generator=g), (torch.rand(256, 10, generator=g) < 0.2).float())
+           for _ in range(steps)]
+def run(n):
+    t0 = time.perf_counter()
+    for i, (s, k) in enumerate(batches[:n]):
+        terms = model.loss(s, k, 1.0, 0.5, generator=g, accuracy=i % 10 == 0)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+    return time.perf_counter() - t0
+run(5)
+print(json.dumps({"slates_per_s": steps * 256 / run(steps)}))
+"""
+
+
+def measure(code_dir: Path, threads: int, steps: int) -> float:
+    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps)], env=env, capture_output=True,
+                         text=True, check=True, cwd=str(code_dir))
+    return json.loads(out.stdout.strip().splitlines()[-1])["slates_per_s"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", type=Path, required=True, help="checkout of the base commit")
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    here = Path(__file__).resolve().parents[1]
+    rates: dict[str, list[float]] = {"this": [], "base": []}
+    for _ in range(args.pairs):
+        rates["this"].append(measure(here, args.threads, args.steps))
+        rates["base"].append(measure(args.base.resolve(), args.threads, args.steps))
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    ratios = sorted(a / b for a, b in zip(rates["this"], rates["base"]))
+    print(f"threads {args.threads}: this {med['this']:.0f} slates/s, base {med['base']:.0f} slates/s, "
+          f"ratio of medians x{med['this'] / med['base']:.2f}, pair ratios {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(json.dumps({"threads": args.threads, "rates": rates, "median": med, "ratio": med["this"] / med["base"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
