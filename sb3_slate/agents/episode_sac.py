@@ -217,7 +217,7 @@ class SquashedGaussianActor(nn.Module):
     def sample(self, b: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised tanh-Gaussian action and its log-probability (summed over dimensions)."""
         mean, log_std = self.distribution(b)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         u = mean + log_std.exp() * noise
         # log N(u; mean, std) - sum log(1 - tanh(u)^2), the latter in a stable form
         logp = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
