@@ -129,6 +129,25 @@ def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path)
     assert {t["status"] for t in record["trials"]} == {"done"}
     assert _test_returns(out) == expected  # same grid, same seeds: same results with or without Ray
 
+    # slaterec table on those runs, against a hand computation (scipy)
+    import numpy as np
+    from scipy import stats
+
+    from slaterec_lab.results import find_runs, label_variants, read_run
+    from slaterec_lab.tables import build
+
+    table = build(label_variants([read_run(r) for r in find_runs([out])]))["FocusedTopDown"]
+    by_method = {m: [v for k, v in expected.items() if k.startswith(m + "_")] for m in ("random", "sac-topk-ideal")}
+    best = max(by_method, key=lambda m: np.mean(by_method[m]))
+    other = "random" if best == "sac-topk-ideal" else "sac-topk-ideal"
+    for m, values in by_method.items():
+        v = np.array(values)
+        s = table[m]["summary"]
+        assert s.n == 2 and s.mean == pytest.approx(v.mean())
+        assert s.half_width == pytest.approx(stats.t.ppf(0.975, 1) * v.std(ddof=1) / np.sqrt(2))
+    assert table[best]["best"] and table[other]["p"] == pytest.approx(
+        stats.ttest_ind(by_method[other], by_method[best], equal_var=False).pvalue)
+
 
 def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, capsys):
     grid = {"name": "broken", "environments": ["FocusedTopDown-v0"], "seeds": [0],
