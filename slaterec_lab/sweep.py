@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from gym_slaterec.provenance import package_version, write_json_atomic
 
-from .grid import Trial, expand, grid_fingerprint, retries_of
+from .grid import expand, grid_fingerprint, retries_of
 
 SWEEP_FORMAT = "slaterec.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -260,17 +260,14 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     """
     if executor not in ("auto", "ray", "local", "inline"):
         raise ValueError(f"executor must be auto, ray, local or inline, got {executor!r}")
+    import importlib.util
+
+    has_ray = importlib.util.find_spec("ray") is not None
     if executor == "auto":
-        try:
-            import ray  # noqa: F401
-            executor = "ray"
-        except ImportError:
-            executor = "local"
+        executor = "ray" if has_ray else "local"
     if executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ValueError("Ray is not installed: pip install 'slaterec[ray]', or run with --executor local") from None
+        if not has_ray:
+            raise ValueError("Ray is not installed: pip install 'slaterec[ray]', or run with --executor local")
     elif address is not None:
         raise ValueError("--address needs the Ray executor")
     retries = retries_of(grid) if retries is None else retries
