@@ -14,6 +14,7 @@ test users and writes a run directory::
       tb/               TensorBoard scalars (losses, validation return)
       model_best.d3     d3rlpy model with the best validation return (d3rlpy.load_learnable)
       model_last.d3     d3rlpy model (with optimiser states) at the last checkpoint / the end
+      model_stepNNNNNNN.d3  the model at every periodic checkpoint (evaluate --checkpoint stepN)
       state.json        progress while unfinished: step, curve, best, RNG states (the resume point)
       results.json      validation curve, best step, test return (mean, ci95, episodes)
 
@@ -334,6 +335,7 @@ def train_offline(
     wall_before = float(state["wall_s"])
 
     def checkpoint(step: int) -> None:
+        _save_learner(learner, out / f"model_step{step:07d}.d3")
         _save_learner(learner, out / "model_last.d3")
         state.update(step=step, wall_s=wall_before + time.time() - started, rng=_rng_state())
         write_json_atomic(out / "state.json", state, overwrite=True)
@@ -481,9 +483,12 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
     if not prov_file.is_file():
         raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json)")
     prov = json.loads(prov_file.read_text())
-    model = run / f"model_{checkpoint}.d3"
-    if checkpoint not in ("best", "last") or not model.is_file():
-        raise FileNotFoundError(f"{run} has no {model.name}")
+    name = str(checkpoint)
+    if name.isdigit() or (name.startswith("step") and name[4:].isdigit()):
+        name = f"step{int(name.removeprefix('step')):07d}"
+    model = run / f"model_{name}.d3"
+    if not model.is_file():
+        raise FileNotFoundError(f"{run} has no checkpoint {checkpoint!r}; it has: {', '.join(offline_checkpoints(run))}")
     try:
         learner = d3rlpy.load_learnable(str(model), device=False)
     except Exception as exc:  # truncated or foreign file
@@ -499,6 +504,12 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
     o = prov["observation"]
     return OfflineAgent(learner, ckpt,
                         WindowLayout(o["window"], o["slate_size"], o["num_items"]), prov.get("env_kwargs"))
+
+
+def offline_checkpoints(run_dir: PathLike) -> list[str]:
+    """The checkpoint names of an offline run: best, last and stepN (periodic)."""
+    names = sorted(p.name[len("model_"):-len(".d3")] for p in Path(run_dir).glob("model_*.d3"))
+    return [n for n in ("best", "last") if n in names] + [n for n in names if n.startswith("step")]
 
 
 def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int, item_embeddings: Any = None,
