@@ -15,6 +15,7 @@ shared) and lists of values to cross::
       random: {}
     grid: {gems.lambda_kl: [0.5, 1.0]}    # stage keys (logged./gems./mf.) or train keys
     resources: {cpus: 1, gpus: 0}         # per trial (a method may override)
+    device: auto                          # --device of the GeMS/MF/agent trainings (a method may override)
 
 Every trial is one ``slaterec`` command writing one artifact; a trial's id is
 the artifact's path inside the sweep directory.
@@ -34,8 +35,8 @@ from typing import Any, Optional
 import yaml
 
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid",
-            "resources", "retries", "item_embeddings", "preset"}
-METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources"}
+            "resources", "retries", "item_embeddings", "preset", "device"}
+METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
 #: the ``slaterec`` command of each stage
 STAGE_COMMANDS = {"logged": "generate", "gems": "pretrain-gems", "mf": "train-mf"}
@@ -211,7 +212,13 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
             raise GridError(f"item_embeddings: expected a shipped name or a file path, got {items!r}")
         if "/" in items or items.endswith((".npy", ".pt")):
             items = str(Path(items).resolve())
+    device = grid.get("device")
+    if device is not None and not isinstance(device, str):
+        raise GridError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
     stage_settings = {s: _mapping(s, grid.get(s)) for s in STAGES}
+    for s in ("gems", "mf"):
+        if device is not None:
+            stage_settings[s].setdefault("device", device)
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
     run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
@@ -298,6 +305,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             argv += ["--preset", str(method_preset)]
                         if items is not None:
                             argv += ["--item-embeddings", items]
+                        if spec.get("device", device) is not None:
+                            argv += ["--device", str(spec.get("device", device))]
                         argv += _set_args({**settings, **run_point})
                         if grid.get("name"):
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
