@@ -44,7 +44,8 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
         raise ValueError("the runs have no validation curve yet")
     data = {}
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for label, points in sorted(groups.items()):
+    for i, (label, points) in enumerate(sorted(groups.items())):
+        color = f"C{i % 10}"
         xs = sorted(points)
         means, lows, highs = [], [], []
         for xv in xs:
@@ -53,9 +54,13 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
             lo, hi = s.ci95 if s.n > 1 else (s.mean, s.mean)
             lows.append(lo)
             highs.append(hi)
-        ax.plot(xs, means, label=f"{label}, {max(len(v) for v in points.values())} seed(s)")
-        ax.fill_between(xs, lows, highs, alpha=0.2)
+        seeds = max(len(v) for v in points.values())
         data[label] = {"x": xs, "mean": means, "low": lows, "high": highs}
+        if len(xs) == 1:  # a policy that does not train (oracle, random): a reference level
+            ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=f"{label}, {seeds} seed(s), no training")
+            continue
+        ax.plot(xs, means, color=color, label=f"{label}, {seeds} seed(s)")
+        ax.fill_between(xs, lows, highs, color=color, alpha=0.2)
     ax.set_xlabel(X_LABELS[x] or records[0].x_label)
     ax.set_ylabel("validation return (200 users)")
     if title:
