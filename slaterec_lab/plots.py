@@ -133,7 +133,7 @@ def plot_heatmap(data: dict, out: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(data["x"]) + 2.5, 0.8 * len(data["y"]) + 2.0), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(data["x"]) + 2.5), max(4.0, 0.8 * len(data["y"]) + 2.0)), dpi=100)
     im = ax.imshow(data["mean"], origin="lower", cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(data["x"])), [str(v) for v in data["x"]])
     ax.set_yticks(range(len(data["y"])), [str(v) for v in data["y"]])
@@ -142,9 +142,12 @@ def plot_heatmap(data: dict, out: Path, title: str = "") -> None:
     for i in range(len(data["y"])):
         for j in range(len(data["x"])):
             if data["n"][i, j]:
+                bright = im.norm(data["mean"][i, j]) > 0.6  # dark text on the light end of viridis
                 ax.text(j, i, f"{data['mean'][i, j]:.1f}\nn={data['n'][i, j]}", ha="center", va="center",
-                        color="white", fontsize=8)
+                        color="black" if bright else "white", fontsize=9)
     fig.colorbar(im, ax=ax, label="test return (mean over seeds)")
-    ax.set_title(title or f"{data['method']} on {data['env_id'].split('/')[-1]}", fontsize=10)
+    import textwrap
+
+    ax.set_title(textwrap.fill(title or f"{data['method']} on {data['env_id'].split('/')[-1]}", 60), fontsize=10)
     fig.tight_layout()
     _save(fig, out, data["runs"], "slaterec plot heatmap")
