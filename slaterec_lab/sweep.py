@@ -312,7 +312,8 @@ def _ready(sweep: Sweep) -> list[dict[str, Any]]:
                                                                       if sweep.trials[d]["status"] in (FAILED, BLOCKED))
         elif all(s == DONE for s in deps):
             out.append(t)
-    return out
+    # stages first: they unblock the runs that wait for them (a stable sort keeps the grid's order)
+    return sorted(out, key=lambda t: t["kind"] == "run")
 
 
 def _argv(sweep: Sweep, t: dict[str, Any]) -> list[str]:
