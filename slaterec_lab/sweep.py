@@ -10,6 +10,7 @@ its own process, so a trial that crashes cannot take the sweep down with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from gym_slaterec.provenance import package_version, write_json_atomic
 
@@ -273,7 +274,7 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     retries = retries_of(grid) if retries is None else retries
     sweep_dir = Path(sweep_dir).resolve()
     sweep = Sweep.open(grid, Path(grid_file), sweep_dir)
-    with SweepLock(sweep_dir):
+    with SweepLock(sweep_dir), _sigterm_as_interrupt():
         for t in sweep.trials.values():  # what the disk says wins over a record left by a killed driver
             done = is_done(sweep_dir, t)
             if done:
@@ -297,6 +298,26 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
             bar.refresh()
             bar.close()
     return sweep
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch scheduler's stop, ``kill``) stops the sweep as Ctrl-C does: the
+    running trials save a resume point and the record is written."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _ready(sweep: Sweep) -> list[dict[str, Any]]:

@@ -173,6 +173,24 @@ def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, 
     assert status == 2 and "holds a sweep of another grid" in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
+    grid = {"name": "term", "environments": ["FocusedTopDown-v0"], "seeds": [0, 1, 2],
+            "set": {"val_users": 5, "test_users": 5}, "methods": {"random": {}}, "retries": 0}
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+           "sweep", str(_write(tmp_path, grid)), "--out", str(out), "--executor", "local", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("logs/*.log")):  # the first trial has started
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, text
+    statuses = [t["status"] for t in json.loads((out / "sweep.json").read_text())["trials"]]
+    assert "running" not in statuses and not (out / LOCK_FILE).exists()
+    assert main(["sweep", str(tmp_path / "grid.yaml"), "--out", str(out), "--executor", "local", "--no-progress"]) == 0
+
+
 def test_one_driver_per_sweep_directory(tmp_path):
     (tmp_path / LOCK_FILE).write_text(f"{os.getpid()}\n")  # a live driver (this process)
     with pytest.raises(ValueError, match="another slaterec sweep"):
