@@ -51,7 +51,9 @@ def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None) -> Pat
     return root / "_".join([cfg.method, env, f"s{cfg.seed}", *([cfg.tag] if cfg.tag else []), stamp])
 
 
-def _base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any = None) -> Any:
+def base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any = None) -> Any:
+    """The native vector env of ``n`` users of a run's environment (its overrides and item
+    matrix; ``analysis``: with ``analysis_info``)."""
     from gym_slaterec.rollouts import make_vector_env
 
     return make_vector_env(cfg.env_id, n, item_embeddings, analysis_info=analysis, **cfg.env_kwargs)
@@ -215,7 +217,7 @@ def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int,
     agent = load_agent(run_dir, checkpoint)
     if env_id != agent.config.env_id:
         raise ProvenanceMismatchError(f"run {run_dir} was trained on {agent.config.env_id!r}, cannot evaluate it on {env_id!r}")
-    res = evaluate_agent(agent, lambda n: _base_env(agent.config, n, True, item_embeddings), episodes, seed)
+    res = evaluate_agent(agent, lambda n: base_env(agent.config, n, True, item_embeddings), episodes, seed)
     return {"policy": str(run_dir), "method": agent.method, "checkpoint": agent.checkpoint, "env_id": env_id, **res.summary()}
 
 
@@ -229,7 +231,7 @@ class Run:
         self.device = device
         self.state: dict[str, Any] = {}
         self.model: Any = None
-        probe = _base_env(config, 1, analysis=False)
+        probe = base_env(config, 1, analysis=False)
         self.item_fingerprint = probe.simulator.catalogue.fingerprint
         self.env_params = probe.simulator.config.to_dict()
         self.artifacts = load_artifacts(config, config.env_id, self.item_fingerprint)
@@ -276,7 +278,7 @@ class Run:
 
     def validate(self) -> dict[str, Any]:
         """Deterministic policy on the fixed validation users; keeps the best checkpoint."""
-        res = evaluate_agent(self._agent(), lambda n: _base_env(self.config, n), self.config.val_users, VALIDATION_SEED)
+        res = evaluate_agent(self._agent(), lambda n: base_env(self.config, n), self.config.val_users, VALIDATION_SEED)
         summary = res.summary()
         wall = self.state.get("wall_s_before", 0.0) + (time.time() - self._t0)
         entry = {"episodes": self.state["episodes"], "turns": self.state["turns"], "wall_s": round(wall, 1), **{
@@ -301,7 +303,7 @@ class Run:
     def _make_vec_env(self):
         from .envs import SB3VecEnv
 
-        wrapped = wrap_env(self.config, self.artifacts, _base_env(self.config, self.config.n_envs))
+        wrapped = wrap_env(self.config, self.artifacts, base_env(self.config, self.config.n_envs))
         if self.config.replay == "episode":  # EpisodeSAC steps the gymnasium vector env itself
             return wrapped, wrapped
         seed = training_seed(self.config.seed, self.state["episodes"])
@@ -358,7 +360,7 @@ class Run:
     def finish(self) -> dict[str, Any]:
         """Test the best-validation checkpoint on the fixed test users; write results.json."""
         agent = load_agent(self.dir, "best", warn_unfinished=False)
-        res = evaluate_agent(agent, lambda n: _base_env(self.config, n), self.config.test_users, TEST_SEED)
+        res = evaluate_agent(agent, lambda n: base_env(self.config, n), self.config.test_users, TEST_SEED)
         self.state["status"] = "complete"
         self.state["wall_s"] = self.state.get("wall_s_before", 0.0) + (time.time() - self._t0)
         results = {

@@ -16,7 +16,7 @@ def slate_statistics(run_dir: Path, users: int = 200, first_seed: Optional[int] 
     every shown item, its relevance score, and for every slate, how many of its items
     belong to a topic the user is bored of."""
     from sb3_slate.protocol import TEST_SEED, evaluate_agent
-    from sb3_slate.runs import _base_env, load_agent
+    from sb3_slate.runs import base_env, load_agent
 
     agent = load_agent(run_dir, checkpoint, warn_unfinished=False)
     scores: list[np.ndarray] = []
@@ -28,7 +28,7 @@ def slate_statistics(run_dir: Path, users: int = 200, first_seed: Optional[int] 
         topics = np.asarray(info["slate_topics"])      # (users, k)
         bored_items.append(np.take_along_axis(bored, topics, axis=1).sum(axis=1).astype(np.int16))
 
-    res = evaluate_agent(agent, lambda n: _base_env(agent.config, n, True), users,
+    res = evaluate_agent(agent, lambda n: base_env(agent.config, n, True), users,
                          TEST_SEED if first_seed is None else first_seed, on_turn=on_turn)
     return {"run": str(run_dir), "method": agent.method, "gamma": (agent.config.agent or {}).get("gamma"),
             "scores": np.concatenate(scores), "bored_items": np.concatenate(bored_items),

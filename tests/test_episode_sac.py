@@ -188,7 +188,7 @@ def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path,
 
     agent = load_agent(out, "best")
     assert agent.model.recurrent
-    replay = evaluate_agent(agent, lambda n: runs._base_env(agent.config, n), cfg.val_users, VALIDATION_SEED)
+    replay = evaluate_agent(agent, lambda n: runs.base_env(agent.config, n), cfg.val_users, VALIDATION_SEED)
     assert replay.summary()["mean"] == res["best"]["validation_return"]
     assert np.isfinite(res["test"]["mean"]) and res["test"]["episodes"] == 12
 

@@ -167,6 +167,12 @@ def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, 
     assert record["runs/sac-gems_FocusedTopDown_s0"]["status"] == "blocked"
     assert record["runs/random_FocusedTopDown_s0"]["status"] == "done"  # unaffected trials still run
     assert "failed  logged/FocusedTopDown" in text and "1 done, 1 failed, 2 blocked" in text
+    # a folder of the user's is not taken for a sweep directory
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "mine"), "--executor", "local"]) == 2
+    assert "exists and is not a sweep directory" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
     # a different grid in the same sweep directory is refused
     grid2 = dict(grid, seeds=[0, 1])
     status = main(["sweep", str(_write(tmp_path, grid2, "other.yaml")), "--out", str(out), "--executor", "local"])
