@@ -76,7 +76,8 @@ def _name(parts: list[str]) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    """A value as ``--set`` reads it back (YAML): JSON for mappings, lists, booleans and null."""
+    return json.dumps(value) if value is None or isinstance(value, (dict, list, bool)) else str(value)
 
 
 def _options(stage: str, settings: dict[str, Any]) -> list[str]:

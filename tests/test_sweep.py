@@ -73,6 +73,16 @@ def test_expansion_builds_each_stage_once_and_orders_dependencies(tmp_path):
             assert t.deps == [] and "--gems" not in t.argv
 
 
+@pytest.mark.parametrize("value", [None, True, False, 0.8, 3, "auto", [256, 256], {"gamma": 0.5}])
+def test_grid_values_reach_the_command_as_written(tmp_path, value):
+    from sb3_slate.methods import parse_set
+
+    grid = {"environments": ["FocusedTopDown-v0"], "methods": {"random": {"grid": {"x.y": [value]}}}}
+    (trial,) = expand(grid, tmp_path)
+    sets = [trial.argv[i + 1] for i, a in enumerate(trial.argv) if a == "--set"]
+    assert parse_set(sets) == {"x": {"y": value}}
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"methods": {"random": {}}}, "environments"),
     ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-magic": {}}}, "unknown method 'sac-magic'"),
