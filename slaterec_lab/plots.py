@@ -43,7 +43,19 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
     if not any(groups.values()):
         raise ValueError("the runs have no validation curve yet")
     data = {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    import textwrap
+
+    one_env = len({r.env_id for r in records}) == 1
+    suffix = f" ({records[0].env_id.split('/')[-1]})" if records else ""
+
+    def shown(label: str, tail: str) -> str:  # the legend's text: no repeated environment, wrapped
+        core = label[: -len(suffix)] if one_env and label.endswith(suffix) else label
+        return textwrap.fill(f"{core}, {tail}", 70)
+
+    shown_labels = {label: shown(label, "") for label in groups}
+    lines = sum(t.count("\n") + 1 for t in shown_labels.values())
+    below = max(len(t) for t in shown_labels.values()) > 45
+    fig, ax = plt.subplots(figsize=(6.4, 4.0 + (0.2 * lines if below else 0.0)), dpi=100)
     for i, (label, points) in enumerate(sorted(groups.items())):
         color = f"C{i % 10}"
         xs = sorted(points)
@@ -57,16 +69,19 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
         seeds = max(len(v) for v in points.values())
         data[label] = {"x": xs, "mean": means, "low": lows, "high": highs}
         if len(xs) == 1:  # a policy that does not train (oracle, random): a reference level
-            ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=f"{label}, {seeds} seed(s), no training")
+            ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=shown(label, f"{seeds} seed(s), no training"))
             continue
-        ax.plot(xs, means, color=color, label=f"{label}, {seeds} seed(s)")
+        ax.plot(xs, means, color=color, label=shown(label, f"{seeds} seed(s)"))
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2)
     ax.set_xlabel(X_LABELS[x] or records[0].x_label)
     ax.set_ylabel("validation return (200 users)")
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if below:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, out, [str(r.path) for r in records], "slaterec plot curves")
     return data
