@@ -76,7 +76,7 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
     ax.set_xlabel(X_LABELS[x] or records[0].x_label)
     ax.set_ylabel("validation return (200 users)")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, 70), fontsize=10)
     ax.grid(alpha=0.3)
     if below:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14))
