@@ -393,7 +393,7 @@ def train_offline(
                    "dataset_episodes": int(len(data.buffer.episodes))},
         "wall_time_s": wall_before + time.time() - started,
         "wall_time_breakdown_s": {"train": state["train_s"], "evaluation": state["eval_s"]},
-        "resumed": resume is not None or bool(state.get("resumed")),
+        "resumed": resume is not None,
         "validation": curve,
         "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": "model_best.d3"},
         "test": {**test, "checkpoint": "best", "users_first_seed": test_seed},

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gym_slaterec.cli import _int_in, positive_int
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type of retry counts: an integer >= 0."""
-    return _int_in(text, 0, None, "a non-negative integer")
+from gym_slaterec.cli import nonnegative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -177,6 +177,8 @@ def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, 
     assert record["runs/sac-gems_FocusedTopDown_s0"]["status"] == "blocked"
     assert record["runs/random_FocusedTopDown_s0"]["status"] == "done"  # unaffected trials still run
     assert "failed  logged/FocusedTopDown" in text and "1 done, 1 failed, 2 blocked" in text
+    assert main(["sweep", str(grid_file), "--out", str(out), "--retries", "-1"]) == 2
+    assert "--retries: must be a non-negative integer, got -1" in capsys.readouterr().err
     # a folder of the user's is not taken for a sweep directory
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")

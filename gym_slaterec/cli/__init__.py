@@ -58,6 +58,11 @@ def seed_arg(text: str) -> int:
     return _int_in(text, 0, MAX_SEED, f"an integer in [0, {MAX_SEED}]")
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type of counts that may be zero (retries): an integer >= 0."""
+    return _int_in(text, 0, None, "a non-negative integer")
+
+
 def positive_int(text: str) -> int:
     """argparse type of counts (episodes, steps, users): an integer >= 1."""
     return _int_in(text, 1, None, "a positive integer")
