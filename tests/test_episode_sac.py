@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sb3_slate.agents.episode_sac import EpisodeReplayBuffer, EpisodeSAC, SlateBelief, unroll_pair
+from sb3_slate.agents.gru_sequence import gru_sequence
 from sb3_slate.methods import resolve_config
 from sb3_slate.runs import load_agent, train_run
 
@@ -101,6 +102,32 @@ def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients():
     for m in (a, c):
         for name, p in m.named_parameters(prefix=str(id(m))):
             torch.testing.assert_close(fused_grads[name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_hand_written_gru_unroll_equals_torch_gru_in_values_and_gradients(with_h0):
+    torch.manual_seed(4)
+    gru = torch.nn.GRU(7, 5, batch_first=True).double()
+    x = torch.randn(3, 11, 7, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) if with_h0 else None
+    weights = [gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0]
+    out = gru_sequence(x, *weights, h0=h0)
+    ref, _ = gru(x, None if h0 is None else h0[None])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(ref)
+    inputs = [x, *weights] + ([h0] if with_h0 else [])
+    for mine, theirs in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(ref, inputs, upstream)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *a: gru_sequence(a[0], *a[1:5], h0=a[5] if with_h0 else None),
+                                    tuple(inputs))
+
+
+def test_hand_written_gru_unroll_refuses_weights_that_do_not_fit():
+    gru = torch.nn.GRU(7, 5, batch_first=True)
+    with pytest.raises(ValueError, match="do not fit"):
+        gru_sequence(torch.randn(2, 3, 6), gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+    with pytest.raises(ValueError, match="batch, length, features"):
+        gru_sequence(torch.randn(3, 7), gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
 
 
 def test_train_step_updates_actor_and_critic_but_not_the_critic_from_the_actor_loss():
