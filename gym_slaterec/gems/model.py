@@ -16,7 +16,8 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
     The gradient with respect to ``ranks`` does not depend on anything downstream but
     a scalar, so the forward pass computes it while a chunk's logits are in cache:
     logits, then ``exp(logits - max)`` in place (whose row sums give the log-sum-exp),
-    then ``softmax - onehot`` in place and its product with the table. Backward only
+    then its product with the table divided by those sums, minus the target's row
+    (``softmax @ table - onehot @ table``, normalised on d columns rather than N). Backward only
     scales the stored (rows, d) gradient. The table gets no gradient (the slate head must
     not train the item table). Equal to ``F.cross_entropy(ranks @ table.T, targets)`` in
     value and gradient (tested). Also returns the number of rows whose argmax is the
@@ -32,21 +33,21 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float64, device=ranks.device)
         correct = torch.zeros((), dtype=torch.int64, device=ranks.device)
         table_t = table.t()
-        rows = torch.arange(min(chunk, m), device=ranks.device)
         for a in range(0, m, chunk):
             logits = ranks[a : a + chunk] @ table_t
             t = targets[a : a + chunk]
-            if count_correct:
-                correct += (logits.argmax(dim=1) == t).sum()
-            top = logits.amax(dim=1, keepdim=True)
+            if count_correct:  # maxima and argmax in one pass
+                top, best = logits.max(dim=1, keepdim=True)
+                correct += (best[:, 0] == t).sum()
+            else:
+                top = logits.amax(dim=1, keepdim=True)
             picked = logits.gather(1, t[:, None])[:, 0]
             e = logits.sub_(top).exp_()  # in place: the chunk's only (rows, N) buffer
             norm = e.sum(dim=1)
             total += (top[:, 0] + norm.log() - picked).sum(dtype=torch.float64)
             if need_grad:
-                e.div_(norm[:, None])  # softmax
-                e[rows[: e.shape[0]], t] -= 1.0
-                torch.mm(e, table, out=grad[a : a + chunk])
+                # d CE / d rank = softmax @ table - table[target]: normalised on d columns, not N
+                torch.sub((e @ table).div_(norm[:, None]), table[t], out=grad[a : a + chunk])
         if need_grad:
             ctx.save_for_backward(grad)
         ctx.m = m
