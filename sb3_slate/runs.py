@@ -283,6 +283,9 @@ class Run:
         wall = self.state.get("wall_s_before", 0.0) + (time.time() - self._t0)
         entry = {"episodes": self.state["episodes"], "turns": self.state["turns"], "wall_s": round(wall, 1), **{
             k: summary[k] for k in ("mean", "std", "ci95", "clicks_per_turn", "boredom", "diversity", "coverage")}}
+        seconds = getattr(self.model, "seconds", None)  # the episode-replay SAC times collection and updates
+        if seconds:
+            entry.update({f"{k}_s": round(v, 3) for k, v in seconds.items()})
         self.state["validation"].append(entry)
         best_so_far = max(v["mean"] for v in self.state["validation"])
         with open(self.dir / "train.log", "a", buffering=1) as log:  # readable with tail -f while training

@@ -206,6 +206,10 @@ def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path,
     assert json.loads((out / "state.json").read_text())["resumed"] == 1
     log = (out / "train.log").read_text().splitlines()  # one line per validation, across the resume
     assert [line.split()[1] for line in log] == ["0", "20", "40"]
+    # collection and update seconds are counted across the resume (checkpointed with the model)
+    timed = [(v["collect_s"], v["train_s"]) for v in res["validation"]]
+    assert all(c > 0 and u > 0 for c, u in timed[1:]) and timed[2][1] > timed[1][1]
+    assert timed[2][0] + timed[2][1] <= res["validation"][2]["wall_s"]
     assert all("validation" in line and "best" in line and "wall" in line for line in log)
     runtime = json.loads((out / "provenance.json").read_text())["runtime"]
     assert runtime["libraries"]["torch"].split("+")[0] == torch.__version__.split("+")[0]

@@ -31,6 +31,7 @@ import copy
 import io
 import json
 import math
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -312,6 +313,8 @@ class EpisodeSAC:
         self.num_timesteps = 0
         self.episodes_done = 0
         self.n_updates = 0
+        #: seconds spent acting in the env (collect) and in gradient steps (train), over the run
+        self.seconds = {"collect": 0.0, "train": 0.0}
         self.logger: Any = None
         self.env: Any = None
         self.first_user_seed: Callable[[int], int] = lambda episodes: episodes
@@ -420,7 +423,9 @@ class EpisodeSAC:
         owed = 0.0
         last_metrics: dict[str, float] = {}
         stop = False
+        clock = time.perf_counter
         while self.num_timesteps < target and not stop:
+            batch_start, train_s = clock(), 0.0
             obs, _ = env.reset(seed=self.first_user_seed(self.episodes_done))
             slates = np.empty((n, T + 1, self.slate_size), dtype=np.int64)
             clicks = np.empty((n, T + 1, self.slate_size), dtype=np.uint8)
@@ -446,16 +451,22 @@ class EpisodeSAC:
                 if len(self.replay_buffer) and self.episodes_done >= self.warmup_episodes:
                     owed += updates_per_turn
                     while owed >= 1.0:
+                        step_start = clock()
                         last_metrics = self.train_step()
+                        train_s += clock() - step_start
                         owed -= 1.0
             if not np.asarray(terminated).all():
                 raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
             self.replay_buffer.add(slates, clicks, actions, rewards)
             self.episodes_done += n
+            self.seconds["train"] += train_s
+            self.seconds["collect"] += clock() - batch_start - train_s
             if self.logger is not None:
                 for key, value in last_metrics.items():
                     self.logger.record(f"train/{key}", value)
                 self.logger.record("train/n_updates", self.n_updates)
+                for key, value in self.seconds.items():
+                    self.logger.record(f"time/{key}_s", value)
             if callback is not None:
                 returns = rewards.sum(axis=1)
                 infos = [{"episode": {"r": float(returns[i]), "l": T, "clicks_per_turn": float(returns[i] / T),
@@ -478,6 +489,7 @@ class EpisodeSAC:
             "counters": torch.tensor([self.num_timesteps, self.episodes_done, self.n_updates], dtype=torch.int64),
             "rng": torch.from_numpy(np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), dtype=np.uint8).copy()),
             "generator": self.generator.get_state(),
+            "seconds": torch.tensor([self.seconds["collect"], self.seconds["train"]], dtype=torch.float64),
         }
 
     def save(self, path: Union[str, Path]) -> None:
@@ -513,6 +525,8 @@ class EpisodeSAC:
         if model.alpha_optimizer is not None and state["alpha_optimizer"] is not None:
             model.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         model.num_timesteps, model.episodes_done, model.n_updates = (int(x) for x in state["counters"])
+        if "seconds" in state:  # not in checkpoints written before the timing existed
+            model.seconds = dict(zip(("collect", "train"), (float(x) for x in state["seconds"])))
         model.rng.bit_generator.state = json.loads(bytes(state["rng"].numpy()).decode())
         if state["generator"].numel() == model.generator.get_state().numel():
             model.generator.set_state(state["generator"])
