@@ -20,6 +20,7 @@ from gym_slaterec.gems import GeMSCheckpoint
 from gym_slaterec.rollouts import make_vector_env
 from gym_slaterec.wrappers import GeMSAction
 from sb3_slate.agents.episode_sac import EpisodeSAC
+from sb3_slate.agents.gru_sequence import gru_sequence, torch_gru_sequence
 
 
 def gradient_steps_per_s(threads: int, steps: int, latent: int) -> float:
@@ -37,13 +38,6 @@ def gradient_steps_per_s(threads: int, steps: int, latent: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def nn_gru_sequence(x, w_ih, w_hh, b_ih, b_hh, h0=None):
-    """The same unroll through torch.nn.GRU (autograd records every turn)."""
-    shell = torch.nn.GRU(x.shape[2], w_hh.shape[1], batch_first=True)
-    weights = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
-    return torch.func.functional_call(shell, weights, (x,))[0]
-
-
 def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
     """Gradient steps with the hand-written GRU unroll against torch.nn.GRU, alternating in one process."""
     import sb3_slate.agents.episode_sac as module
@@ -54,11 +48,11 @@ def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
     m.replay_buffer.add(rng.integers(0, 1000, (200, 101, 10)), rng.integers(0, 2, (200, 101, 10)).astype(np.uint8),
                         rng.uniform(-1, 1, (200, 100, latent)).astype(np.float32),
                         rng.integers(0, 4, (200, 100)).astype(np.float32))
-    original = module.gru_sequence
+    original = module.unroll_pair.__defaults__
     rates: dict[str, list[float]] = {"hand-written": [], "nn.GRU": []}
     try:
         for r in range(rounds):
-            for name, fn in (("hand-written", original), ("nn.GRU", nn_gru_sequence)):
+            for name, fn in (("hand-written", gru_sequence), ("nn.GRU", torch_gru_sequence)):
                 module.unroll_pair.__defaults__ = (fn,)
                 t0 = time.perf_counter()
                 for _ in range(steps):
@@ -66,7 +60,7 @@ def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
                 if r:  # round 0 warms up
                     rates[name].append(steps / (time.perf_counter() - t0))
     finally:
-        module.unroll_pair.__defaults__ = (original,)
+        module.unroll_pair.__defaults__ = original
     for name, v in rates.items():
         print(f"{name:12s} median {sorted(v)[len(v) // 2]:.1f} steps/s  ({', '.join(f'{x:.1f}' for x in v)})")
 

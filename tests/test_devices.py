@@ -106,3 +106,22 @@ def test_sac_trains_on_cuda_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, re
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cuda"
     agent = load_agent(tmp_path / "run", "best")
     assert np.isfinite(res["test"]["mean"]) and agent.method == "sac-topk-ideal"
+
+
+@needs_cuda
+def test_belief_unroll_on_cuda_equals_the_cpu_one_in_values_and_gradients():
+    from sb3_slate.agents.episode_sac import SlateBelief, unroll_pair
+
+    torch.manual_seed(0)
+    a, c = SlateBelief(50, 3, hidden_size=4), SlateBelief(50, 3, hidden_size=6)
+    S, C = torch.randint(0, 50, (5, 8, 3)), torch.randint(0, 2, (5, 8, 3)).float()
+    w = torch.randn(5, 8, 10)
+    results = []
+    for device in ("cpu", "cuda"):
+        a.zero_grad(), c.zero_grad()
+        a.to(device), c.to(device)
+        fa, fc = unroll_pair(a, c, S.to(device), C.to(device))  # hand-written on CPU, cuDNN on CUDA
+        (torch.cat([fa, fc], dim=2) * w.to(device)).sum().backward()
+        results.append([t.detach().cpu() for t in (fa, fc, *(p.grad for p in [*a.parameters(), *c.parameters()]))])
+    for cpu, gpu in zip(*results):
+        torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sb3_slate.agents.episode_sac import EpisodeReplayBuffer, EpisodeSAC, SlateBelief, unroll_pair
-from sb3_slate.agents.gru_sequence import gru_sequence
+from sb3_slate.agents.gru_sequence import gru_sequence, torch_gru_sequence
 from sb3_slate.methods import resolve_config
 from sb3_slate.runs import load_agent, train_run
 
@@ -118,6 +118,8 @@ def test_hand_written_gru_unroll_equals_torch_gru_in_values_and_gradients(with_h
     inputs = [x, *weights] + ([h0] if with_h0 else [])
     for mine, theirs in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(ref, inputs, upstream)):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    # the same weights through torch's own kernel (what CUDA runs) give the same unroll
+    torch.testing.assert_close(torch_gru_sequence(x, *weights, h0=h0), ref, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda *a: gru_sequence(a[0], *a[1:5], h0=a[5] if with_h0 else None),
                                     tuple(inputs))
 

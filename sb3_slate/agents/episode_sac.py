@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..belief import item_table as make_item_table
-from .gru_sequence import gru_sequence
+from .gru_sequence import unroll_gru
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 FORMAT = "slaterec.episode_sac/1"
@@ -160,7 +160,7 @@ def _stack_gates(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def unroll_pair(first: SlateBelief, second: SlateBelief, slates: torch.Tensor, clicks: torch.Tensor,
-                unroll: Callable[..., torch.Tensor] = gru_sequence) -> tuple[torch.Tensor, torch.Tensor]:
+                unroll: Callable[..., torch.Tensor] = unroll_gru) -> tuple[torch.Tensor, torch.Tensor]:
     """Both beliefs over the same episodes in one GRU unroll, (B, L, H1) and (B, L, H2).
 
     A GRU's gates act unit by unit, so two GRUs are exactly one GRU whose hidden
@@ -168,8 +168,8 @@ def unroll_pair(first: SlateBelief, second: SlateBelief, slates: torch.Tensor, c
     gate. One unroll of ``H1 + H2`` units costs about half of two unrolls (the time
     goes into the per-turn steps, not the arithmetic); gradients reach each belief's
     own parameters only (the off-diagonal blocks are constant zeros). ``unroll``
-    computes the GRU from its inputs and weights (:func:`gru_sequence`, whose
-    backward pass is written by hand).
+    computes the GRU from its inputs and weights (on CPU :func:`gru_sequence`, whose
+    backward pass is written by hand; cuDNN's GRU on CUDA).
     """
     x = torch.cat([first.inputs(slates, clicks), second.inputs(slates, clicks)], dim=2)
     g1, g2 = first.gru, second.gru

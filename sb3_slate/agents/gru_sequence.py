@@ -100,3 +100,19 @@ def gru_sequence(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: 
     if h0 is None:
         h0 = x.new_zeros(x.shape[0], hidden)
     return _GRUSequence.apply(x, h0, w_ih, w_hh, b_ih, b_hh)
+
+
+def torch_gru_sequence(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                       b_hh: torch.Tensor, h0: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`gru_sequence` through ``torch.nn.GRU``'s kernel (cuDNN on CUDA, where it is the faster one)."""
+    shell = torch.nn.GRU(x.shape[2], w_hh.shape[1], batch_first=True, device="meta")
+    weights = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+    return torch.func.functional_call(shell, weights, (x, None if h0 is None else h0[None]))[0]
+
+
+def unroll_gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor,
+               h0: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The faster of the two on ``x``'s device: :func:`gru_sequence` on CPU, ``torch.nn.GRU`` elsewhere."""
+    fn = gru_sequence if x.device.type == "cpu" else torch_gru_sequence
+    return fn(x, w_ih, w_hh, b_ih, b_hh, h0=h0)
+
