@@ -13,6 +13,18 @@ from gym_slaterec.provenance import ArtifactExistsError, ProvenanceMismatchError
 ENV = "SlateRec/FocusedTopDown-v0"
 
 
+def test_decoding_picks_the_argmax_of_the_full_logits_and_the_first_of_ties():
+    torch.manual_seed(1)
+    model = GeMS(50, 4, latent_dim=6, item_dim=5, encoder_hidden=(16,), decoder_hidden=(16,))
+    z = torch.randn(300, 6)
+    with torch.no_grad():
+        expected = model.decode(z)[0].argmax(dim=-1)
+    assert torch.equal(model.decode_slates(z, chunk=128), expected)  # numpy's argmax, chunk by chunk
+    with torch.no_grad():
+        model.slate_head.weight.zero_(), model.slate_head.bias.zero_()  # every logit ties
+    assert (model.decode_slates(z) == 0).all()
+
+
 def test_model_shapes_and_detached_item_table():
     torch.manual_seed(0)
     model = GeMS(50, 4, latent_dim=6, item_dim=5, encoder_hidden=(16,), decoder_hidden=(16,))
