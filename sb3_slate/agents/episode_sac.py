@@ -180,13 +180,25 @@ def unroll_pair(first: SlateBelief, second: SlateBelief, slates: torch.Tensor, c
     return out[..., :h1], out[..., h1:]
 
 
-def mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(inp, h), nn.ReLU(inplace=True)]  # in place: one (rows x h) buffer less per layer
-        inp = h
-    layers.append(nn.Linear(inp, out))
-    return nn.Sequential(*layers)
+class MLP(nn.Sequential):
+    """Linear layers with ReLUs between them, applied to the last dimension of any input.
+
+    Leading dimensions are flattened first, so every layer sees a plain matrix: the
+    in-place ReLUs then act on a fresh product rather than on a view of one (which
+    autograd would have to copy).
+    """
+
+    def __init__(self, inp: int, hidden: list[int], out: int) -> None:
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(inp, h), nn.ReLU(inplace=True)]
+            inp = h
+        layers.append(nn.Linear(inp, out))
+        super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return super().forward(x.reshape(-1, x.shape[-1])).view(*lead, -1)
 
 
 class TwinQ(nn.Module):
@@ -194,8 +206,8 @@ class TwinQ(nn.Module):
 
     def __init__(self, hidden: int, action_dim: int, net_arch: list[int]) -> None:
         super().__init__()
-        self.q1 = mlp(hidden + action_dim, net_arch, 1)
-        self.q2 = mlp(hidden + action_dim, net_arch, 1)
+        self.q1 = MLP(hidden + action_dim, net_arch, 1)
+        self.q2 = MLP(hidden + action_dim, net_arch, 1)
 
     def values(self, b: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([b, a], dim=-1)
@@ -208,7 +220,7 @@ class SquashedGaussianActor(nn.Module):
     def __init__(self, belief: SlateBelief, hidden: int, action_dim: int, net_arch: list[int]) -> None:
         super().__init__()
         self.belief = belief
-        self.net = mlp(hidden, net_arch, 2 * action_dim)
+        self.net = MLP(hidden, net_arch, 2 * action_dim)
 
     def distribution(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(b).chunk(2, dim=-1)
