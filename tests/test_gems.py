@@ -161,6 +161,40 @@ def test_train_refuses_existing_output_before_training(trained, small_dataset):
     assert path.read_bytes() == before
 
 
+def test_snapshots_equal_the_checkpoints_of_shorter_runs(small_dataset, tmp_path):
+    from gym_slaterec.cli import main
+    from gym_slaterec.gems.train import snapshot_path
+
+    cfg = dict(val_max_samples=300, bounds_max_samples=300, latent_dim=4, encoder_hidden=(16,), decoder_hidden=(16,),
+               eval_every=4)
+    long = train_gems(small_dataset, GeMSConfig(**cfg), out=tmp_path / "g.pt", progress=False, max_steps=12,
+                      snapshots=[5, 8])
+    for step in (5, 8):
+        short = train_gems(small_dataset, GeMSConfig(**cfg), out=tmp_path / f"short{step}.pt", progress=False,
+                           max_steps=step)
+        snap = GeMSCheckpoint.load(snapshot_path(tmp_path / "g.pt", step))
+        for key, value in short.model.state_dict().items():
+            torch.testing.assert_close(snap.model.state_dict()[key], value, rtol=0, atol=0)
+        np.testing.assert_array_equal(snap.low, short.low)
+        np.testing.assert_array_equal(snap.high, short.high)
+        assert snap.val_metrics == short.val_metrics and snap.training["steps"] == step
+        assert snap.provenance["complete"] and snap.provenance["steps_done"] == step
+        assert [h["step"] for h in snap.training["history"]] == [h["step"] for h in short.training["history"]]
+    plain = train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=12)  # snapshots change nothing
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(long.model.state_dict()[key], value, rtol=0, atol=0)
+    assert [h["step"] for h in long.training["history"]] == [h["step"] for h in plain.training["history"]] == [4, 8, 12]
+    # refused before training: a snapshot at or past the last step, an existing snapshot file
+    with pytest.raises(ValueError, match="before the last step"):
+        train_gems(small_dataset, GeMSConfig(**cfg), out=tmp_path / "h.pt", progress=False, max_steps=4, snapshots=[4])
+    existing = snapshot_path(tmp_path / "k.pt", 5)
+    existing.write_bytes(snapshot_path(tmp_path / "g.pt", 5).read_bytes())
+    before = existing.read_bytes()
+    assert main(["pretrain-gems", str(small_dataset.path), "--out", str(tmp_path / "k.pt"),
+                 "--max-steps", "6", "--snapshots", "5"]) == 2
+    assert existing.read_bytes() == before and not (tmp_path / "k.pt").exists()
+
+
 def test_ideal_init_freeze_keeps_env_table(small_dataset):
     import gymnasium as gym
 

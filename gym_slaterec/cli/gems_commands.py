@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="early stop after N validations without improvement")
     p.add_argument("--val-max-samples", type=int, default=100_000, help="cap on validation turns")
     p.add_argument("--init-from", type=Path, help="start from this GeMS checkpoint's weights (fine-tuning)")
+    p.add_argument("--snapshots", type=positive_int, nargs="+", default=[], metavar="STEP",
+                   help="also write OUT.stepSTEP.pt: the checkpoint --max-steps STEP would have written "
+                        "(GeMS of several budgets from one run)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -87,13 +90,18 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     )
     try:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
-                          max_steps=args.max_steps, init_from=args.init_from, device=args.device)
+                          max_steps=args.max_steps, init_from=args.init_from, device=args.device,
+                          snapshots=args.snapshots)
     except KeyboardInterrupt:
         import sys
 
         print(f"slaterec pretrain-gems: interrupted; wrote the best weights so far to {args.out}, marked PARTIAL "
               "(train, export and train-offline refuse it without --allow-partial)", file=sys.stderr)
         return 130
+    from ..gems.train import snapshot_path
+
+    for step in sorted(set(args.snapshots)):
+        print(f"wrote {snapshot_path(args.out, step)}: the checkpoint of {step} steps")
     m = ckpt.val_metrics
     print(
         f"wrote {ckpt.path}: validation loss {m['loss']:.4f} (slate CE {m['slate']:.4f}, click BCE {m['click']:.4f}, "

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -120,6 +120,7 @@ def train_gems(
     max_steps: Optional[int] = None,
     init_from: Optional[Union[GeMSCheckpoint, str, Path]] = None,
     device: str = "auto",
+    snapshots: Sequence[int] = (),
 ) -> GeMSCheckpoint:
     """Train GeMS on ``dataset``; keep the weights with the best validation loss.
 
@@ -134,6 +135,10 @@ def train_gems(
     its architecture must match ``config`` and it must come from the same
     environment and item table as ``dataset``. ``device``: auto (CUDA when present),
     cpu or cuda[:N]; the checkpoint is saved on the CPU either way.
+    ``snapshots``: steps at which to also write the checkpoint that ``max_steps`` = that
+    step would have written (best validated weights so far, validated at that step,
+    their action bounds) to :func:`snapshot_path` ``(out, step)``: one run gives GeMS of
+    several budgets.
     """
     from ..devices import resolve_device
 
@@ -145,8 +150,14 @@ def train_gems(
     ds = as_dataset(dataset)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    snapshots = sorted(set(snapshots))
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
+        raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
+    if snapshots and out is None:
+        raise ValueError("snapshots are written beside out: give out")
     if out is not None:
-        check_writable(out, overwrite, "gems_checkpoint")  # refuse before training, not after
+        for path in [out, *(snapshot_path(out, x) for x in snapshots)]:
+            check_writable(path, overwrite, "gems_checkpoint")  # refuse before training, not after
     if len(ds) < 2:
         raise ValueError(f"dataset {ds.path} has {len(ds)} episode(s); GeMS needs at least 2 (train + validation)")
     if init_from is None:
@@ -181,6 +192,8 @@ def train_gems(
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch if max_steps is None else min(max_steps, config.epochs * steps_per_epoch)
+    if snapshots and snapshots[-1] >= total_steps:
+        raise ValueError(f"snapshots must come before the last step ({total_steps}), got {snapshots}")
     eval_every = config.eval_every or steps_per_epoch
     writer = None
     if logdir is not None:
@@ -213,6 +226,59 @@ def train_gems(
         bar.set_postfix(val_loss=f"{metrics['loss']:.3f}", val_acc=f"{metrics['slate_acc']:.3f}")
         return config.patience is not None and bad_evals >= config.patience
 
+    def checkpoint_of(weights: GeMS, steps: int, planned: int, complete: bool) -> GeMSCheckpoint:
+        """The checkpoint of ``weights`` (the best so far) after ``steps`` steps, on the CPU."""
+        bounds_sampler = train.subset(config.bounds_max_samples, config.seed + 2)
+        low, high = compute_action_bounds(weights, bounds_sampler)
+        weights.to("cpu")
+        prov = provenance(
+            "gems_checkpoint",
+            env_id=ds.env_id,
+            env_params=ds.provenance.get("env_params"),
+            item_embeddings_fingerprint=ds.item_embeddings_fingerprint,
+            inputs={"dataset": ds.fingerprint, **init_inputs},
+            seed=config.seed,
+            hyperparameters=config.to_dict(),
+            dataset_path=str(ds.path) if ds.path else None,
+            dataset_episodes=len(ds),
+            dataset_policy=ds.provenance.get("policy"),
+            complete=complete,
+            steps_done=steps,
+            steps_planned=planned,
+            device=device,
+        )
+        training = {
+            "steps": steps,
+            "best_step": best["step"],
+            "epochs_run": steps / steps_per_epoch,
+            "train_samples": len(train),
+            "val_samples": len(val),
+            "bounds_samples": len(bounds_sampler),
+            "seconds": time.time() - started,
+            "interrupted": not complete,
+            "history": list(history),
+        }
+        return GeMSCheckpoint(weights, config, low, high, prov, dict(best["metrics"]), training=training)
+
+    def write_snapshot() -> None:
+        # What max_steps=step would have written: validated at this step, best so far. A
+        # validation off the eval_every grid is for the snapshot only, so the run itself
+        # (its best weights, history and patience) goes on as if there were no snapshots.
+        nonlocal best, history
+        kept_best, kept_history = best, history
+        if not history or history[-1]["step"] != step:
+            metrics = _evaluate(model, val, config)
+            history = history + [{"step": step, "epoch": step / steps_per_epoch, **metrics}]
+            if metrics["loss"] < best["loss"]:
+                best = dict(loss=metrics["loss"], state=copy.deepcopy(model.state_dict()), metrics=metrics, step=step)
+        weights = copy.deepcopy(model)
+        weights.load_state_dict(best["state"])
+        try:
+            checkpoint_of(weights, step, step, True).save(snapshot_path(out, step), overwrite)
+        finally:
+            best, history = kept_best, kept_history
+        model.train()
+
     model.train()
     try:
         stop = False
@@ -241,6 +307,8 @@ def train_gems(
                     counts.clear()
                 if step % eval_every == 0 or step == total_steps:
                     stop = validate()
+                if step in snapshots:
+                    write_snapshot()
                 if stop or step >= total_steps:
                     stop = True
                     break
@@ -256,42 +324,18 @@ def train_gems(
     if not best["metrics"]:  # interrupted before the first validation
         best.update(metrics=_evaluate(model, val, config), state=copy.deepcopy(model.state_dict()), step=step)
     model.load_state_dict(best["state"])
-    bounds_sampler = train.subset(config.bounds_max_samples, config.seed + 2)
-    low, high = compute_action_bounds(model, bounds_sampler)
     if writer is not None:
         writer.close()
-    model.to("cpu")
-
-    prov = provenance(
-        "gems_checkpoint",
-        env_id=ds.env_id,
-        env_params=ds.provenance.get("env_params"),
-        item_embeddings_fingerprint=ds.item_embeddings_fingerprint,
-        inputs={"dataset": ds.fingerprint, **init_inputs},
-        seed=config.seed,
-        hyperparameters=config.to_dict(),
-        dataset_path=str(ds.path) if ds.path else None,
-        dataset_episodes=len(ds),
-        dataset_policy=ds.provenance.get("policy"),
-        complete=not interrupted,
-        steps_done=step,
-        steps_planned=total_steps,
-        device=device,
-    )
-    training = {
-        "steps": step,
-        "best_step": best["step"],
-        "epochs_run": step / steps_per_epoch,
-        "train_samples": len(train),
-        "val_samples": len(val),
-        "bounds_samples": len(bounds_sampler),
-        "seconds": time.time() - started,
-        "interrupted": interrupted,
-        "history": history,
-    }
-    ckpt = GeMSCheckpoint(model, config, low, high, prov, best["metrics"], training=training)
+    ckpt = checkpoint_of(model, step, total_steps, not interrupted)
     if out is not None:
         ckpt.save(out, overwrite)
     if interrupted:
         raise KeyboardInterrupt
     return ckpt
+
+
+def snapshot_path(out: PathLike, step: int) -> Path:
+    """Where ``train_gems(..., snapshots=[step])`` writes the checkpoint of ``step`` steps."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.step{step}{out.suffix}")
+
