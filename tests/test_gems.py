@@ -184,6 +184,7 @@ def test_snapshots_equal_the_checkpoints_of_shorter_runs(small_dataset, tmp_path
     for key, value in plain.model.state_dict().items():
         torch.testing.assert_close(long.model.state_dict()[key], value, rtol=0, atol=0)
     assert [h["step"] for h in long.training["history"]] == [h["step"] for h in plain.training["history"]] == [4, 8, 12]
+    assert long.training["snapshots"] == [5, 8]
     # refused before training: a snapshot at or past the last step, an existing snapshot file
     with pytest.raises(ValueError, match="before the last step"):
         train_gems(small_dataset, GeMSConfig(**cfg), out=tmp_path / "h.pt", progress=False, max_steps=4, snapshots=[4])

@@ -100,8 +100,11 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
         return 130
     from ..gems.train import snapshot_path
 
-    for step in sorted(set(args.snapshots)):
+    for step in ckpt.training.get("snapshots", []):
         print(f"wrote {snapshot_path(args.out, step)}: the checkpoint of {step} steps")
+    missed = sorted(set(args.snapshots) - set(ckpt.training.get("snapshots", [])))
+    if missed:
+        print(f"no snapshot at steps {missed}: training stopped at step {ckpt.training['steps']}")
     m = ckpt.val_metrics
     print(
         f"wrote {ckpt.path}: validation loss {m['loss']:.4f} (slate CE {m['slate']:.4f}, click BCE {m['click']:.4f}, "

@@ -226,6 +226,8 @@ def train_gems(
         bar.set_postfix(val_loss=f"{metrics['loss']:.3f}", val_acc=f"{metrics['slate_acc']:.3f}")
         return config.patience is not None and bad_evals >= config.patience
 
+    written: list[int] = []  # snapshot steps written so far (an early stop can leave later ones out)
+
     def checkpoint_of(weights: GeMS, steps: int, planned: int, complete: bool) -> GeMSCheckpoint:
         """The checkpoint of ``weights`` (the best so far) after ``steps`` steps, on the CPU."""
         bounds_sampler = train.subset(config.bounds_max_samples, config.seed + 2)
@@ -257,6 +259,7 @@ def train_gems(
             "seconds": time.time() - started,
             "interrupted": not complete,
             "history": list(history),
+            "snapshots": list(written),
         }
         return GeMSCheckpoint(weights, config, low, high, prov, dict(best["metrics"]), training=training)
 
@@ -277,6 +280,7 @@ def train_gems(
             checkpoint_of(weights, step, step, True).save(snapshot_path(out, step), overwrite)
         finally:
             best, history = kept_best, kept_history
+        written.append(step)
         model.train()
 
     model.train()
