@@ -22,7 +22,7 @@ def demo_stage(ctx: Any) -> None:
     print(f"== SAC+GeMS on {ctx.env_id}: {episodes} training episodes (8 users in parallel, 1 gradient step per 8 turns), test on {users} fixed users")
     common = {"seed": ctx.seed, "val_users": 100, "test_users": users, "checkpoint_every": 0}
     runs = {  # name: (method, preset, overrides)
-        "sac-gems": ("sac-gems", None, {**common, "gems": str(gems), "episodes": episodes, "val_every": 16,
+        "sac-gems": ("sac-gems", "window", {**common, "gems": str(gems), "episodes": episodes, "val_every": 16,
                                         "n_envs": 8, "agent": {"warmup_episodes": 8, "batch_size": 64}}),
         # the paper's regime (episode replay, whole-history beliefs, 1 update per episode), tiny budget
         "sac-gems-paper": ("sac-gems", "paper", {**common, "gems": str(gems), "episodes": 200, "n_envs": 50,

@@ -24,6 +24,10 @@ REFERENCE_METHODS = ("random", "oracle")
 CONFIG_DIR = Path(__file__).parent / "configs"
 #: Named training regimes (sb3_slate/configs/presets/<name>.yaml), applied over the method's defaults.
 PRESETS = ("paper", "window")
+#: The regime a method trains in when none is named: the one that reached the higher test
+#: return within the chain's time budget (BENCHMARKS.md, "the paper's chain in one sitting").
+#: The other SAC methods have not been compared yet and keep their own defaults (window).
+DEFAULT_PRESETS = {"sac-gems": "paper"}
 
 
 @dataclass
@@ -157,9 +161,14 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
                    config_file: Optional[Path] = None, preset: Optional[str] = None) -> RunConfig:
-    """Defaults (common + method) <- preset <- config file <- overrides, checked."""
+    """Defaults (common + method) <- preset <- config file <- overrides, checked.
+
+    ``preset`` None: the method's default regime (:data:`DEFAULT_PRESETS`), if it has one.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if preset is None:
+        preset = DEFAULT_PRESETS.get(method)
     data = _merge(_read_yaml(CONFIG_DIR / "common.yaml"), _read_yaml(CONFIG_DIR / f"{method}.yaml"))
     if preset is not None:
         if preset not in PRESETS:

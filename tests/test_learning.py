@@ -55,7 +55,7 @@ def test_offline_td3bc_on_an_agents_own_latents_learns(tmp_path):
                       tmp_path / "gems.pt", progress=False, max_steps=300).path
     agent = resolve_config("sac-gems", ENV, {"gems": str(gems), "episodes": 40, "n_envs": 8, "val_every": 20,
                                              "checkpoint_every": 0, "val_users": 50, "test_users": 100,
-                                             "env_kwargs": env, "agent": {"warmup_episodes": 8}})
+                                             "env_kwargs": env, "agent": {"warmup_episodes": 8}}, preset="window")
     train_run(agent, tmp_path / "agent", progress=False)
     data = collect(ENV, tmp_path / "agent", 100, 7, tmp_path / "data", progress=False)
     h5 = export_d3rlpy(data, gems, tmp_path / "data.h5", window=5)

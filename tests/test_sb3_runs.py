@@ -43,7 +43,8 @@ def small_config(method: str, artifacts: dict, **extra) -> "RunConfig":  # noqa:
     if method in ("random", "oracle"):
         over["episodes"] = 1
     over.update(extra)
-    return resolve_config(method, ENV, over)
+    # the transition-replay regime for every SAC method (sac-gems' default is the paper's episode replay)
+    return resolve_config(method, ENV, over, preset="window" if method == "sac-gems" else None)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -136,6 +137,18 @@ def test_refuses_gems_from_another_environment(artifacts, tmp_path):
     cfg = resolve_config("sac-topk-mf", "SlateRec/DiffuseTopDown-v0", {"mf": artifacts["mf"], "env_kwargs": SMALL})
     with pytest.raises(ProvenanceMismatchError):
         train_run(cfg, tmp_path / "run2", progress=False)
+
+
+def test_sac_gems_defaults_to_the_paper_regime_and_the_others_to_the_window_regime(artifacts):
+    paper = resolve_config("sac-gems", ENV, {"gems": artifacts["gems"]})
+    assert paper.replay == "episode" and paper.episodes == 100_000 and paper.n_envs == 100
+    assert paper.agent["batch_size"] == 20 and paper.agent["warmup_episodes"] == 2000
+    window = resolve_config("sac-gems", ENV, {"gems": artifacts["gems"]}, preset="window")
+    assert window.replay == "window" and window.window == 10 and window.agent["batch_size"] == 64
+    # overrides still win over the default regime
+    assert resolve_config("sac-gems", ENV, {"gems": artifacts["gems"], "episodes": 300}).episodes == 300
+    for method in ("sac-topk-ideal", "sac-topk-mf", "sac-wknn"):
+        assert resolve_config(method, ENV, {"mf": artifacts["mf"]}).replay == "window"
 
 
 def test_bad_configuration_is_refused(artifacts, tmp_path):
