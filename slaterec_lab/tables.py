@@ -21,6 +21,11 @@ PAPER = {
 }
 
 
+def paper_value(label: str, env: str) -> Optional[float]:
+    """The published return of a table row (its regime does not change which it is; other settings do)."""
+    return PAPER.get(label.removesuffix(" (episode replay)"), {}).get(env)
+
+
 def short_env(env_id: str) -> str:
     return env_id.split("/")[-1].split("-v")[0]
 
@@ -71,14 +76,14 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
                     continue
                 lo, hi = cell["summary"].ci95
                 w.writerow([m, e, cell["summary"].mean, lo, hi, cell["summary"].n, cell["best"], cell["p"],
-                            PAPER.get(m, {}).get(e) if paper else ""])
+                            paper_value(m, e) if paper else ""])
         return buf.getvalue()
     rows = []
     for m in methods:
         cells = []
         for e in envs:
             cell = table[e].get(m)
-            cells.append("" if cell is None else _cell(cell, PAPER.get(m, {}).get(e) if paper else None, fmt))
+            cells.append("" if cell is None else _cell(cell, paper_value(m, e) if paper else None, fmt))
         rows.append((m, cells))
     if fmt == "latex":
         lines = ["\\begin{tabular}{l" + "r" * len(envs) + "}", " & ".join(["method", *envs]) + " \\\\", "\\hline"]

@@ -55,6 +55,9 @@ def test_table_matches_a_hand_computation(grid):
     csv_text = render(build(records), "csv")
     assert csv_text.startswith("method,environment,") and "sac-topk-mf,FocusedTopDown,252.0" in csv_text
     assert "\\textbf{" in render(build(records), "latex")
+    from slaterec_lab.tables import paper_value  # the regime keeps the published value; other settings do not
+    assert paper_value("sac-gems (episode replay)", "FocusedTopDown") == paper_value("sac-gems", "FocusedTopDown") == 305.3
+    assert paper_value("sac-gems [gamma=0.0]", "FocusedTopDown") is None
 
 
 def test_table_and_plot_commands(grid, tmp_path, capsys):
