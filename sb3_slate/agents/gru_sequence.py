@@ -115,4 +115,3 @@ def unroll_gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: to
     """The faster of the two on ``x``'s device: :func:`gru_sequence` on CPU, ``torch.nn.GRU`` elsewhere."""
     fn = gru_sequence if x.device.type == "cpu" else torch_gru_sequence
     return fn(x, w_ih, w_hh, b_ih, b_hh, h0=h0)
-
