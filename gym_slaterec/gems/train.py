@@ -228,8 +228,9 @@ def train_gems(
 
     written: list[int] = []  # snapshot steps written so far (an early stop can leave later ones out)
 
-    def checkpoint_of(weights: GeMS, steps: int, planned: int, complete: bool) -> GeMSCheckpoint:
-        """The checkpoint of ``weights`` (the best so far) after ``steps`` steps, on the CPU."""
+    def checkpoint_of(weights: GeMS, steps: int, planned: int, complete: bool, chosen: dict[str, Any],
+                      validations: list[dict[str, Any]]) -> GeMSCheckpoint:
+        """The checkpoint of ``weights`` (those of ``chosen``, the best validation) after ``steps`` steps, on the CPU."""
         bounds_sampler = train.subset(config.bounds_max_samples, config.seed + 2)
         low, high = compute_action_bounds(weights, bounds_sampler)
         weights.to("cpu")
@@ -251,35 +252,31 @@ def train_gems(
         )
         training = {
             "steps": steps,
-            "best_step": best["step"],
+            "best_step": chosen["step"],
             "epochs_run": steps / steps_per_epoch,
             "train_samples": len(train),
             "val_samples": len(val),
             "bounds_samples": len(bounds_sampler),
             "seconds": time.time() - started,
             "interrupted": not complete,
-            "history": list(history),
+            "history": list(validations),
             "snapshots": list(written),
         }
-        return GeMSCheckpoint(weights, config, low, high, prov, dict(best["metrics"]), training=training)
+        return GeMSCheckpoint(weights, config, low, high, prov, dict(chosen["metrics"]), training=training)
 
     def write_snapshot() -> None:
         # What max_steps=step would have written: validated at this step, best so far. A
         # validation off the eval_every grid is for the snapshot only, so the run itself
         # (its best weights, history and patience) goes on as if there were no snapshots.
-        nonlocal best, history
-        kept_best, kept_history = best, history
+        chosen, validations = best, history
         if not history or history[-1]["step"] != step:
             metrics = _evaluate(model, val, config)
-            history = history + [{"step": step, "epoch": step / steps_per_epoch, **metrics}]
+            validations = history + [{"step": step, "epoch": step / steps_per_epoch, **metrics}]
             if metrics["loss"] < best["loss"]:
-                best = dict(loss=metrics["loss"], state=copy.deepcopy(model.state_dict()), metrics=metrics, step=step)
+                chosen = dict(loss=metrics["loss"], state=copy.deepcopy(model.state_dict()), metrics=metrics, step=step)
         weights = copy.deepcopy(model)
-        weights.load_state_dict(best["state"])
-        try:
-            checkpoint_of(weights, step, step, True).save(snapshot_path(out, step), overwrite)
-        finally:
-            best, history = kept_best, kept_history
+        weights.load_state_dict(chosen["state"])
+        checkpoint_of(weights, step, step, True, chosen, validations).save(snapshot_path(out, step), overwrite)
         written.append(step)
         model.train()
 
@@ -330,7 +327,7 @@ def train_gems(
     model.load_state_dict(best["state"])
     if writer is not None:
         writer.close()
-    ckpt = checkpoint_of(model, step, total_steps, not interrupted)
+    ckpt = checkpoint_of(model, step, total_steps, not interrupted, best, history)
     if out is not None:
         ckpt.save(out, overwrite)
     if interrupted:
