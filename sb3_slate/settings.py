@@ -59,6 +59,8 @@ EPISODE_SAC_AGENT = {
                                  "target_entropy", "batch_size", "buffer_size", "warmup_episodes")},
     "gradient_steps": POSITIVE,
 }
+#: SAC+WkNN's own keys, kept in both regimes
+WKNN_KEYS = ("k_neighbours", "embeddings")
 AGENT_SETTINGS: dict[str, dict[str, tuple[str, Check]]] = {
     "sac-gems": SAC_AGENT,
     "sac-topk-ideal": SAC_AGENT,

@@ -44,7 +44,7 @@ def main() -> None:
         "gems": args.gems, "n_envs": args.n_envs, "window": args.window,
         "agent": {"batch_size": args.batch_size, "gradient_steps": args.gradient_steps,
                   "train_freq": args.train_freq, "warmup_episodes": 0},
-    })
+    }, preset="window")
     base = make_vector_env(args.env_id, args.n_envs, analysis_info=True)
     art = load_artifacts(cfg, args.env_id, base.simulator.catalogue.fingerprint)
     wrapped = wrap_env(cfg, art, base)

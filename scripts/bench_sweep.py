@@ -27,7 +27,8 @@ def grid(seeds: int) -> dict:
         "seeds": list(range(seeds)),
         "set": {"val_users": 20, "test_users": 40, "n_envs": 4, "checkpoint_every": 0},
         "methods": {"random": {},
-                    "sac-topk-ideal": {"episodes": 16, "set": {"val_every": 8, "agent.warmup_episodes": 4}}},
+                    "sac-topk-ideal": {"episodes": 16, "preset": "window",
+                                       "set": {"val_every": 8, "agent.warmup_episodes": 4}}},
         "retries": 0,
     }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Table 2 slice this 2-core machine affords in one session (FocusedTopDown, default
-# matrix): SAC+GeMS and SAC+TopK (ideal) x 3 seeds on a fixed episode budget, the
+# matrix): SAC+GeMS and SAC+TopK (ideal) x 3 seeds on a fixed episode budget (window regime), the
 # short-term oracle and random x 3 seeds. Two chains, one per core.
 #   bash scripts/table2_focused_slice.sh [ROOT] [EPISODES]
 # Then: slaterec table ROOT --paper ; slaterec plot curves ROOT --out curve.png
@@ -11,7 +11,7 @@ ENV=SlateRec/FocusedTopDown-v0
 S=${SLATEREC:-slaterec}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$ROOT"
-COMMON=(--episodes "$EPISODES" --set checkpoint_every=500 --no-progress --workspace "$ROOT/runs")
+COMMON=(--preset window --episodes "$EPISODES" --set checkpoint_every=500 --no-progress --workspace "$ROOT/runs")
 chain_gems() {
   [ -e "$ROOT/logged" ] || $S generate $ENV --episodes 100000 --seed 0 --out "$ROOT/logged"
   [ -e "$ROOT/gems.pt" ] || $S pretrain-gems "$ROOT/logged" --out "$ROOT/gems.pt" --max-steps 20000 \

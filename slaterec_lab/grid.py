@@ -14,7 +14,7 @@ shared) and lists of values to cross::
       sac-gems: {episodes: 20, set: {val_every: 10}, grid: {agent.gamma: [0.8, 0.0]}}
       random: {}
     grid: {gems.lambda_kl: [0.5, 1.0]}    # stage keys (logged./gems./mf.) or train keys
-    resources: {cpus: 1, gpus: 0}         # per trial (a method may override)
+    resources: {cpus: 1, gpus: 0}         # per trial (a method may override); a run's cpus are its torch threads
     device: auto                          # --device of the GeMS/MF/agent trainings (a method may override)
 
 Every trial is one ``slaterec`` command writing one artifact; a trial's id is
@@ -184,7 +184,7 @@ def grid_fingerprint(grid: dict[str, Any]) -> str:
 def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     """The trials of ``grid`` in dependency order (stages before the runs that use them)."""
     from gym_slaterec.core.config import preset
-    from sb3_slate.methods import METHODS, PRESETS
+    from sb3_slate.methods import METHODS, PRESETS, REFERENCE_METHODS
 
     grid = copy.deepcopy(grid)
     unknown = set(grid) - TOP_KEYS
@@ -308,7 +308,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             argv += ["--item-embeddings", items]
                         if spec.get("device", device) is not None:
                             argv += ["--device", str(spec.get("device", device))]
-                        argv += _set_args({**settings, **run_point})
+                        threads = {} if res["cpus"] < 2 or method in REFERENCE_METHODS else {"torch_threads": int(res["cpus"])}
+                        argv += _set_args({**threads, **settings, **run_point})  # a trial's cpus are its torch threads
                         if grid.get("name"):
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
                                                                            if point else "")]

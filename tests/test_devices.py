@@ -100,8 +100,9 @@ def test_sac_trains_on_cuda_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, re
     from sb3_slate.runs import load_agent, train_run
 
     cfg = resolve_config("sac-topk-ideal", ENV, {"episodes": 8, "n_envs": 2, "val_users": 3, "test_users": 3,
-                                                "val_every": 4, "replay": replay, "env_kwargs": SHORT,
-                                                "agent": {"warmup_episodes": 2, "batch_size": 4}})
+                                                "val_every": 4, "env_kwargs": SHORT,
+                                                "agent": {"warmup_episodes": 2, "batch_size": 4}},
+                         preset="paper" if replay == "episode" else "window")
     res = train_run(cfg, tmp_path / "run", progress=False, device="cuda")
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cuda"
     agent = load_agent(tmp_path / "run", "best")

@@ -172,12 +172,12 @@ def test_save_load_reproduces_predictions(tmp_path):
 SMALL = {"episode_length": 10}
 
 
-def paper_config(**extra):
+def paper_config(method="sac-topk-ideal", agent=None, **extra):
     over = {"replay": "episode", "episodes": 40, "n_envs": 10, "val_every": 20, "checkpoint_every": 20,
             "val_users": 12, "test_users": 12, "env_kwargs": dict(SMALL),
-            "agent": {"batch_size": 4, "buffer_size": 100, "warmup_episodes": 10, "net_arch": [32]}}
+            "agent": {"batch_size": 4, "buffer_size": 100, "warmup_episodes": 10, "net_arch": [32], **(agent or {})}}
     over.update(extra)
-    return resolve_config("sac-topk-ideal", ENV, over)
+    return resolve_config(method, ENV, over)
 
 
 def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path, monkeypatch):
@@ -233,7 +233,69 @@ def test_paper_preset_and_regime_settings_are_checked():
     assert resolve_config("sac-topk-ideal", ENV, {}, preset="window").replay == "window"
     with pytest.raises(ValueError, match="replay=episode is implemented for"):
         resolve_config("slateq", ENV, {"replay": "episode", "agent": {}})
+    assert paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 3}).agent["k_neighbours"] == 3
+    with pytest.raises(ValueError, match="k_neighbours"):
+        paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 0})
     with pytest.raises(ValueError, match="unknown setting agent.train_freq"):
         paper_config(agent={"train_freq": 1})
     with pytest.raises(ValueError, match="unknown preset"):
         resolve_config("sac-topk-ideal", ENV, {}, preset="fast")
+
+
+def test_wolpertinger_refinement_takes_the_best_of_each_ranks_nearest_items():
+    """With a Q value that adds up over ranks, the greedy choice of each rank is the best
+    of its k' nearest items (found here by brute force in numpy); the env maps the
+    refined unit action back to exactly those items."""
+    from gymnasium.vector import SyncVectorEnv
+
+    from sb3_slate.agents import NearestItemPerRank
+    from sb3_slate.agents.episode_sac import WolpertingerRefiner
+
+    rng = np.random.default_rng(3)
+    N, k, d, kp, B = 1000, 10, 3, 5, 4
+    table = rng.uniform(0.0, 2.0, (N, d)).astype(np.float32) * np.array([1.0, 0.5, 3.0], dtype=np.float32)
+    ref = WolpertingerRefiner(table, k, kp)
+    w = rng.normal(size=k * d).astype(np.float32)
+    q = torch.nn.Linear(2 + k * d, 1)
+    with torch.no_grad():
+        q.weight.zero_()
+        q.weight[0, 2:] = torch.from_numpy(w)
+    proto = rng.uniform(-1, 1, (B, k * d)).astype(np.float32)
+    action = ref.refine(torch.from_numpy(proto), torch.zeros(B, 2), q).numpy().reshape(B, k, d)
+    low, high = table.min(0), table.max(0)
+    unit = 2 * (table - low) / (high - low) - 1
+    target = low + (proto.reshape(B, k, d) + 1) / 2 * (high - low)
+    expect = np.empty((B, k), dtype=np.int64)
+    for i in range(B):
+        for r in range(k):
+            near = np.argsort(((table - target[i, r]) ** 2).sum(1), kind="stable")[:kp]
+            expect[i, r] = near[np.argmax(unit[near] @ w[r * d:(r + 1) * d])]
+    np.testing.assert_allclose(action, unit[expect], atol=1e-6)
+
+    import gymnasium as gym
+
+    venv = SyncVectorEnv([lambda: gym.make(ENV) for _ in range(B)])  # 1,000 items, slates of 10
+    wrapper = NearestItemPerRank(venv, table, unit=True)
+    assert wrapper.single_action_space.low.min() == -1.0 and wrapper.single_action_space.high.max() == 1.0
+    np.testing.assert_array_equal(wrapper.actions(action.reshape(B, k * d)), expect)
+
+
+def test_wknn_paper_regime_run_reproduces_its_validation(tmp_path):
+    torch.set_num_threads(1)
+    cfg = paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 4})
+    res = train_run(cfg, tmp_path / "run", progress=False)
+    assert res["budget"]["episodes"] == 40 and [v["episodes"] for v in res["validation"]] == [0, 20, 40]
+    from sb3_slate import runs
+    from sb3_slate.protocol import VALIDATION_SEED, evaluate_agent
+
+    agent = load_agent(tmp_path / "run", "best")
+    assert agent.model.refiner is not None and agent.model.refiner.k_neighbours == 4
+    replay = evaluate_agent(agent, lambda n: runs.base_env(agent.config, n), cfg.val_users, VALIDATION_SEED)
+    assert replay.summary()["mean"] == res["best"]["validation_return"]
+    # its actions are rows of the item table (in the unit scale) exactly
+    obs = {"slate": np.zeros((2, 10), dtype=np.int64), "clicks": np.zeros((2, 10), dtype=np.uint8)}
+    action, state = agent.model.predict(obs, deterministic=True)
+    assert state.shape == (2, 40)  # actor and critic beliefs
+    units = agent.model.refiner.unit_items.numpy()
+    rows = action.reshape(2 * 10, -1)
+    assert all(np.isclose(units, r, atol=1e-6).all(axis=1).any() for r in rows)

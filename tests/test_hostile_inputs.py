@@ -183,6 +183,7 @@ def stopped_run(tmp_path, capsys) -> Path:
     """An unfinished SAC run (its budget not reached) with last.zip and a replay buffer."""
     out = tmp_path / "run"
     args = ["train", "sac-topk-ideal", "FocusedTopDown-v0", "--out", out, "--no-progress", "--episodes", "8",
+            "--preset", "window",
             "--set", "env_kwargs.episode_length=10", "--set", "n_envs=2", "--set", "val_every=2",
             "--set", "checkpoint_every=2", "--set", "val_users=4", "--set", "test_users=4",
             "--set", "agent.warmup_episodes=2", "--set", "agent.batch_size=8", "--set", "agent.net_arch=[8]", "--json"]
@@ -284,7 +285,8 @@ def test_consumers_refuse_partial_gems_without_allow_partial(work, dataset, gems
 ])
 def test_bad_settings_are_refused_before_anything_is_created(tmp_path, capsys, setting, message):
     out = tmp_path / "run"
-    code, err = run_cli(["train", "sac-topk-ideal", "FocusedTopDown-v0", "--out", out, "--set", setting], capsys)
+    code, err = run_cli(["train", "sac-topk-ideal", "FocusedTopDown-v0", "--out", out, "--preset", "window", "--set", setting],
+                        capsys)
     assert code == 2 and message in err, err
     assert not out.exists()
     # the corrected command is not blocked by debris

@@ -10,7 +10,7 @@ import pytest
 
 from gym_slaterec.provenance import ArtifactExistsError, ProvenanceMismatchError
 from gym_slaterec.rollouts import make_vector_env
-from sb3_slate.methods import METHODS, parse_set, resolve_config
+from sb3_slate.methods import METHODS, SAC_METHODS, parse_set, resolve_config
 from sb3_slate.runs import Run, evaluate_run_dir, load_agent, train_run
 
 ENV = "SlateRec/FocusedTopDown-v0"
@@ -43,8 +43,8 @@ def small_config(method: str, artifacts: dict, **extra) -> "RunConfig":  # noqa:
     if method in ("random", "oracle"):
         over["episodes"] = 1
     over.update(extra)
-    # the transition-replay regime for every SAC method (sac-gems' default is the paper's episode replay)
-    return resolve_config(method, ENV, over, preset="window" if method == "sac-gems" else None)
+    # the transition-replay regime for every SAC method (their default is the paper's episode replay)
+    return resolve_config(method, ENV, over, preset="window" if method in SAC_METHODS else None)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -139,7 +139,7 @@ def test_refuses_gems_from_another_environment(artifacts, tmp_path):
         train_run(cfg, tmp_path / "run2", progress=False)
 
 
-def test_sac_gems_defaults_to_the_paper_regime_and_the_others_to_the_window_regime(artifacts):
+def test_default_regimes_are_the_measured_winners(artifacts):
     paper = resolve_config("sac-gems", ENV, {"gems": artifacts["gems"]})
     assert paper.replay == "episode" and paper.episodes == 100_000 and paper.n_envs == 100
     assert paper.agent["batch_size"] == 20 and paper.agent["warmup_episodes"] == 2000
@@ -147,8 +147,12 @@ def test_sac_gems_defaults_to_the_paper_regime_and_the_others_to_the_window_regi
     assert window.replay == "window" and window.window == 10 and window.agent["batch_size"] == 64
     # overrides still win over the default regime
     assert resolve_config("sac-gems", ENV, {"gems": artifacts["gems"], "episodes": 300}).episodes == 300
-    for method in ("sac-topk-ideal", "sac-topk-mf", "sac-wknn"):
-        assert resolve_config(method, ENV, {"mf": artifacts["mf"]}).replay == "window"
+    for method in ("sac-topk-ideal", "sac-topk-mf"):
+        cfg = resolve_config(method, ENV, {"mf": artifacts["mf"]})
+        assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.agent["batch_size"] == 20
+        assert resolve_config(method, ENV, {"mf": artifacts["mf"]}, preset="window").replay == "window"
+    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}).replay == "window"
+    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}, preset="paper").replay == "episode"
 
 
 def test_bad_configuration_is_refused(artifacts, tmp_path):

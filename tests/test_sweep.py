@@ -26,7 +26,8 @@ GRID = {
     "set": {"val_users": 10, "test_users": 20, "n_envs": 4, "checkpoint_every": 4},
     "methods": {
         "random": {},
-        "sac-topk-ideal": {"episodes": 16, "set": {"val_every": 4, "agent.warmup_episodes": 4, "agent.batch_size": 32}},
+        "sac-topk-ideal": {"episodes": 16, "preset": "window",
+                           "set": {"val_every": 4, "agent.warmup_episodes": 4, "agent.batch_size": 32}},
     },
     "retries": 0,
 }
@@ -71,6 +72,22 @@ def test_expansion_builds_each_stage_once_and_orders_dependencies(tmp_path):
             assert t.argv[t.argv.index("--gems") + 1] == str(tmp_path.resolve() / dep)
         if t.method == "random":
             assert t.deps == [] and "--gems" not in t.argv
+
+
+def test_a_runs_cpus_become_its_torch_threads_unless_set(tmp_path):
+    grid = {"environments": ["FocusedTopDown-v0"], "resources": {"cpus": 2},
+            "methods": {"sac-topk-ideal": {}, "random": {}, "sac-topk-mf": {"set": {"torch_threads": 1}, "resources": {"cpus": 3}}},
+            "mf": {"epochs": 1}, "logged": {"episodes": 10}}
+    runs = {t.method: t for t in expand(grid, tmp_path) if t.kind == "run"}
+
+    def sets(t):
+        return [t.argv[i + 1] for i, a in enumerate(t.argv) if a == "--set"]
+
+    assert sets(runs["sac-topk-ideal"]) == ["torch_threads=2"] and runs["sac-topk-ideal"].cpus == 2
+    assert sets(runs["random"]) == []  # nothing to train
+    assert sets(runs["sac-topk-mf"]) == ["torch_threads=1"]  # the grid's own setting wins
+    grid["resources"] = {"cpus": 1}
+    assert all(not sets(t) for t in expand({**grid, "methods": {"sac-topk-ideal": {}}}, tmp_path) if t.kind == "run")
 
 
 @pytest.mark.parametrize("value", [None, True, False, 0.8, 3, "auto", [256, 256], {"gamma": 0.5}])

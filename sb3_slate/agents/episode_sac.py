@@ -21,6 +21,12 @@ update per turn), so the policy that collects a batch is at most one batch of
 ``n_envs`` episodes old - the paper collects one user at a time, with a lag of one
 episode. The first ``warmup_episodes`` episodes act uniformly at random.
 
+With ``wolpertinger_items`` (SAC+WkNN) the actor's action is a target item per rank;
+acting refines it as the window regime's :class:`~sb3_slate.agents.WolpertingerPolicy`
+does (the ``k_neighbours`` nearest items of each rank's target, chosen rank by rank by
+the first Q head on the critic's belief), so the recurrent state carries both beliefs;
+the refined action is what the env receives and the buffer stores.
+
 The API follows sb3-contrib's recurrent algorithms: ``learn``, ``save``, ``load``,
 ``predict(obs, state, episode_start, deterministic) -> (action, state)``.
 """
@@ -247,6 +253,50 @@ class SquashedGaussianActor(nn.Module):
         return self.sample(b, generator)[0]
 
 
+class WolpertingerRefiner(nn.Module):
+    """SAC+WkNN's action refinement in the agent's ``[-1, 1]`` action scale.
+
+    Each rank's target (``d`` values) is mapped to the item table's box (per-dimension
+    minimum and maximum, :func:`~sb3_slate.agents.wolpertinger.embedding_box`); its
+    ``k_neighbours`` nearest items (Euclidean, in the table's own units) are the
+    candidates; starting from every rank's nearest item, each rank in turn takes the
+    candidate with the highest Q value given the ranks already chosen.
+    """
+
+    def __init__(self, items: np.ndarray, slate_size: int, k_neighbours: int) -> None:
+        super().__init__()
+        table = torch.as_tensor(np.asarray(items, dtype=np.float32))
+        if table.ndim != 2 or not torch.isfinite(table).all():
+            raise ValueError(f"wolpertinger_items must be a finite (N, d) table, got shape {tuple(table.shape)}")
+        if isinstance(k_neighbours, bool) or int(k_neighbours) != k_neighbours or k_neighbours < 1:
+            raise ValueError(f"k_neighbours must be a positive integer, got {k_neighbours!r}")
+        low = table.min(dim=0).values
+        high = torch.maximum(table.max(dim=0).values, low + 1e-6)
+        self.register_buffer("items", table)
+        self.register_buffer("low", low)
+        self.register_buffer("high", high)
+        self.register_buffer("unit_items", 2.0 * (table - low) / (high - low) - 1.0)
+        self.slate_size, self.k_neighbours = int(slate_size), int(k_neighbours)
+        self.action_dim = self.slate_size * table.shape[1]
+
+    def refine(self, proto: torch.Tensor, belief: torch.Tensor, q: nn.Module) -> torch.Tensor:
+        """(B, k*d) unit targets, (B, H) critic beliefs, a Q head -> (B, k*d) unit actions of items."""
+        b, k, d = proto.shape[0], self.slate_size, self.items.shape[1]
+        kp = min(self.k_neighbours, self.items.shape[0])
+        target = self.low + (proto.reshape(b, k, d) + 1.0) * 0.5 * (self.high - self.low)
+        cand = torch.cdist(target.reshape(b * k, d), self.items).topk(kp, dim=1, largest=False).indices.view(b, k, kp)
+        cand_unit = self.unit_items[cand]  # (B, k, k', d)
+        action = cand_unit[:, :, 0].clone()
+        rows = torch.arange(b, device=proto.device)
+        beliefs = belief.repeat_interleave(kp, dim=0)
+        for r in range(k):
+            trial = action.unsqueeze(1).repeat(1, kp, 1, 1)  # (B, k', k, d)
+            trial[:, :, r] = cand_unit[:, r]
+            values = q(torch.cat([beliefs, trial.reshape(b * kp, k * d)], dim=1)).view(b, kp)
+            action[:, r] = cand_unit[rows, r, values.argmax(dim=1)]
+        return action.reshape(b, k * d)
+
+
 # --------------------------------------------------------------- algorithm
 class EpisodeSAC:
     """SAC over whole-episode replay with GRU beliefs (see the module docstring).
@@ -257,6 +307,10 @@ class EpisodeSAC:
     :param buffer_size: episodes kept (paper 10,000).
     :param warmup_episodes: episodes of uniform random actions first (paper 2,000).
     :param gradient_steps: gradient steps per collected episode (paper 1).
+    :param wolpertinger_items: (N, d) item table of SAC+WkNN's per-rank targets (None: act with
+        the actor's action as it is); the env must map unit actions to the table's box
+        (:class:`~sb3_slate.agents.NearestItemPerRank` with ``unit=True``).
+    :param k_neighbours: candidate items per rank (SAC+WkNN).
     """
 
     recurrent = True
@@ -283,6 +337,8 @@ class EpisodeSAC:
         buffer_size: int = 10_000,
         warmup_episodes: int = 2_000,
         gradient_steps: float = 1.0,
+        wolpertinger_items: Optional[np.ndarray] = None,
+        k_neighbours: int = 10,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -292,7 +348,8 @@ class EpisodeSAC:
             net_arch=list(net_arch or [256]), gamma=gamma, tau=tau, learning_rate=learning_rate,
             actor_learning_rate=actor_learning_rate, ent_coef=ent_coef, target_entropy=target_entropy,
             batch_size=batch_size, buffer_size=buffer_size, warmup_episodes=warmup_episodes,
-            gradient_steps=gradient_steps, seed=seed, device=device,
+            gradient_steps=gradient_steps, wolpertinger=wolpertinger_items is not None, k_neighbours=int(k_neighbours),
+            seed=seed, device=device,
         )
         self.num_items, self.slate_size, self.T, self.action_dim = num_items, slate_size, episode_length, action_dim
         self.gamma, self.tau = float(gamma), float(tau)
@@ -319,6 +376,12 @@ class EpisodeSAC:
         else:
             self.log_alpha = torch.tensor(math.log(float(ent_coef)), device=self.device)
             self.alpha_optimizer = None
+        self.refiner: Optional[WolpertingerRefiner] = None
+        if wolpertinger_items is not None:
+            self.refiner = WolpertingerRefiner(wolpertinger_items, slate_size, k_neighbours).to(self.device)
+            if self.refiner.action_dim != action_dim:
+                raise ValueError(f"wolpertinger_items of shape {tuple(self.refiner.items.shape)} give {slate_size} ranks x "
+                                 f"{self.refiner.items.shape[1]} = {self.refiner.action_dim} action values, not {action_dim}")
         self.replay_buffer = EpisodeReplayBuffer(buffer_size, episode_length, slate_size, action_dim, num_items)
         self.rng = np.random.default_rng(self.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
@@ -360,9 +423,16 @@ class EpisodeSAC:
                 keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
                                        device=self.device)[:, None]
                 state = state * keep
-            h = self.actor.belief.step(slates, clicks, state)
-            action = self.actor.act(h, deterministic, self.generator)
-        return action.cpu().numpy(), h
+            if self.refiner is None:
+                h = self.actor.belief.step(slates, clicks, state)
+                return self.actor.act(h, deterministic, self.generator).cpu().numpy(), h
+            # SAC+WkNN: the state holds both beliefs, the critic's to refine the actor's targets
+            ha = self.actor.belief.gru.hidden_size
+            h_actor = self.actor.belief.step(slates, clicks, None if state is None else state[:, :ha])
+            h_critic = self.critic_belief.step(slates, clicks, None if state is None else state[:, ha:])
+            proto = self.actor.act(h_actor, deterministic, self.generator)
+            action = self.refiner.refine(proto, h_critic, self.critic.q1)
+        return action.cpu().numpy(), torch.cat([h_actor, h_critic], dim=1)
 
     # ------------------------------------------------------------- training
     @property
@@ -502,6 +572,7 @@ class EpisodeSAC:
             "rng": torch.from_numpy(np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), dtype=np.uint8).copy()),
             "generator": self.generator.get_state(),
             "seconds": torch.tensor([self.seconds["collect"], self.seconds["train"]], dtype=torch.float64),
+            **({} if self.refiner is None else {"wolpertinger_items": self.refiner.items.cpu()}),
         }
 
     def save(self, path: Union[str, Path]) -> None:
@@ -525,6 +596,10 @@ class EpisodeSAC:
         except (zipfile.BadZipFile, KeyError, OSError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint ({type(exc).__name__}: {exc})") from exc
         kwargs["device"] = device
+        if kwargs.pop("wolpertinger", False):
+            if "wolpertinger_items" not in state:
+                raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint (its Wolpertinger item table is missing)")
+            kwargs["wolpertinger_items"] = state["wolpertinger_items"].numpy()
         model = cls(**kwargs)
         model.actor.load_state_dict(state["actor"])
         model.critic_belief.load_state_dict(state["critic_belief"])

@@ -30,19 +30,29 @@ def embedding_box(table: np.ndarray, slate_size: int) -> spaces.Box:
 
 
 class NearestItemPerRank(VectorActionWrapper):
-    """Vector env acting with ``k*d`` per-rank targets: each rank shows its nearest item."""
+    """Vector env acting with ``k*d`` per-rank targets: each rank shows its nearest item.
 
-    def __init__(self, env: VectorEnv, table: np.ndarray) -> None:
+    The targets lie in the table's box (:func:`embedding_box`), or with ``unit=True`` in
+    ``[-1, 1]``, mapped linearly onto that box first (the episode-replay agent's scale).
+    """
+
+    def __init__(self, env: VectorEnv, table: np.ndarray, unit: bool = False) -> None:
         super().__init__(env)
         self.table = torch.as_tensor(np.asarray(table, dtype=np.float32))
         self.slate_size = int(env.single_action_space.shape[0])
         if self.table.shape[0] != int(env.single_action_space.nvec[0]):
             raise ValueError(f"item table has {self.table.shape[0]} rows, the env has {int(env.single_action_space.nvec[0])} items")
-        self.single_action_space = embedding_box(self.table.numpy(), self.slate_size)
+        box = embedding_box(self.table.numpy(), self.slate_size)
+        self.unit = bool(unit)
+        self.low, self.high = torch.as_tensor(box.low), torch.as_tensor(box.high)
+        self.single_action_space = spaces.Box(-1.0, 1.0, box.shape, np.float32) if self.unit else box
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
     def actions(self, actions: Any) -> np.ndarray:
-        a = torch.as_tensor(np.asarray(actions, dtype=np.float32)).reshape(-1, self.slate_size, self.table.shape[1])
+        a = torch.as_tensor(np.asarray(actions, dtype=np.float32))
+        if self.unit:
+            a = self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        a = a.reshape(-1, self.slate_size, self.table.shape[1])
         dist = torch.cdist(a, self.table.unsqueeze(0).expand(a.shape[0], -1, -1))
         return dist.argmin(dim=2).numpy().astype(np.int64)
 
