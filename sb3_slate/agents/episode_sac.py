@@ -49,6 +49,7 @@ from torch.nn import functional as F
 
 from ..belief import item_table as make_item_table
 from .gru_sequence import unroll_gru
+from .wolpertinger import greedy_item_choice
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 FORMAT = "slaterec.episode_sac/1"
@@ -257,10 +258,9 @@ class WolpertingerRefiner(nn.Module):
     """SAC+WkNN's action refinement in the agent's ``[-1, 1]`` action scale.
 
     Each rank's target (``d`` values) is mapped to the item table's box (per-dimension
-    minimum and maximum, :func:`~sb3_slate.agents.wolpertinger.embedding_box`); its
-    ``k_neighbours`` nearest items (Euclidean, in the table's own units) are the
-    candidates; starting from every rank's nearest item, each rank in turn takes the
-    candidate with the highest Q value given the ranks already chosen.
+    minimum and maximum, :func:`~sb3_slate.agents.wolpertinger.embedding_box`), then
+    :func:`~sb3_slate.agents.wolpertinger.greedy_item_choice` picks the items, as in the
+    window regime.
     """
 
     def __init__(self, items: np.ndarray, slate_size: int, k_neighbours: int) -> None:
@@ -282,19 +282,8 @@ class WolpertingerRefiner(nn.Module):
     def refine(self, proto: torch.Tensor, belief: torch.Tensor, q: nn.Module) -> torch.Tensor:
         """(B, k*d) unit targets, (B, H) critic beliefs, a Q head -> (B, k*d) unit actions of items."""
         b, k, d = proto.shape[0], self.slate_size, self.items.shape[1]
-        kp = min(self.k_neighbours, self.items.shape[0])
         target = self.low + (proto.reshape(b, k, d) + 1.0) * 0.5 * (self.high - self.low)
-        cand = torch.cdist(target.reshape(b * k, d), self.items).topk(kp, dim=1, largest=False).indices.view(b, k, kp)
-        cand_unit = self.unit_items[cand]  # (B, k, k', d)
-        action = cand_unit[:, :, 0].clone()
-        rows = torch.arange(b, device=proto.device)
-        beliefs = belief.repeat_interleave(kp, dim=0)
-        for r in range(k):
-            trial = action.unsqueeze(1).repeat(1, kp, 1, 1)  # (B, k', k, d)
-            trial[:, :, r] = cand_unit[:, r]
-            values = q(torch.cat([beliefs, trial.reshape(b * kp, k * d)], dim=1)).view(b, kp)
-            action[:, r] = cand_unit[rows, r, values.argmax(dim=1)]
-        return action.reshape(b, k * d)
+        return greedy_item_choice(target, self.items, self.unit_items, self.k_neighbours, belief, q).reshape(b, k * d)
 
 
 # --------------------------------------------------------------- algorithm

@@ -29,6 +29,30 @@ def embedding_box(table: np.ndarray, slate_size: int) -> spaces.Box:
     return spaces.Box(low, high, dtype=np.float32)
 
 
+def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: torch.Tensor, k_neighbours: int,
+                       belief: torch.Tensor, q: torch.nn.Module) -> torch.Tensor:
+    """The Wolpertinger refinement of both regimes: per-rank targets (B, k, d) in the table's
+    units -> the chosen items' rows of ``unit_items`` (B, k, d).
+
+    The candidates of a rank are the ``k_neighbours`` items nearest to its target
+    (Euclidean); starting from every rank's nearest item, each rank in turn takes the
+    candidate with the highest ``q(concat(belief, action))`` given the ranks already chosen.
+    """
+    b, k, d = target.shape
+    kp = min(int(k_neighbours), items.shape[0])
+    cand = torch.cdist(target.reshape(b * k, d), items).topk(kp, dim=1, largest=False).indices.view(b, k, kp)
+    cand_unit = unit_items[cand]  # (B, k, k', d)
+    action = cand_unit[:, :, 0].clone()
+    rows = torch.arange(b, device=target.device)
+    beliefs = belief.repeat_interleave(kp, dim=0)
+    for r in range(k):
+        trial = action.unsqueeze(1).repeat(1, kp, 1, 1)  # (B, k', k, d)
+        trial[:, :, r] = cand_unit[:, r]
+        values = q(torch.cat([beliefs, trial.reshape(b * kp, k * d)], dim=1)).view(b, kp)
+        action[:, r] = cand_unit[rows, r, values.argmax(dim=1)]
+    return action
+
+
 class NearestItemPerRank(VectorActionWrapper):
     """Vector env acting with ``k*d`` per-rank targets: each rank shows its nearest item.
 
@@ -85,23 +109,11 @@ class WolpertingerPolicy(SACPolicy):
 
     def refine(self, observation: Any, proto: torch.Tensor) -> torch.Tensor:
         """Greedy per-rank choice among the k' nearest items of each rank's target."""
-        b, k, d, kp = proto.shape[0], self.slate_size, self.item_dim, min(self.k_neighbours, self.item_table.shape[0])
-        target = self._from_unit(proto.reshape(b, k, d))
-        dist = torch.cdist(target, self.item_table.unsqueeze(0).expand(b, -1, -1))  # (b, k, N)
-        cand = dist.topk(kp, dim=2, largest=False).indices  # (b, k, k')
-        emb = self.item_table[cand]  # (b, k, k', d)
-        cand_unit = 2.0 * (emb - self.low_[:, None]) / (self.high_ - self.low_)[:, None] - 1.0
+        b, k, d = proto.shape[0], self.slate_size, self.item_dim
+        unit_items = 2.0 * (self.item_table - self.low_[0]) / (self.high_[0] - self.low_[0]) - 1.0
         feats = self.critic.extract_features(observation, self.critic.features_extractor)
-        feats = feats.repeat_interleave(kp, dim=0)
-        q_net = self.critic.q_networks[0]
-        # start from each rank's nearest item, then improve rank by rank
-        action = cand_unit[:, :, 0, :].clone()
-        for r in range(k):
-            trial = action.unsqueeze(1).repeat(1, kp, 1, 1)  # (b, k', k, d)
-            trial[:, :, r, :] = cand_unit[:, r]
-            q = q_net(torch.cat([feats, trial.reshape(b * kp, k * d)], dim=1)).reshape(b, kp)
-            best = q.argmax(dim=1)
-            action[:, r, :] = cand_unit[torch.arange(b), r, best]
+        action = greedy_item_choice(self._from_unit(proto.reshape(b, k, d)), self.item_table, unit_items,
+                                    self.k_neighbours, feats, self.critic.q_networks[0])
         return action.reshape(b, k * d).clamp(-1.0, 1.0)
 
     def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
