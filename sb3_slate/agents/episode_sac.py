@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from ..belief import item_table as make_item_table
 from .gru_sequence import unroll_gru
-from .wolpertinger import greedy_item_choice
+from .wolpertinger import embedding_box, greedy_item_choice
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 FORMAT = "slaterec.episode_sac/1"
@@ -270,8 +270,8 @@ class WolpertingerRefiner(nn.Module):
             raise ValueError(f"wolpertinger_items must be a finite (N, d) table, got shape {tuple(table.shape)}")
         if isinstance(k_neighbours, bool) or int(k_neighbours) != k_neighbours or k_neighbours < 1:
             raise ValueError(f"k_neighbours must be a positive integer, got {k_neighbours!r}")
-        low = table.min(dim=0).values
-        high = torch.maximum(table.max(dim=0).values, low + 1e-6)
+        box = embedding_box(table.numpy(), 1)  # the box the env maps unit actions onto
+        low, high = torch.as_tensor(box.low), torch.as_tensor(box.high)
         self.register_buffer("items", table)
         self.register_buffer("low", low)
         self.register_buffer("high", high)
