@@ -280,6 +280,35 @@ def test_wolpertinger_refinement_takes_the_best_of_each_ranks_nearest_items():
     np.testing.assert_array_equal(wrapper.actions(action.reshape(B, k * d)), expect)
 
 
+@pytest.mark.parametrize("net_arch", [[256], [32, 16]])
+def test_wolpertinger_search_by_parts_chooses_what_the_whole_q_chooses(net_arch):
+    """The split first layer (candidates projected once per rank) makes the same greedy
+    choices as evaluating the Q head on every trial slate."""
+    from sb3_slate.agents.episode_sac import MLP
+    from sb3_slate.agents.wolpertinger import greedy_item_choice
+
+    class Whole(torch.nn.Module):  # not a Sequential: greedy_item_choice evaluates it whole
+        def __init__(self, q):
+            super().__init__()
+            self.q = q
+
+        def forward(self, x):
+            return self.q(x)
+
+    torch.manual_seed(0)
+    N, k, d, kp, B, H = 1000, 10, 20, 10, 64, 20
+    items = torch.randn(N, d)
+    unit = torch.tanh(items)
+    q = MLP(H + k * d, net_arch, 1)
+    target, belief = torch.randn(B, k, d), torch.randn(B, H)
+    with torch.no_grad():
+        split = greedy_item_choice(target, items, unit, kp, belief, q)
+        whole = greedy_item_choice(target, items, unit, kp, belief, Whole(q))
+    chosen = lambda a: torch.cdist(a.reshape(-1, d), unit).argmin(dim=1)  # noqa: E731
+    assert torch.equal(chosen(split), chosen(whole))
+    assert not torch.equal(chosen(split), chosen(unit[torch.cdist(target.reshape(-1, d), items).argmin(1)]))
+
+
 def test_wknn_paper_regime_run_reproduces_its_validation(tmp_path):
     torch.set_num_threads(1)
     cfg = paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 4})

@@ -246,3 +246,47 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(chunk):
             assert g_fused[name] is None
         else:
             torch.testing.assert_close(g_fused[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sharded_gradients_equal_the_whole_batch_step(workers):
+    """Shards on threads: the same loss terms and gradients as one backward over the whole batch (same noise)."""
+    from gym_slaterec.gems.parallel import ShardedGradients
+
+    torch.manual_seed(0)
+    model = GeMS(300, 10, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,))
+    slates = torch.randint(0, 300, (37, 10))  # 37 slates: unequal shards
+    clicks = (torch.rand(37, 10) < 0.3).float()
+    model.zero_grad()
+    whole = model.loss(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(1))
+    whole["loss"].backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    with ShardedGradients(model, workers) as step:
+        terms = step(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(1))
+    exact = dict(rtol=0, atol=0) if workers == 1 else dict(rtol=1e-5, atol=1e-6)
+    for key in ("loss", "slate", "click", "kl", "slate_acc"):
+        torch.testing.assert_close(terms[key], whole[key].detach(), **exact, msg=key)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, expected[name], **exact, msg=name)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        ShardedGradients(model, 0)
+    with pytest.raises(RuntimeError, match="closed"):
+        step(slates, clicks, 1.0, 0.5)
+
+
+def test_training_on_two_cpu_workers_is_reproducible_and_close_to_one(small_dataset):
+    cfg = dict(val_max_samples=300, bounds_max_samples=300, latent_dim=4, encoder_hidden=(16,), decoder_hidden=(16,),
+               eval_every=4)
+    threads = torch.get_num_threads()
+    one = train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=8, device="cpu")
+    two = [train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=8, device="cpu", workers=2)
+           for _ in range(2)]
+    assert torch.get_num_threads() == threads  # restored after training
+    assert one.training["cpu_workers"] == 1 and two[0].training["cpu_workers"] == 2
+    for key, value in two[0].model.state_dict().items():
+        torch.testing.assert_close(two[1].model.state_dict()[key], value, rtol=0, atol=0)  # same run, same bits
+        torch.testing.assert_close(one.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)  # rounding only
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=1, workers=0)

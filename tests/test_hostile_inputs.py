@@ -148,6 +148,14 @@ def test_bad_seeds_are_refused_by_every_command(tmp_path, dataset, capsys, seed)
         assert not out.exists()
 
 
+@pytest.mark.parametrize("threads", ["0", "-2", "two"])
+def test_bad_gems_threads_are_refused_before_training(tmp_path, dataset, capsys, threads):
+    out = tmp_path / "g.pt"
+    code, err = run_cli(["pretrain-gems", dataset, "--out", out, "--max-steps", "1", "--threads", threads], capsys)
+    assert code == 2 and "--threads" in err, err
+    assert not out.exists()
+
+
 def test_large_valid_seed_works(tmp_path, capsys):
     # the reference commands use seeds such as 58407201; the whole 32-bit range is valid
     out = tmp_path / "run"

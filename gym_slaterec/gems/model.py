@@ -155,6 +155,7 @@ class GeMS(nn.Module):
         generator: Optional[torch.Generator] = None,
         accuracy: bool = True,
         chunk: int = 128,
+        eps: Optional[torch.Tensor] = None,
     ) -> dict[str, torch.Tensor]:
         """The loss terms of one batch (``sample=False`` decodes the posterior mean).
 
@@ -162,12 +163,17 @@ class GeMS(nn.Module):
         ``slate_acc`` (fraction of ranks whose argmax is the logged item, no gradient;
         left out when ``accuracy=False``). The slate cross-entropy runs through
         :class:`ChunkedRankCrossEntropy`, ``chunk`` rank rows at a time (0: the plain
-        materialised version, same value and gradients).
+        materialised version, same value and gradients). ``eps``: the (B, latent_dim)
+        standard normal noise of the reparameterisation, given instead of drawn from
+        ``generator`` (a shard of a batch whose noise was drawn whole).
         """
         clicks = clicks.float()
         mu, logvar = self.encode(slates, clicks)
         if sample:
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            if eps is None:
+                eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            elif eps.shape != mu.shape:
+                raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(mu.shape)}")
             z = mu + eps * torch.exp(0.5 * logvar)
         else:
             z = mu

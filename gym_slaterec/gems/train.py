@@ -17,6 +17,7 @@ from .checkpoint import GeMSCheckpoint
 from .config import GeMSConfig
 from .data import TurnSampler
 from .model import GeMS
+from .parallel import ShardedGradients
 
 DatasetLike = Union[LoggedDataset, str, Path]
 
@@ -121,6 +122,7 @@ def train_gems(
     init_from: Optional[Union[GeMSCheckpoint, str, Path]] = None,
     device: str = "auto",
     snapshots: Sequence[int] = (),
+    workers: int = 1,
 ) -> GeMSCheckpoint:
     """Train GeMS on ``dataset``; keep the weights with the best validation loss.
 
@@ -139,6 +141,10 @@ def train_gems(
     step would have written (best validated weights so far, validated at that step,
     their action bounds) to :func:`snapshot_path` ``(out, step)``: one run gives GeMS of
     several budgets.
+    ``workers``: on the CPU, CPU threads that each compute the loss and gradients of an
+    equal share of every batch (:class:`~gym_slaterec.gems.parallel.ShardedGradients`;
+    torch's intra-op threads are set to 1 meanwhile); equal to one worker up to float
+    rounding. Ignored on CUDA.
     """
     from ..devices import resolve_device
 
@@ -153,6 +159,8 @@ def train_gems(
     snapshots = sorted(set(snapshots))
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
         raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if snapshots and out is None:
         raise ValueError("snapshots are written beside out: give out")
     if out is not None:
@@ -188,7 +196,8 @@ def train_gems(
     train = TurnSampler(ds, train_eps)
     val = TurnSampler(ds, val_eps).subset(config.val_max_samples, config.seed + 1)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
+    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch if max_steps is None else min(max_steps, config.epochs * steps_per_epoch)
@@ -261,6 +270,7 @@ def train_gems(
             "interrupted": not complete,
             "history": list(validations),
             "snapshots": list(written),
+            "cpu_workers": workers if sharded is not None else 1,
         }
         return GeMSCheckpoint(weights, config, low, high, prov, dict(chosen["metrics"]), training=training)
 
@@ -280,6 +290,10 @@ def train_gems(
         written.append(step)
         model.train()
 
+    sharded = ShardedGradients(model, workers) if workers > 1 and device.startswith("cpu") else None
+    torch_threads = torch.get_num_threads()
+    if sharded is not None:
+        torch.set_num_threads(1)
     model.train()
     try:
         stop = False
@@ -287,11 +301,15 @@ def train_gems(
             for slates, clicks in train.batches(config.batch_size, rng):
                 slates, clicks = slates.to(device, non_blocking=True), clicks.to(device, non_blocking=True)
                 # The accuracy needs an argmax over (B, k, N): measure it on every 10th batch only.
-                terms = model.loss(
-                    slates, clicks, config.lambda_kl, config.lambda_click, generator=gen, accuracy=step % 10 == 0
-                )
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                if sharded is not None:  # sets the gradients itself
+                    terms = sharded(slates, clicks, config.lambda_kl, config.lambda_click, generator=gen,
+                                    accuracy=step % 10 == 0)
+                else:
+                    terms = model.loss(
+                        slates, clicks, config.lambda_kl, config.lambda_click, generator=gen, accuracy=step % 10 == 0
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
                 optimizer.step()
                 step += 1
                 bar.update(1)
@@ -319,6 +337,9 @@ def train_gems(
         interrupted = True
     finally:
         bar.close()
+        if sharded is not None:
+            sharded.close()
+            torch.set_num_threads(torch_threads)
     if not history or history[-1]["step"] != step:
         if step > 0 and not interrupted:
             validate()

@@ -37,11 +37,16 @@ def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: to
     The candidates of a rank are the ``k_neighbours`` items nearest to its target
     (Euclidean); starting from every rank's nearest item, each rank in turn takes the
     candidate with the highest ``q(concat(belief, action))`` given the ranks already chosen.
+    When ``q`` is a sequence of modules starting with a linear layer (SB3's and the episode
+    agent's Q heads), its first layer is applied in parts (:func:`_greedy_split_first_layer`).
     """
     b, k, d = target.shape
     kp = min(int(k_neighbours), items.shape[0])
     cand = torch.cdist(target.reshape(b * k, d), items).topk(kp, dim=1, largest=False).indices.view(b, k, kp)
     cand_unit = unit_items[cand]  # (B, k, k', d)
+    layers = list(q) if isinstance(q, torch.nn.Sequential) else []
+    if layers and isinstance(layers[0], torch.nn.Linear) and layers[0].in_features == belief.shape[1] + k * d:
+        return _greedy_split_first_layer(cand_unit, belief, layers[0], layers[1:])
     action = cand_unit[:, :, 0].clone()
     rows = torch.arange(b, device=target.device)
     beliefs = belief.repeat_interleave(kp, dim=0)
@@ -50,6 +55,37 @@ def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: to
         trial[:, :, r] = cand_unit[:, r]
         values = q(torch.cat([beliefs, trial.reshape(b * kp, k * d)], dim=1)).view(b, kp)
         action[:, r] = cand_unit[rows, r, values.argmax(dim=1)]
+    return action
+
+
+def _greedy_split_first_layer(cand_unit: torch.Tensor, belief: torch.Tensor, first: torch.nn.Linear,
+                              rest: list[torch.nn.Module]) -> torch.Tensor:
+    """:func:`greedy_item_choice`'s rank-by-rank search for ``q = rest(first(.))``.
+
+    ``first(concat(belief, action))`` is the belief's part plus one part per rank, so each
+    candidate is projected once by its rank's block of the weights, and a trial slate's
+    first layer is a sum of parts instead of a (H + k*d)-wide product: about k times less
+    work than evaluating ``q`` on every trial slate, with the same choices (up to the
+    rounding of a different summation order).
+    """
+    b, k, kp, d = cand_unit.shape
+    hb = belief.shape[1]
+    w_action = first.weight[:, hb:].reshape(-1, k, d)  # (h, k, d)
+    base = belief @ first.weight[:, :hb].T
+    if first.bias is not None:
+        base = base + first.bias
+    proj = torch.einsum("bkjd,hkd->bkjh", cand_unit, w_action)  # (B, k, k', h): candidate j of rank r, projected
+    current = proj[:, :, 0].clone()  # (B, k, h): the parts of the ranks' current items
+    rows = torch.arange(b, device=cand_unit.device)
+    action = cand_unit[:, :, 0].clone()
+    for r in range(k):
+        others = base + current.sum(dim=1) - current[:, r]  # (B, h)
+        x = (others.unsqueeze(1) + proj[:, r]).reshape(b * kp, -1)
+        for layer in rest:
+            x = layer(x)
+        best = x.view(b, kp).argmax(dim=1)
+        current[:, r] = proj[rows, r, best]
+        action[:, r] = cand_unit[rows, r, best]
     return action
 
 
