@@ -3,11 +3,14 @@
 Whole processes alternate (this code, the base code, this code, ...), each timing
 ``--steps`` optimiser steps (forward, backward, Adam) of the default GeMS (latent 32,
 item dim 20, 1000 items, slates of 10) on the same synthetic batches of 256 slates, with
-``--threads`` torch threads; the base code is imported from ``--base`` (a checkout of,
+``--threads`` CPU threads (this code: the CPU workers of ``TrainingStep``, the step
+``train_gems`` runs; a commit without it: its training loop on torch's intra-op threads);
+the base code is imported from ``--base`` (a checkout of,
 e.g., commit 2093ee2: ``git worktree add --detach ../base2093 2093ee2``). Prints the
 median slates/s of each and their ratio.
 
     python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 1
+    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 2 --base-threads 1
 """
 
 from __future__ import annotations
@@ -21,22 +24,29 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time, torch
-torch.set_num_threads(int(sys.argv[1]))
-steps = int(sys.argv[2])
-from gym_slaterec.gems import GeMS
+threads, steps = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+from gym_slaterec.gems import GeMS, GeMSConfig
 torch.manual_seed(0)
 model = GeMS(1000, 10)
-opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 g = torch.Generator().manual_seed(0)
 batches = [(torch.randint(0, 1000, (256, 10), generator=g), (torch.rand(256, 10, generator=g) < 0.2).float())
            for _ in range(steps)]
-def run(n):
-    t0 = time.perf_counter()
-    for i, (s, k) in enumerate(batches[:n]):
-        terms = model.loss(s, k, 1.0, 0.5, generator=g, accuracy=i % 10 == 0)
+try:  # the training step of train_gems, where the commit has one (threads = its CPU workers)
+    from gym_slaterec.gems.train import TrainingStep
+    train_step = TrainingStep(model, GeMSConfig(lambda_kl=1.0, lambda_click=0.5, lr=1e-3), workers=threads)
+except ImportError:  # commits before it: the loop their train_gems ran, on torch's intra-op threads
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    def train_step(s, k, generator, accuracy):
+        terms = model.loss(s, k, 1.0, 0.5, generator=generator, accuracy=accuracy)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
+        return terms
+def run(n):
+    t0 = time.perf_counter()
+    for i, (s, k) in enumerate(batches[:n]):
+        train_step(s, k, generator=g, accuracy=i % 10 == 0)
     return time.perf_counter() - t0
 run(5)
 print(json.dumps({"slates_per_s": steps * 256 / run(steps)}))
@@ -56,17 +66,18 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base-threads", type=int, help="threads of the base code (default: --threads)")
     args = ap.parse_args()
     here = Path(__file__).resolve().parents[1]
     rates: dict[str, list[float]] = {"this": [], "base": []}
     for _ in range(args.pairs):
         rates["this"].append(measure(here, args.threads, args.steps))
-        rates["base"].append(measure(args.base.resolve(), args.threads, args.steps))
+        rates["base"].append(measure(args.base.resolve(), args.base_threads or args.threads, args.steps))
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     ratios = sorted(a / b for a, b in zip(rates["this"], rates["base"]))
-    print(f"threads {args.threads}: this {med['this']:.0f} slates/s, base {med['base']:.0f} slates/s, "
+    print(f"threads {args.threads} (base {args.base_threads or args.threads}): this {med['this']:.0f} slates/s, base {med['base']:.0f} slates/s, "
           f"ratio of medians x{med['this'] / med['base']:.2f}, pair ratios {', '.join(f'{r:.2f}' for r in ratios)}")
-    print(json.dumps({"threads": args.threads, "rates": rates, "median": med, "ratio": med["this"] / med["base"]}))
+    print(json.dumps({"threads": args.threads, "base_threads": args.base_threads or args.threads, "rates": rates, "median": med, "ratio": med["this"] / med["base"]}))
     return 0
 
 

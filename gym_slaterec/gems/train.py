@@ -111,6 +111,51 @@ def compute_action_bounds(
     return low, high
 
 
+class TrainingStep:
+    """One optimiser step of GeMS pre-training: the batch's loss terms, their gradients
+    (on ``workers`` CPU threads, :class:`~gym_slaterec.gems.parallel.ShardedGradients`,
+    when ``workers`` > 1 and the model is on the CPU), then Adam.
+
+    While sharding, torch's intra-op threads are 1 (the shards' threads use the cores);
+    :meth:`close` restores them. Returns the loss terms of each batch.
+    """
+
+    def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.model, self.config = model, config
+        params = [p for p in model.parameters() if p.requires_grad]
+        # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.sharded = ShardedGradients(model, workers) if workers > 1 and on_cpu else None
+        self.workers = workers if self.sharded is not None else 1
+        self._threads = torch.get_num_threads()
+        if self.sharded is not None:
+            torch.set_num_threads(1)
+
+    def __call__(self, slates: torch.Tensor, clicks: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 accuracy: bool = True) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if self.sharded is not None:  # sets the gradients itself
+            terms = self.sharded(slates, clicks, cfg.lambda_kl, cfg.lambda_click, generator=generator,
+                                 accuracy=accuracy)
+        else:
+            terms = self.model.loss(slates, clicks, cfg.lambda_kl, cfg.lambda_click, generator=generator,
+                                    accuracy=accuracy)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+        self.optimizer.step()
+        return terms
+
+    def close(self) -> None:
+        """Stop the shards' threads and give torch its intra-op threads back."""
+        if self.sharded is not None:
+            self.sharded.close()
+            self.sharded = None
+            torch.set_num_threads(self._threads)
+
+
 def train_gems(
     dataset: DatasetLike,
     config: Optional[GeMSConfig] = None,
@@ -195,9 +240,6 @@ def train_gems(
         val_eps, train_eps = train_eps[-1:], train_eps[:-1]
     train = TurnSampler(ds, train_eps)
     val = TurnSampler(ds, val_eps).subset(config.val_max_samples, config.seed + 1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
-    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch if max_steps is None else min(max_steps, config.epochs * steps_per_epoch)
@@ -270,7 +312,7 @@ def train_gems(
             "interrupted": not complete,
             "history": list(validations),
             "snapshots": list(written),
-            "cpu_workers": workers if sharded is not None else 1,
+            "cpu_workers": train_step.workers,
         }
         return GeMSCheckpoint(weights, config, low, high, prov, dict(chosen["metrics"]), training=training)
 
@@ -290,10 +332,7 @@ def train_gems(
         written.append(step)
         model.train()
 
-    sharded = ShardedGradients(model, workers) if workers > 1 and device.startswith("cpu") else None
-    torch_threads = torch.get_num_threads()
-    if sharded is not None:
-        torch.set_num_threads(1)
+    train_step = TrainingStep(model, config, workers)
     model.train()
     try:
         stop = False
@@ -301,16 +340,7 @@ def train_gems(
             for slates, clicks in train.batches(config.batch_size, rng):
                 slates, clicks = slates.to(device, non_blocking=True), clicks.to(device, non_blocking=True)
                 # The accuracy needs an argmax over (B, k, N): measure it on every 10th batch only.
-                if sharded is not None:  # sets the gradients itself
-                    terms = sharded(slates, clicks, config.lambda_kl, config.lambda_click, generator=gen,
-                                    accuracy=step % 10 == 0)
-                else:
-                    terms = model.loss(
-                        slates, clicks, config.lambda_kl, config.lambda_click, generator=gen, accuracy=step % 10 == 0
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                optimizer.step()
+                terms = train_step(slates, clicks, generator=gen, accuracy=step % 10 == 0)
                 step += 1
                 bar.update(1)
                 for key, value in terms.items():
@@ -337,9 +367,7 @@ def train_gems(
         interrupted = True
     finally:
         bar.close()
-        if sharded is not None:
-            sharded.close()
-            torch.set_num_threads(torch_threads)
+        train_step.close()
     if not history or history[-1]["step"] != step:
         if step > 0 and not interrupted:
             validate()
