@@ -8,7 +8,7 @@ shared) and lists of values to cross::
     environments: [FocusedTopDown]
     seeds: [0, 1]
     logged: {episodes: 2000}              # slaterec generate options
-    gems: {max_steps: 200, latent_dim: 16} # slaterec pretrain-gems options
+    gems: {max_steps: 200, latent_dim: 16} # slaterec pretrain-gems options; {seed: run}: one GeMS per run seed
     set: {val_users: 50}                  # slaterec train --set, every method
     methods:
       sac-gems: {episodes: 20, set: {val_every: 10}, grid: {agent.gamma: [0.8, 0.0]}}
@@ -220,6 +220,15 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     for s in ("gems", "mf"):
         if device is not None:
             stage_settings[s].setdefault("device", device)
+    # ``seed: run``: the stage is built once per run seed, with that seed (the paper pre-trains
+    # GeMS with each run's seed); the logged data stay one dataset per environment.
+    per_run_seed = {}
+    for s in STAGES:
+        seed = stage_settings[s].get("seed")
+        if isinstance(seed, str) and (seed != "run" or s == "logged"):
+            raise GridError(f"{s}.seed: expected an integer" + ("" if s == "logged" else " or 'run' (one per run seed)")
+                            + f", got {seed!r}")
+        per_run_seed[s] = seed == "run"
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
     run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
@@ -237,13 +246,18 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
             trials.append(trial)
         return by_id[trial.id]
 
-    def stage_trial(stage: str, env_id: str, point: dict[str, Any]) -> Trial:
-        """The artifact of ``stage`` for ``env_id`` at the stage-grid ``point`` (with its own deps)."""
+    def stage_trial(stage: str, env_id: str, point: dict[str, Any], seed: Optional[int] = None) -> Trial:
+        """The artifact of ``stage`` for ``env_id`` at the stage-grid ``point`` (with its own deps);
+        ``seed``: the run seed of a stage built once per run seed."""
         env_short = env_id.split("/")[-1].split("-v")[0]
         own = {k: v for k, v in point.items() if k.startswith(stage + ".")}
         logged_point = {k: v for k, v in point.items() if k.startswith("logged.")}
-        name = _name([env_short] + [f"{_short(k)}={_fmt(v)}" for k, v in own.items()])
+        name = _name([env_short] + [f"{_short(k)}={_fmt(v)}" for k, v in own.items()]
+                     + ([] if seed is None else [f"s{seed}"]))
         settings = {**stage_settings[stage], **{k.split(".", 1)[1]: v for k, v in own.items()}}
+        if seed is not None:
+            settings["seed"] = seed
+            own = {**own, "seed": seed}
         deps: list[str] = []
         if stage == "logged":
             out = sweep_dir / "logged" / name
@@ -288,13 +302,13 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         for env_id in envs:
             env_short = env_id.split("/")[-1].split("-v")[0]
             for stage_point in _product(relevant_stage_grid):
-                deps, stage_args = [], []
-                for stage in needs:
-                    t = stage_trial(stage, env_id, stage_point)
-                    deps.append(t.id)
-                    stage_args += [f"--{stage}", str(sweep_dir / t.id)]
                 for run_point in _product(method_grid):
                     for seed in seeds:
+                        deps, stage_args = [], []
+                        for stage in needs:
+                            t = stage_trial(stage, env_id, stage_point, seed if per_run_seed[stage] else None)
+                            deps.append(t.id)
+                            stage_args += [f"--{stage}", str(sweep_dir / t.id)]
                         point = {**stage_point, **run_point}
                         name = _name([method, env_short, f"s{seed}"] + [f"{_short(k)}={_fmt(v)}" for k, v in point.items()])
                         out = sweep_dir / "runs" / name

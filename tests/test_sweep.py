@@ -74,6 +74,29 @@ def test_expansion_builds_each_stage_once_and_orders_dependencies(tmp_path):
             assert t.deps == [] and "--gems" not in t.argv
 
 
+def test_stage_seed_run_builds_one_stage_per_run_seed(tmp_path):
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [3, 7], "logged": {"episodes": 100},
+            "gems": {"max_steps": 5, "seed": "run"}, "mf": {"epochs": 1, "seed": 11},
+            "methods": {"sac-gems": {}, "sac-topk-mf": {}}}
+    trials = expand(grid, tmp_path)
+    gems = {t.id: t for t in trials if t.kind == "gems"}
+    assert len(gems) == 2 and sum(t.kind == "mf" for t in trials) == 1 and sum(t.kind == "logged" for t in trials) == 1
+    for t in (t for t in trials if t.kind == "run" and t.method == "sac-gems"):
+        (dep,) = [d for d in t.deps if d in gems]
+        argv = gems[dep].argv
+        assert argv[argv.index("--seed") + 1] == str(t.seed)  # its own GeMS, trained with its seed
+        assert t.argv[t.argv.index("--gems") + 1].endswith(dep)
+    mf_argv = next(t for t in trials if t.kind == "mf").argv
+    assert mf_argv[mf_argv.index("--seed") + 1] == "11"
+    order = [t.id for t in trials]
+    assert all(order.index(d) < order.index(t.id) for t in trials for d in t.deps)
+    for stage, seed, message in [("logged", "run", "logged.seed: expected an integer, got 'run'"),
+                                 ("gems", "each", "gems.seed: expected an integer or 'run'")]:
+        bad = {**grid, stage: {**grid.get(stage, {}), "seed": seed}}
+        with pytest.raises(GridError, match=message):
+            expand(bad, tmp_path)
+
+
 def test_a_runs_cpus_become_its_torch_threads_unless_set(tmp_path):
     grid = {"environments": ["FocusedTopDown-v0"], "resources": {"cpus": 2},
             "methods": {"sac-topk-ideal": {}, "random": {}, "sac-topk-mf": {"set": {"torch_threads": 1}, "resources": {"cpus": 3}}},
