@@ -53,8 +53,8 @@ class ShardedGradients:
         n = slates.shape[0]
         if n == 0:
             raise ValueError("empty batch")
-        mu_shape = (n, self.model.latent_dim)
-        eps = torch.randn(mu_shape, generator=generator, dtype=torch.float32, device=slates.device)
+        dtype = self.params[0].dtype if self.params else torch.float32
+        eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
         clicks = clicks.float()
         parts = [
             (s, c, e)
