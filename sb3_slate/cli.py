@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=positive_int, help="training budget in episodes")
     add_item_embeddings_argument(p)
     p.add_argument("--preset", choices=PRESETS, help="a named training regime: paper (episode replay, the paper's "
-                   "budget and protocol; the default of sac-gems and sac-topk-*) or window (transition replay "
-                   "with a history window; the default of sac-wknn)")
+                   "budget and protocol; the default of the SAC methods) or window (transition replay "
+                   "with a history window)")
     p.add_argument("--config", type=Path, help="YAML file overriding the method's defaults (after --preset)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")

@@ -3,14 +3,15 @@
 Whole processes alternate (this code, the base code, this code, ...), each timing
 ``--steps`` optimiser steps (forward, backward, Adam) of the default GeMS (latent 32,
 item dim 20, 1000 items, slates of 10) on the same synthetic batches of 256 slates, with
-``--threads`` CPU threads (this code: the CPU workers of ``TrainingStep``, the step
-``train_gems`` runs; a commit without it: its training loop on torch's intra-op threads);
+``--threads`` CPU threads (this code: ``TrainingStep``, the step ``train_gems`` runs, on
+torch's intra-op threads or with ``--mode shards`` on CPU workers taking shares of each batch;
+a commit without it: its training loop on torch's intra-op threads);
 the base code is imported from ``--base`` (a checkout of,
 e.g., commit 2093ee2: ``git worktree add --detach ../base2093 2093ee2``). Prints the
 median slates/s of each and their ratio.
 
     python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 1
-    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 2 --base-threads 1
+    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 2 --base-threads 1 [--mode shards]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time, torch
-threads, steps = int(sys.argv[1]), int(sys.argv[2])
+threads, steps, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 from gym_slaterec.gems import GeMS, GeMSConfig
 torch.manual_seed(0)
@@ -34,7 +35,8 @@ batches = [(torch.randint(0, 1000, (256, 10), generator=g), (torch.rand(256, 10,
            for _ in range(steps)]
 try:  # the training step of train_gems, where the commit has one (threads = its CPU workers)
     from gym_slaterec.gems.train import TrainingStep
-    train_step = TrainingStep(model, GeMSConfig(lambda_kl=1.0, lambda_click=0.5, lr=1e-3), workers=threads)
+    train_step = TrainingStep(model, GeMSConfig(lambda_kl=1.0, lambda_click=0.5, lr=1e-3),
+                              workers=threads if mode == "shards" else 1)
 except ImportError:  # commits before it: the loop their train_gems ran, on torch's intra-op threads
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     def train_step(s, k, generator, accuracy):
@@ -53,9 +55,9 @@ print(json.dumps({"slates_per_s": steps * 256 / run(steps)}))
 """
 
 
-def measure(code_dir: Path, threads: int, steps: int) -> float:
+def measure(code_dir: Path, threads: int, steps: int, mode: str = "ops") -> float:
     env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps)], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), mode], env=env, capture_output=True,
                          text=True, check=True, cwd=str(code_dir))
     return json.loads(out.stdout.strip().splitlines()[-1])["slates_per_s"]
 
@@ -67,11 +69,13 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base-threads", type=int, help="threads of the base code (default: --threads)")
+    ap.add_argument("--mode", choices=["ops", "shards"], default="ops",
+                    help="this code's threads: torch's intra-op threads (ops) or CPU workers taking shares of each batch")
     args = ap.parse_args()
     here = Path(__file__).resolve().parents[1]
     rates: dict[str, list[float]] = {"this": [], "base": []}
     for _ in range(args.pairs):
-        rates["this"].append(measure(here, args.threads, args.steps))
+        rates["this"].append(measure(here, args.threads, args.steps, args.mode))
         rates["base"].append(measure(args.base.resolve(), args.base_threads or args.threads, args.steps))
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     ratios = sorted(a / b for a, b in zip(rates["this"], rates["base"]))

@@ -290,3 +290,15 @@ def test_training_on_two_cpu_workers_is_reproducible_and_close_to_one(small_data
         torch.testing.assert_close(one.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)  # rounding only
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=1, workers=0)
+
+
+def test_cli_thread_modes(small_dataset, tmp_path):
+    from gym_slaterec.cli import main
+
+    threads = torch.get_num_threads()
+    for mode, workers in (("shards", 2), ("ops", 1)):
+        out = tmp_path / f"{mode}.pt"
+        assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
+                     "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode]) == 0
+        assert GeMSCheckpoint.load(out).training["cpu_workers"] == workers
+    torch.set_num_threads(threads)

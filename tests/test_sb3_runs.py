@@ -151,8 +151,8 @@ def test_default_regimes_are_the_measured_winners(artifacts):
         cfg = resolve_config(method, ENV, {"mf": artifacts["mf"]})
         assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.agent["batch_size"] == 20
         assert resolve_config(method, ENV, {"mf": artifacts["mf"]}, preset="window").replay == "window"
-    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}).replay == "window"
-    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}, preset="paper").replay == "episode"
+    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}).replay == "episode"
+    assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}, preset="window").replay == "window"
 
 
 def test_bad_configuration_is_refused(artifacts, tmp_path):

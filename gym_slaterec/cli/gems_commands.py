@@ -46,8 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(GeMS of several budgets from one run)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads (default 1); on the CPU each computes an equal share of every batch")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--thread-mode", choices=["ops", "shards"], default="ops",
+                   help="ops (default): torch's threads share each operation, fastest on idle cores; shards: "
+                        "each thread takes an equal share of every batch, slower alone but it does not stall "
+                        "when other jobs hold the cores (BENCHMARKS.md)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=cmd_pretrain_gems)
@@ -81,7 +84,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
 
     from ..gems import GeMSConfig, train_gems
 
-    torch.set_num_threads(args.threads)  # validation and bounds; training steps use workers on the CPU
+    torch.set_num_threads(args.threads)  # with shards: for validation and bounds only
     config = GeMSConfig(
         latent_dim=args.latent_dim, lambda_kl=args.lambda_kl, lambda_click=args.lambda_click, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,
@@ -90,7 +93,8 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     try:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
                           max_steps=args.max_steps, init_from=args.init_from, device=args.device,
-                          snapshots=args.snapshots, workers=args.threads)
+                          snapshots=args.snapshots,
+                          workers=args.threads if args.thread_mode == "shards" else 1)
     except KeyboardInterrupt:
         import sys
 
