@@ -30,7 +30,11 @@ SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
 #: statuses a trial can have in sweep.json
 PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED = "pending", "running", "done", "failed", "blocked", "interrupted"
-_CLI = "import sys; from gym_slaterec.cli import main; sys.exit(main())"
+# The trial answers the SIGINT the sweep sends it even when the sweep itself was started with
+# SIGINT ignored (``nohup slaterec sweep ... &``: background jobs of a script ignore it, and
+# children inherit that), so a stopped sweep's trials still save their resume points.
+_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from gym_slaterec.cli import main; sys.exit(main())")
 
 
 def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[str, Any]:

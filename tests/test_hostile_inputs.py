@@ -25,6 +25,11 @@ from gym_slaterec.rollouts import generate_logged_data
 ENV = "SlateRec/FocusedTopDown-v0"
 SHORT = {"episode_length": 10}
 
+# ``slaterec`` in a child process that answers SIGINT as a foreground process does, even when
+# pytest itself runs in the background with SIGINT ignored (children inherit that)
+FOREGROUND_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "from gym_slaterec.cli import main; sys.exit(main())")
+
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
@@ -230,7 +235,7 @@ def test_damaged_run_directory_on_resume(stopped_run, capsys, damage, message):
 # --------------------------------------------------- partial results
 def test_interrupted_gems_is_marked_partial_and_refused(work, dataset, tmp_path):
     out = tmp_path / "partial.pt"
-    code = "import sys; from gym_slaterec.cli import main; sys.exit(main())"
+    code = FOREGROUND_CLI
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "pretrain-gems", str(dataset), "--out", str(out),
          "--epochs", "1000", "--batch-size", "8", "--val-max-samples", "50"],

@@ -18,6 +18,11 @@ from gym_slaterec.cli import main
 from slaterec_lab.grid import GridError, expand
 from slaterec_lab.sweep import LOCK_FILE, SweepLock, run_sweep
 
+# ``slaterec`` in a child process that answers SIGINT as a foreground process does, even when
+# pytest itself runs in the background with SIGINT ignored (children inherit that)
+FOREGROUND_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "from gym_slaterec.cli import main; sys.exit(main())")
+
 # 2 methods x 2 seeds x 1 environment, tiny budgets
 GRID = {
     "name": "t22",
@@ -149,7 +154,7 @@ def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path)
     assert len(expected) == 4
     # Ray (a real local instance, 2 workers), interrupted as soon as one run has finished
     out = tmp_path / "ray"
-    cmd = [sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", FOREGROUND_CLI,
            "sweep", str(grid_file), "--out", str(out), "--executor", "ray", "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -235,7 +240,7 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     grid = {"name": "term", "environments": ["FocusedTopDown-v0"], "seeds": [0, 1, 2],
             "set": {"val_users": 5, "test_users": 5}, "methods": {"random": {}}, "retries": 0}
     out = tmp_path / "sw"
-    cmd = [sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", FOREGROUND_CLI,
            "sweep", str(_write(tmp_path, grid)), "--out", str(out), "--executor", "local", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -247,6 +252,32 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     statuses = [t["status"] for t in json.loads((out / "sweep.json").read_text())["trials"]]
     assert "running" not in statuses and not (out / LOCK_FILE).exists()
     assert main(["sweep", str(tmp_path / "grid.yaml"), "--out", str(out), "--executor", "local", "--no-progress"]) == 0
+
+
+def test_trials_stop_on_the_sweeps_sigint_when_it_was_started_in_the_background(tmp_path):
+    """``nohup slaterec sweep ... &`` starts the sweep with SIGINT ignored, which its trials
+    would inherit; stopped with SIGTERM, the sweep's SIGINT must still stop a running trial
+    (before the SIGKILL that follows 60 s later)."""
+    grid = {"name": "bg", "environments": ["FocusedTopDown-v0"], "seeds": [0],
+            "set": {"val_users": 5, "test_users": 5, "n_envs": 2},
+            "methods": {"sac-topk-ideal": {"episodes": 100000, "preset": "window", "set": {"val_every": 4}}},
+            "retries": 0}
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+           "sweep", str(_write(tmp_path, grid)), "--out", str(out), "--executor", "local", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("runs/*/train.log")):  # the trial is training
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stopped = time.time()
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, text
+    assert time.time() - stopped < 45, "the trial ignored the sweep's SIGINT"
+    (trial,) = json.loads((out / "sweep.json").read_text())["trials"]
+    assert trial["status"] == "interrupted"
 
 
 def test_one_driver_per_sweep_directory(tmp_path):
