@@ -10,6 +10,13 @@ import torch
 from .model import GeMS
 
 
+def check_workers(workers: object) -> int:
+    """``workers`` as a positive int, or a ValueError naming it."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
 class ShardedGradients:
     """Loss terms of one GeMS batch and the gradients of its loss, in ``workers`` shards
     computed at the same time on as many threads.
@@ -23,17 +30,15 @@ class ShardedGradients:
     step, so the draws are those of ``GeMS.loss``. The result equals the unsharded step up
     to float rounding (tested).
 
-    torch's own intra-op threads should be 1 while this runs (``train_gems`` sees to it):
+    torch's own intra-op threads should be 1 while this runs (``TrainingStep`` sees to it):
     the threads here already use the cores, and each shard's matrices are small. Unlike
     intra-op threads, idle workers here sleep rather than spin, so a busy machine slows a
     step instead of stalling it.
     """
 
     def __init__(self, model: GeMS, workers: int) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
         self.model = model
-        self.workers = workers
+        self.workers = check_workers(workers)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._pool: Optional[ThreadPoolExecutor] = ThreadPoolExecutor(workers, thread_name_prefix="gems-shard")
 
@@ -56,10 +61,7 @@ class ShardedGradients:
         dtype = self.params[0].dtype if self.params else torch.float32
         eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
         clicks = clicks.float()
-        parts = [
-            (s, c, e)
-            for s, c, e in zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps)))
-        ]
+        parts = zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps)))
 
         def shard(s: torch.Tensor, c: torch.Tensor, e: torch.Tensor):
             weight = s.shape[0] / n

@@ -17,7 +17,7 @@ from .checkpoint import GeMSCheckpoint
 from .config import GeMSConfig
 from .data import TurnSampler
 from .model import GeMS
-from .parallel import ShardedGradients
+from .parallel import ShardedGradients, check_workers
 
 DatasetLike = Union[LoggedDataset, str, Path]
 
@@ -121,8 +121,7 @@ class TrainingStep:
     """
 
     def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        check_workers(workers)
         self.model, self.config = model, config
         params = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
@@ -204,8 +203,7 @@ def train_gems(
     snapshots = sorted(set(snapshots))
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
         raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_workers(workers)  # before any work
     if snapshots and out is None:
         raise ValueError("snapshots are written beside out: give out")
     if out is not None:
