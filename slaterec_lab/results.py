@@ -100,6 +100,17 @@ def _shown(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}={value}"
 
 
+def _per_seed_as_one(key: str, value: Any, seed: Optional[int]) -> Any:
+    """A GeMS or MF built once per run seed (a sweep's ``seed: run`` stage, ``NAME_s{seed}``)
+    stands for one setting across the seeds: the path without its seed suffix."""
+    if key in ("gems", "mf") and isinstance(value, str) and seed is not None:
+        path = Path(value)
+        suffix = f"_s{seed}"
+        if path.stem.endswith(suffix):
+            return str(path.with_name(path.stem[: -len(suffix)] + path.suffix))
+    return value
+
+
 def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     """Runs of one method and environment whose configurations differ (other than in
     seed and bookkeeping) are not seeds of one setting: their labels get the differing
@@ -111,11 +122,12 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         if len(members) < 2:
             continue
         keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
-        differing = [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True, default=str)
-                                              for r in members}) > 1]
+        differing = [k for k in keys if len({json.dumps(_per_seed_as_one(k, r.config.get(k), r.seed), sort_keys=True,
+                                                        default=str) for r in members}) > 1]
         for r in members:
             if differing:
-                r.method = f"{r.method} [{', '.join(_shown(k, r.config.get(k)) for k in differing)}]"
+                shown = (_shown(k, _per_seed_as_one(k, r.config.get(k), r.seed)) for k in differing)
+                r.method = f"{r.method} [{', '.join(shown)}]"
     return records
 
 

@@ -129,6 +129,22 @@ def test_runs_of_different_settings_are_not_averaged_together(tmp_path, capsys):
     assert "| sac-gems [gamma=0.0] |" in capsys.readouterr().out
 
 
+def test_runs_with_their_own_gems_per_seed_are_seeds_of_one_setting(tmp_path):
+    """A sweep's ``gems: {seed: run}`` gives run sS the GeMS ``NAME_sS.pt``: one setting;
+    GeMS of other names (or another seed's) still split the rows."""
+    from slaterec_lab.results import label_variants
+
+    for name, seed, gems in (("a0", 0, "g/F_s0.pt"), ("a1", 1, "g/F_s1.pt"), ("b0", 0, "g/F_s1.pt"),
+                             ("c0", 0, "g/other.pt")):
+        run = fake_run(tmp_path, name, "sac-gems", seed, 300.0, [(0, 50.0)])
+        (run / "config.json").write_text(json.dumps({"seed": seed, "gems": gems, "agent": {"gamma": 0.8}}))
+    per_seed = label_variants([read_run(tmp_path / n) for n in ("a0", "a1")])
+    assert {r.method for r in per_seed} == {"sac-gems"}
+    for other in ("b0", "c0"):
+        mixed = label_variants([read_run(tmp_path / n) for n in ("a0", "a1", other)])
+        assert len({r.method for r in mixed}) == 2, other
+
+
 def _fake_sweep(root: Path) -> Path:
     trials = []
     for kl in (0.1, 1.0):
