@@ -122,12 +122,11 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         if len(members) < 2:
             continue
         keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
-        differing = [k for k in keys if len({json.dumps(_per_seed_as_one(k, r.config.get(k), r.seed), sort_keys=True,
-                                                        default=str) for r in members}) > 1]
-        for r in members:
+        settings = [{k: _per_seed_as_one(k, r.config.get(k), r.seed) for k in keys} for r in members]
+        differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
+        for r, c in zip(members, settings):
             if differing:
-                shown = (_shown(k, _per_seed_as_one(k, r.config.get(k), r.seed)) for k in differing)
-                r.method = f"{r.method} [{', '.join(shown)}]"
+                r.method = f"{r.method} [{', '.join(_shown(k, c[k]) for k in differing)}]"
     return records
 
 

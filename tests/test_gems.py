@@ -272,6 +272,11 @@ def test_sharded_gradients_equal_the_whole_batch_step(workers):
             torch.testing.assert_close(p.grad, expected[name], **exact, msg=name)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         ShardedGradients(model, 0)
+    with pytest.raises(ValueError, match=r"eps has shape \(37, 3\), expected \(37, 8\)"):
+        model.loss(slates, clicks, 1.0, 0.5, eps=torch.zeros(37, 3))
+    with ShardedGradients(model, 2) as step:
+        with pytest.raises(ValueError, match="empty batch"):
+            step(slates[:0], clicks[:0], 1.0, 0.5)
     with pytest.raises(RuntimeError, match="closed"):
         step(slates, clicks, 1.0, 0.5)
 
