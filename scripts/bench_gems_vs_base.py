@@ -25,7 +25,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time, torch
-threads, steps, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+threads, steps, mode, chunk = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 torch.set_num_threads(threads)
 from gym_slaterec.gems import GeMS, GeMSConfig
 torch.manual_seed(0)
@@ -36,7 +36,7 @@ batches = [(torch.randint(0, 1000, (256, 10), generator=g), (torch.rand(256, 10,
 try:  # the training step of train_gems, where the commit has one (threads = its CPU workers)
     from gym_slaterec.gems.train import TrainingStep
     train_step = TrainingStep(model, GeMSConfig(lambda_kl=1.0, lambda_click=0.5, lr=1e-3),
-                              workers=threads if mode == "shards" else 1)
+                              workers=threads if mode == "shards" else 1, **({"chunk": chunk} if chunk else {}))
 except ImportError:  # commits before it: the loop their train_gems ran, on torch's intra-op threads
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     def train_step(s, k, generator, accuracy):
@@ -55,9 +55,9 @@ print(json.dumps({"slates_per_s": steps * 256 / run(steps)}))
 """
 
 
-def measure(code_dir: Path, threads: int, steps: int, mode: str = "ops") -> float:
+def measure(code_dir: Path, threads: int, steps: int, mode: str = "ops", chunk: int = 0) -> float:
     env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), mode], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), mode, str(chunk)], env=env, capture_output=True,
                          text=True, check=True, cwd=str(code_dir))
     return json.loads(out.stdout.strip().splitlines()[-1])["slates_per_s"]
 
@@ -71,11 +71,13 @@ def main() -> int:
     ap.add_argument("--base-threads", type=int, help="threads of the base code (default: --threads)")
     ap.add_argument("--mode", choices=["ops", "shards"], default="ops",
                     help="this code's threads: torch's intra-op threads (ops) or CPU workers taking shares of each batch")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="this code's cross-entropy rows per chunk (default: TrainingStep's own choice)")
     args = ap.parse_args()
     here = Path(__file__).resolve().parents[1]
     rates: dict[str, list[float]] = {"this": [], "base": []}
     for _ in range(args.pairs):
-        rates["this"].append(measure(here, args.threads, args.steps, args.mode))
+        rates["this"].append(measure(here, args.threads, args.steps, args.mode, args.chunk))
         rates["base"].append(measure(args.base.resolve(), args.base_threads or args.threads, args.steps))
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     ratios = sorted(a / b for a, b in zip(rates["this"], rates["base"]))

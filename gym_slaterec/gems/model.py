@@ -17,8 +17,9 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
     The gradient with respect to ``ranks`` does not depend on anything downstream but
     a scalar, so the forward pass computes it while a chunk's logits are in cache:
     logits, then ``exp(logits - max)`` in place (whose row sums give the log-sum-exp),
-    then its product with the table divided by those sums, minus the target's row
-    (``softmax @ table - onehot @ table``, normalised on d columns rather than N). Backward only
+    then its product with the table; after the loop, for all rows at once, that product
+    divided by the sums minus the target's row (``softmax @ table - onehot @ table``,
+    normalised on d columns rather than N) and the target's logit. Backward only
     scales the stored (rows, d) gradient. The table gets no gradient (the slate head must
     not train the item table). Equal to ``F.cross_entropy(ranks @ table.T, targets)`` in
     value and gradient (tested). Also returns the number of rows whose argmax is the
@@ -30,27 +31,32 @@ class ChunkedRankCrossEntropy(torch.autograd.Function):
                 count_correct: bool) -> tuple[torch.Tensor, torch.Tensor]:
         m = ranks.shape[0]
         need_grad = bool(ctx.needs_input_grad[0])
+        picked_rows = table[targets]  # (m, d): each row's target item
+        # Per chunk only what needs its logits (kept to a few kernels: a step's Python overhead
+        # does not shrink with more threads); every (m,)-sized finish runs once, after the loop.
+        top = torch.empty((m, 1), dtype=ranks.dtype, device=ranks.device)
+        best = torch.empty((m, 1), dtype=torch.long, device=ranks.device) if count_correct else None
+        norm = torch.empty((m,), dtype=ranks.dtype, device=ranks.device)
         grad = torch.empty_like(ranks) if need_grad else None
-        total = torch.zeros((), dtype=torch.float64, device=ranks.device)
-        correct = torch.zeros((), dtype=torch.int64, device=ranks.device)
         table_t = table.t()
         for a in range(0, m, chunk):
-            logits = ranks[a : a + chunk] @ table_t
-            t = targets[a : a + chunk]
+            b = min(a + chunk, m)
+            logits = torch.mm(ranks[a:b], table_t)
             if count_correct:  # maxima and argmax in one pass
-                top, best = logits.max(dim=1, keepdim=True)
-                correct += (best[:, 0] == t).sum()
+                torch.max(logits, dim=1, keepdim=True, out=(top[a:b], best[a:b]))
             else:
-                top = logits.amax(dim=1, keepdim=True)
-            picked = logits.gather(1, t[:, None])[:, 0]
-            e = logits.sub_(top).exp_()  # in place: the chunk's only (rows, N) buffer
-            norm = e.sum(dim=1)
-            total += (top[:, 0] + norm.log() - picked).sum(dtype=torch.float64)
+                torch.amax(logits, dim=1, keepdim=True, out=top[a:b])
+            e = logits.sub_(top[a:b]).exp_()  # in place: the chunk's only (rows, N) buffer
+            torch.sum(e, dim=1, out=norm[a:b])
             if need_grad:
-                # d CE / d rank = softmax @ table - table[target]: normalised on d columns, not N
-                torch.sub((e @ table).div_(norm[:, None]), table[t], out=grad[a : a + chunk])
+                torch.mm(e, table, out=grad[a:b])  # unnormalised softmax @ table
+        picked = (ranks * picked_rows).sum(dim=1)  # the target's logit
+        total = (top[:, 0] + norm.log() - picked).sum(dtype=torch.float64)
         if need_grad:
+            # d CE / d rank = softmax @ table - table[target]: normalised on d columns, not N
+            grad.div_(norm[:, None]).sub_(picked_rows)
             ctx.save_for_backward(grad)
+        correct = (best[:, 0] == targets).sum() if count_correct else torch.zeros((), dtype=torch.int64)
         ctx.m = m
         ctx.mark_non_differentiable(correct)
         return (total / m).to(ranks.dtype), correct

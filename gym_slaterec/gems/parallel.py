@@ -50,6 +50,7 @@ class ShardedGradients:
         lambda_click: float,
         generator: Optional[torch.Generator] = None,
         accuracy: bool = True,
+        **loss_kwargs: int,
     ) -> dict[str, torch.Tensor]:
         """Set every trainable parameter's ``.grad`` to the gradient of the batch's loss;
         return the batch's loss terms (detached), as ``GeMS.loss`` names them."""
@@ -65,7 +66,7 @@ class ShardedGradients:
 
         def shard(s: torch.Tensor, c: torch.Tensor, e: torch.Tensor):
             weight = s.shape[0] / n
-            terms = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e)
+            terms = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e, **loss_kwargs)
             grads = torch.autograd.grad(terms["loss"] * weight, self.params)
             return {k: v.detach() * weight for k, v in terms.items()}, grads
 

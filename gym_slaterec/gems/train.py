@@ -120,9 +120,10 @@ class TrainingStep:
     :meth:`close` restores them. Returns the loss terms of each batch.
     """
 
-    def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1) -> None:
+    def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1, chunk: Optional[int] = None) -> None:
         check_workers(workers)
         self.model, self.config = model, config
+        self._chunk = {} if chunk is None else {"chunk": chunk}
         params = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
         self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
@@ -138,10 +139,10 @@ class TrainingStep:
         cfg = self.config
         if self.sharded is not None:  # sets the gradients itself
             terms = self.sharded(slates, clicks, cfg.lambda_kl, cfg.lambda_click, generator=generator,
-                                 accuracy=accuracy)
+                                 accuracy=accuracy, **self._chunk)
         else:
             terms = self.model.loss(slates, clicks, cfg.lambda_kl, cfg.lambda_click, generator=generator,
-                                    accuracy=accuracy)
+                                    accuracy=accuracy, **self._chunk)
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
         self.optimizer.step()
