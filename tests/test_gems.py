@@ -246,6 +246,15 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(chunk):
             assert g_fused[name] is None
         else:
             torch.testing.assert_close(g_fused[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    # without the accuracy count (most training steps): the same loss and gradients
+    model.zero_grad()
+    quiet = model.loss(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(1), chunk=chunk, accuracy=False)
+    quiet["loss"].backward()
+    assert "slate_acc" not in quiet
+    torch.testing.assert_close(quiet["loss"], fused["loss"], rtol=0, atol=0)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, g_fused[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
