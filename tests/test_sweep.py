@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gym_slaterec.cli import main
-from slaterec_lab.grid import GridError, expand
+from slaterec_lab.grid import SHIPPED_DIR, GridError, expand, load_grid, shipped_grid
 from slaterec_lab.sweep import LOCK_FILE, SweepLock, run_sweep
 
 # ``slaterec`` in a child process that answers SIGINT as a foreground process does, even when
@@ -289,3 +289,16 @@ def test_one_driver_per_sweep_directory(tmp_path):
     with SweepLock(tmp_path):
         assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(os.getpid())
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml")))
+def test_shipped_grids_expand_into_commands_the_cli_accepts(tmp_path, name):
+    """Every shipped grid expands, and every trial's command parses (no stale option in a grid)."""
+    from gym_slaterec.cli import build_parser
+
+    trials = expand(load_grid(shipped_grid(name)), tmp_path)
+    assert trials and all(t.kind in {"logged", "gems", "mf", "run"} for t in trials)
+    parser = build_parser()
+    for trial in trials:
+        args = parser.parse_args(trial.argv)
+        assert args.command == trial.argv[0]
