@@ -4,14 +4,15 @@ Whole processes alternate (this code, the base code, this code, ...), each timin
 ``--steps`` optimiser steps (forward, backward, Adam) of the default GeMS (latent 32,
 item dim 20, 1000 items, slates of 10) on the same synthetic batches of 256 slates, with
 ``--threads`` CPU threads (this code: ``TrainingStep``, the step ``train_gems`` runs, on
-torch's intra-op threads or with ``--mode shards`` on CPU workers taking shares of each batch;
+torch's intra-op threads, or with ``--mode shards|processes`` on CPU workers taking shares of
+each batch, as threads or as processes;
 a commit without it: its training loop on torch's intra-op threads);
 the base code is imported from ``--base`` (a checkout of,
 e.g., commit 2093ee2: ``git worktree add --detach ../base2093 2093ee2``). Prints the
 median slates/s of each and their ratio.
 
     python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 1
-    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 2 --base-threads 1 [--mode shards]
+    python scripts/bench_gems_vs_base.py --base ../base2093 --pairs 5 --steps 30 --threads 2 --base-threads 1 [--mode shards|processes]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ batches = [(torch.randint(0, 1000, (256, 10), generator=g), (torch.rand(256, 10,
 try:  # the training step of train_gems, where the commit has one (threads = its CPU workers)
     from gym_slaterec.gems.train import TrainingStep
     train_step = TrainingStep(model, GeMSConfig(lambda_kl=1.0, lambda_click=0.5, lr=1e-3),
-                              workers=threads if mode == "shards" else 1, **({"chunk": chunk} if chunk else {}))
+                              workers=1 if mode == "ops" else threads, **({"chunk": chunk} if chunk else {}),
+                              **({"shards": "processes"} if mode == "processes" else {}))
 except ImportError:  # commits before it: the loop their train_gems ran, on torch's intra-op threads
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     def train_step(s, k, generator, accuracy):
@@ -69,8 +71,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base-threads", type=int, help="threads of the base code (default: --threads)")
-    ap.add_argument("--mode", choices=["ops", "shards"], default="ops",
-                    help="this code's threads: torch's intra-op threads (ops) or CPU workers taking shares of each batch")
+    ap.add_argument("--mode", choices=["ops", "shards", "processes"], default="ops",
+                    help="this code's threads: torch's intra-op threads (ops), or CPU workers taking shares of each "
+                         "batch on threads (shards) or in processes (processes)")
     ap.add_argument("--chunk", type=int, default=0,
                     help="this code's cross-entropy rows per chunk (default: TrainingStep's own choice)")
     args = ap.parse_args()

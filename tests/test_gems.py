@@ -257,10 +257,14 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(chunk):
             torch.testing.assert_close(p.grad, g_fused[name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_sharded_gradients_equal_the_whole_batch_step(workers):
-    """Shards on threads: the same loss terms and gradients as one backward over the whole batch (same noise)."""
-    from gym_slaterec.gems.parallel import ShardedGradients
+@pytest.mark.parametrize("kind, workers", [("threads", 1), ("threads", 2), ("threads", 3), ("processes", 1),
+                                           ("processes", 3)])
+def test_sharded_gradients_equal_the_whole_batch_step(kind, workers):
+    """Shards on threads or in processes: the same loss terms and gradients as one backward over
+    the whole batch (same noise)."""
+    from gym_slaterec.gems.parallel import ProcessShards, ShardedGradients
+
+    Shards = ShardedGradients if kind == "threads" else ProcessShards
 
     torch.manual_seed(0)
     model = GeMS(300, 10, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,))
@@ -271,23 +275,40 @@ def test_sharded_gradients_equal_the_whole_batch_step(workers):
     whole["loss"].backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    with ShardedGradients(model, workers) as step:
-        terms = step(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(1))
     exact = dict(rtol=0, atol=0) if workers == 1 else dict(rtol=1e-5, atol=1e-6)
-    for key in ("loss", "slate", "click", "kl", "slate_acc"):
-        torch.testing.assert_close(terms[key], whole[key].detach(), **exact, msg=key)
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            torch.testing.assert_close(p.grad, expected[name], **exact, msg=name)
+    with Shards(model, workers) as step:
+        terms = step(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(1))
+        for key in ("loss", "slate", "click", "kl", "slate_acc"):
+            torch.testing.assert_close(terms[key], whole[key].detach(), **exact, msg=key)
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                torch.testing.assert_close(p.grad, expected[name], **exact, msg=name)
+        # the shards see the weights as the optimiser leaves them (processes: shared memory)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.5)
+        model.zero_grad()
+        model.loss(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(2))["loss"].backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        step(slates, clicks, 1.0, 0.5, generator=torch.Generator().manual_seed(2))
+        for p, g in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.grad, g, **exact)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
-        ShardedGradients(model, 0)
+        Shards(model, 0)
     with pytest.raises(ValueError, match=r"eps has shape \(37, 3\), expected \(37, 8\)"):
         model.loss(slates, clicks, 1.0, 0.5, eps=torch.zeros(37, 3))
-    with ShardedGradients(model, 2) as step:
+    with Shards(model, 2) as step:
         with pytest.raises(ValueError, match="empty batch"):
             step(slates[:0], clicks[:0], 1.0, 0.5)
     with pytest.raises(RuntimeError, match="closed"):
         step(slates, clicks, 1.0, 0.5)
+    if kind == "processes":  # a worker's error is raised here, with its traceback
+        bad = slates.clone()
+        bad[-1, 0] = 300  # not an item: in the last shard, a worker's
+        with Shards(model, 2) as step:
+            with pytest.raises(RuntimeError, match="(?s)a GeMS shard process failed.*IndexError"):
+                step(bad, clicks, 1.0, 0.5)
+            step(slates, clicks, 1.0, 0.5)  # and the workers go on
 
 
 def test_training_on_two_cpu_workers_is_reproducible_and_close_to_one(small_dataset):
@@ -297,11 +318,17 @@ def test_training_on_two_cpu_workers_is_reproducible_and_close_to_one(small_data
     one = train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=8, device="cpu")
     two = [train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=8, device="cpu", workers=2)
            for _ in range(2)]
+    forked = train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=8, device="cpu", workers=2,
+                        shards="processes")
     assert torch.get_num_threads() == threads  # restored after training
     assert one.training["cpu_workers"] == 1 and two[0].training["cpu_workers"] == 2
+    assert (two[0].training["cpu_shards"], forked.training["cpu_shards"]) == ("threads", "processes")
     for key, value in two[0].model.state_dict().items():
         torch.testing.assert_close(two[1].model.state_dict()[key], value, rtol=0, atol=0)  # same run, same bits
+        torch.testing.assert_close(forked.model.state_dict()[key], value, rtol=0, atol=0)  # the same sums
         torch.testing.assert_close(one.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)  # rounding only
+    with pytest.raises(ValueError, match="shards must be one of threads, processes, got 'gpus'"):
+        train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=1, workers=2, shards="gpus")
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         train_gems(small_dataset, GeMSConfig(**cfg), progress=False, max_steps=1, workers=0)
 
@@ -310,7 +337,7 @@ def test_cli_thread_modes(small_dataset, tmp_path):
     from gym_slaterec.cli import main
 
     threads = torch.get_num_threads()
-    for mode, workers in (("shards", 2), ("ops", 1)):
+    for mode, workers in (("shards", 2), ("processes", 2), ("ops", 1)):
         out = tmp_path / f"{mode}.pt"
         assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
                      "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode]) == 0

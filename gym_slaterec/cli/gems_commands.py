@@ -47,10 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--thread-mode", choices=["ops", "shards"], default="ops",
-                   help="ops (default): torch's threads share each operation, fastest on idle cores; shards: "
-                        "each thread takes an equal share of every batch, slower alone but it does not stall "
-                        "when other jobs hold the cores (BENCHMARKS.md)")
+    p.add_argument("--thread-mode", choices=["ops", "shards", "processes"], default="ops",
+                   help="ops (default): torch's threads share each operation; shards: each thread takes an "
+                        "equal share of every batch (does not stall when other jobs hold the cores); processes: "
+                        "the same shares in processes, no shared GIL (BENCHMARKS.md)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=cmd_pretrain_gems)
@@ -94,7 +94,8 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
                           max_steps=args.max_steps, init_from=args.init_from, device=args.device,
                           snapshots=args.snapshots,
-                          workers=args.threads if args.thread_mode == "shards" else 1)
+                          workers=1 if args.thread_mode == "ops" else args.threads,
+                          shards="processes" if args.thread_mode == "processes" else "threads")
     except KeyboardInterrupt:
         import sys
 

@@ -93,3 +93,143 @@ class ShardedGradients:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shard_process(conn, model: GeMS, grad_buffer: torch.Tensor) -> None:
+    """A worker process of :class:`ProcessShards`: one shard's loss terms and gradients per request."""
+    import signal
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when to stop (Ctrl-C reaches the whole group)
+    torch.set_num_threads(1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    views = [v.view_as(p) for v, p in zip(torch.split(grad_buffer, [p.numel() for p in params]), params)]
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the driver has gone
+            return
+        if request is None:
+            return
+        try:
+            slates, clicks, eps, weight, lambda_kl, lambda_click, accuracy, loss_kwargs = request
+            terms = model.loss(torch.from_numpy(slates), torch.from_numpy(clicks), lambda_kl, lambda_click,
+                               accuracy=accuracy, eps=torch.from_numpy(eps), **loss_kwargs)
+            grads = torch.autograd.grad(terms["loss"] * weight, params)
+            for view, grad in zip(views, grads):
+                view.copy_(grad)
+            conn.send({k: float(v.detach()) * weight for k, v in terms.items()})
+        except Exception:  # reported to the driver, which raises it
+            conn.send(traceback.format_exc())
+
+
+class ProcessShards:
+    """:class:`ShardedGradients` with its shards in processes: the first shard in this process,
+    the others each in a worker process of its own, so that no two shards share a GIL.
+
+    The model's parameters move to shared memory (``model.share_memory()``), so the workers
+    always see the weights the optimiser last wrote; each worker writes its shard's gradients
+    to a shared buffer, and this process sums them in shard order. The same noise, shares and
+    weighting as :class:`ShardedGradients`, so the result equals the unsharded step up to float
+    rounding (tested). Workers are forked (they inherit the model; one torch thread each, so
+    no OpenMP region runs in them), ignore SIGINT (the driver stops them) and exit when the
+    driver closes them or goes away. CPU only.
+    """
+
+    def __init__(self, model: GeMS, workers: int) -> None:
+        import torch.multiprocessing as mp
+
+        self.model = model
+        self.workers = check_workers(workers)
+        if next(model.parameters()).device.type != "cpu":
+            raise ValueError("ProcessShards runs on the CPU only")
+        model.share_memory()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        total = sum(p.numel() for p in self.params)
+        dtype = self.params[0].dtype if self.params else torch.float32
+        try:  # fork: the workers inherit the (shared) model; spawn would re-run the caller's main script
+            ctx = mp.get_context("fork")
+        except ValueError as exc:
+            raise ValueError("GeMS shards in processes need the fork start method (Linux, macOS); "
+                             "use threads (--thread-mode ops or shards) here") from exc
+        self._buffers = [torch.zeros(total, dtype=dtype).share_memory_() for _ in range(workers - 1)]
+        self._conns = []
+        self._procs = []
+        for buffer in self._buffers:
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_shard_process, args=(theirs, model, buffer), daemon=True,
+                               name="gems-shard")
+            proc.start()
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(proc)
+        self._closed = False
+
+    def __call__(
+        self,
+        slates: torch.Tensor,
+        clicks: torch.Tensor,
+        lambda_kl: float,
+        lambda_click: float,
+        generator: Optional[torch.Generator] = None,
+        accuracy: bool = True,
+        **loss_kwargs: int,
+    ) -> dict[str, torch.Tensor]:
+        """Set every trainable parameter's ``.grad`` to the gradient of the batch's loss;
+        return the batch's loss terms (detached), as ``GeMS.loss`` names them."""
+        if self._closed:
+            raise RuntimeError("ProcessShards is closed")
+        n = slates.shape[0]
+        if n == 0:
+            raise ValueError("empty batch")
+        dtype = self.params[0].dtype if self.params else torch.float32
+        eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
+        clicks = clicks.float()
+        parts = list(zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps))))
+        for conn, (s, c, e) in zip(self._conns, parts[1:]):
+            conn.send((s.numpy(), c.numpy(), e.numpy(), s.shape[0] / n, lambda_kl, lambda_click, accuracy,
+                       loss_kwargs))
+        s, c, e = parts[0]
+        weight = s.shape[0] / n
+        mine = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e, **loss_kwargs)
+        grads = torch.autograd.grad(mine["loss"] * weight, self.params)
+        terms = {k: v.detach() * weight for k, v in mine.items()}
+        replies = [conn.recv() for conn in self._conns[: len(parts) - 1]]
+        for reply in replies:
+            if isinstance(reply, str):
+                raise RuntimeError(f"a GeMS shard process failed:\n{reply}")
+        totals = [g.clone() for g in grads]
+        offsets = [0]
+        for p in self.params:
+            offsets.append(offsets[-1] + p.numel())
+        for buffer in self._buffers[: len(replies)]:
+            for i, total in enumerate(totals):
+                total += buffer[offsets[i] : offsets[i + 1]].view_as(total)
+        for p, total in zip(self.params, totals):
+            p.grad = total
+        for reply in replies:
+            for k in terms:
+                terms[k] = terms[k] + torch.tensor(reply[k], dtype=terms[k].dtype)
+        return terms
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            conn.close()
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+    def __enter__(self) -> "ProcessShards":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

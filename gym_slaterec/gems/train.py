@@ -17,7 +17,10 @@ from .checkpoint import GeMSCheckpoint
 from .config import GeMSConfig
 from .data import TurnSampler
 from .model import GeMS
-from .parallel import ShardedGradients, check_workers
+from .parallel import ProcessShards, ShardedGradients, check_workers
+
+#: where a sharded step's shares of a batch run (TrainingStep's ``shards``)
+SHARD_KINDS = ("threads", "processes")
 
 DatasetLike = Union[LoggedDataset, str, Path]
 
@@ -112,24 +115,33 @@ def compute_action_bounds(
 
 
 class TrainingStep:
-    """One optimiser step of GeMS pre-training: the batch's loss terms, their gradients
-    (on ``workers`` CPU threads, :class:`~gym_slaterec.gems.parallel.ShardedGradients`,
-    when ``workers`` > 1 and the model is on the CPU), then Adam.
+    """One optimiser step of GeMS pre-training: the batch's loss terms, their gradients,
+    then Adam. With ``workers`` > 1 on the CPU the gradients come in ``workers`` equal shares
+    of the batch, computed at once on threads (``shards="threads"``,
+    :class:`~gym_slaterec.gems.parallel.ShardedGradients`) or in processes
+    (``shards="processes"``, :class:`~gym_slaterec.gems.parallel.ProcessShards`).
 
-    While sharding, torch's intra-op threads are 1 (the shards' threads use the cores);
-    :meth:`close` restores them. Returns the loss terms of each batch.
+    While sharding, torch's intra-op threads are 1 (the shards use the cores); :meth:`close`
+    restores them and stops the shards' threads or processes. Returns the loss terms of each
+    batch. ``chunk``: rank rows per chunk of the slate cross-entropy (None: ``GeMS.loss``'s).
     """
 
-    def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1, chunk: Optional[int] = None) -> None:
+    def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1, chunk: Optional[int] = None,
+                 shards: str = "threads") -> None:
         check_workers(workers)
+        if shards not in SHARD_KINDS:
+            raise ValueError(f"shards must be one of {', '.join(SHARD_KINDS)}, got {shards!r}")
         self.model, self.config = model, config
         self._chunk = {} if chunk is None else {"chunk": chunk}
         params = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
         self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
         on_cpu = next(model.parameters()).device.type == "cpu"
-        self.sharded = ShardedGradients(model, workers) if workers > 1 and on_cpu else None
+        self.sharded: Optional[Union[ShardedGradients, ProcessShards]] = None
+        if workers > 1 and on_cpu:
+            self.sharded = ShardedGradients(model, workers) if shards == "threads" else ProcessShards(model, workers)
         self.workers = workers if self.sharded is not None else 1
+        self.shards = shards if self.sharded is not None else None
         self._threads = torch.get_num_threads()
         if self.sharded is not None:
             torch.set_num_threads(1)
@@ -149,7 +161,7 @@ class TrainingStep:
         return terms
 
     def close(self) -> None:
-        """Stop the shards' threads and give torch its intra-op threads back."""
+        """Stop the shards' threads or processes and give torch its intra-op threads back."""
         if self.sharded is not None:
             self.sharded.close()
             self.sharded = None
@@ -168,6 +180,7 @@ def train_gems(
     device: str = "auto",
     snapshots: Sequence[int] = (),
     workers: int = 1,
+    shards: str = "threads",
 ) -> GeMSCheckpoint:
     """Train GeMS on ``dataset``; keep the weights with the best validation loss.
 
@@ -189,7 +202,8 @@ def train_gems(
     ``workers``: on the CPU, CPU threads that each compute the loss and gradients of an
     equal share of every batch (:class:`~gym_slaterec.gems.parallel.ShardedGradients`;
     torch's intra-op threads are set to 1 meanwhile); equal to one worker up to float
-    rounding. Ignored on CUDA.
+    rounding. Ignored on CUDA. ``shards``: where those shares run, ``threads`` or
+    ``processes`` (one per worker beyond the first, forked; no shared GIL).
     """
     from ..devices import resolve_device
 
@@ -205,6 +219,8 @@ def train_gems(
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
         raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
     check_workers(workers)  # before any work
+    if shards not in SHARD_KINDS:
+        raise ValueError(f"shards must be one of {', '.join(SHARD_KINDS)}, got {shards!r}")
     if snapshots and out is None:
         raise ValueError("snapshots are written beside out: give out")
     if out is not None:
@@ -312,6 +328,7 @@ def train_gems(
             "history": list(validations),
             "snapshots": list(written),
             "cpu_workers": train_step.workers,
+            "cpu_shards": train_step.shards,
         }
         return GeMSCheckpoint(weights, config, low, high, prov, dict(chosen["metrics"]), training=training)
 
@@ -331,7 +348,7 @@ def train_gems(
         written.append(step)
         model.train()
 
-    train_step = TrainingStep(model, config, workers)
+    train_step = TrainingStep(model, config, workers, shards=shards)
     model.train()
     try:
         stop = False
