@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gym_slaterec.cli import positive_int, seed_arg
+from gym_slaterec.cli import add_no_progress, positive_int, seed_arg
 from gym_slaterec.devices import DEVICE_HELP, device_arg
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=1000, help="users simulated at once")
     add_item_embeddings_argument(p)
     p.add_argument("--overwrite", action="store_true")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_collect)
 
     p = sub.add_parser("export", help="export a collected dataset to d3rlpy or Minari with GeMS latent actions")
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other OfflineConfig field, e.g. --set td3bc_alpha=1.0 (repeatable)")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--overwrite", action="store_true")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_train_offline)
 
 
@@ -78,7 +80,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     policy = args.policy if is_reference_policy(args.policy) else Path(args.policy)
     ds = collect(args.env_id, policy, args.episodes, args.seed, args.out, epsilon=args.epsilon,
                  checkpoint=args.checkpoint, overwrite=args.overwrite, batch_size=args.batch_size,
-                 deterministic=not args.stochastic, progress=True, item_embeddings=args.item_embeddings)
+                 deterministic=not args.stochastic, progress=not args.no_progress, item_embeddings=args.item_embeddings)
     returns = ds.returns()
     print(f"wrote {ds.path}: {len(ds)} episodes x {ds.turns} turns, mean return {returns.mean():.2f}, "
           f"extras {sorted(ds.extras)}, fingerprint {ds.fingerprint[:12]}")
@@ -115,7 +117,8 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
         from sb3_slate.methods import parse_set
 
         cfg = cfg.with_overrides(parse_set(args.set_))
-    res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite, device=args.device)
+    res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite, device=args.device,
+                        progress=not args.no_progress)
     t = res["test"]
     print(f"offline {args.algo}: best validation {res['best']['validation_return']:.2f} at step {res['best']['step']}; "
           f"test return {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] over {t['episodes']} users "

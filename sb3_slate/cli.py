@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gym_slaterec.cli import positive_int, seed_arg
+from gym_slaterec.cli import add_no_progress, positive_int, seed_arg
 from gym_slaterec.devices import DEVICE_HELP, device_arg
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP + " (networks of the SAC "
                    "methods with GeMS/TopK; the others run on the CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train)
 

@@ -261,7 +261,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         deps: list[str] = []
         if stage == "logged":
             out = sweep_dir / "logged" / name
-            argv = ["generate", env_id, "--out", str(out)] + _options(stage, {"seed": 0, **settings})
+            argv = ["generate", env_id, "--out", str(out), "--no-progress"] + _options(stage, {"seed": 0, **settings})
             if items is not None:
                 argv += ["--item-embeddings", items]
         else:
@@ -271,7 +271,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                 name = _name([name] + [f"{_short(k)}={_fmt(v)}" for k, v in logged_point.items()])
             suffix = ".pt" if stage == "gems" else ".npz"
             out = sweep_dir / stage / (name + suffix)
-            argv = [STAGE_COMMANDS[stage], str(sweep_dir / logged.id), "--out", str(out)] + _options(stage, settings)
+            argv = [STAGE_COMMANDS[stage], str(sweep_dir / logged.id), "--out", str(out), "--no-progress"] \
+                + _options(stage, settings)
         rel = str(out.relative_to(sweep_dir))
         return add(Trial(rel, stage, argv, deps, {**own, **logged_point}, env_id=env_id,
                          cpus=base_res["cpus"], gpus=base_res["gpus"]))

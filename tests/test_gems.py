@@ -343,3 +343,22 @@ def test_cli_thread_modes(small_dataset, tmp_path):
                      "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode]) == 0
         assert GeMSCheckpoint.load(out).training["cpu_workers"] == workers
     torch.set_num_threads(threads)
+
+
+def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp_path, capsys):
+    from gym_slaterec.cli import main
+
+    commands = {
+        "generate": ["generate", "FocusedTopDown-v0", "--episodes", "50", "--seed", "1"],
+        "train-mf": ["train-mf", str(small_dataset.path), "--epochs", "1"],
+        "pretrain-gems": ["pretrain-gems", str(small_dataset.path), "--max-steps", "2", "--latent-dim", "4",
+                          "--val-max-samples", "200"],
+    }
+    threads = torch.get_num_threads()
+    for name, argv in commands.items():
+        for quiet in (False, True):
+            out = tmp_path / f"{name}_{quiet}{'.npz' if name == 'train-mf' else '.pt' if name == 'pretrain-gems' else ''}"
+            assert main(argv + ["--out", str(out)] + (["--no-progress"] if quiet else [])) == 0, name
+            err = capsys.readouterr().err
+            assert ("%|" in err) is not quiet, (name, quiet, err[-300:])
+    torch.set_num_threads(threads)

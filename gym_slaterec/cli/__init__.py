@@ -68,6 +68,11 @@ def positive_int(text: str) -> int:
     return _int_in(text, 1, None, "a positive integer")
 
 
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """The ``--no-progress`` flag of the commands that run long (no progress bar, e.g. in logs)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..devices import DEVICE_HELP, device_arg
-from . import positive_int, seed_arg
+from . import add_no_progress, positive_int, seed_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_train_mf)
 
     p = sub.add_parser("pretrain-gems", help="train the GeMS slate VAE on a logged dataset")
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the same shares in processes, no shared GIL (BENCHMARKS.md)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_pretrain_gems)
 
     p = sub.add_parser("gems-info", help="hyper-parameters, provenance, bounds and metrics of a GeMS checkpoint")
@@ -68,7 +70,7 @@ def cmd_train_mf(args: argparse.Namespace) -> int:
         args.dataset, args.out, seed=args.seed,
         epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
-        dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=True,
+        dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
         logdir=args.logdir, device=args.device,
     )
     m = mf.metrics
@@ -93,7 +95,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     try:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
                           max_steps=args.max_steps, init_from=args.init_from, device=args.device,
-                          snapshots=args.snapshots,
+                          snapshots=args.snapshots, progress=not args.no_progress,
                           workers=1 if args.thread_mode == "ops" else args.threads,
                           shards="processes" if args.thread_mode == "processes" else "threads")
     except KeyboardInterrupt:

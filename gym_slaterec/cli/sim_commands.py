@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import positive_int, seed_arg
+from . import add_no_progress, positive_int, seed_arg
 
 from ..policies import POLICY_NAMES
 
@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     add_item_embeddings_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated at once")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("evaluate", help="mean return of a policy with its 95%% interval")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", help="run directories: best, last or a periodic checkpoint")
     add_item_embeddings_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_no_progress(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser(
@@ -106,7 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ds = generate_logged_data(
         _env_id(args.env_id), args.out, policy=args.policy, episodes=args.episodes, seed=args.seed,
         epsilon=args.epsilon, item_embeddings=args.item_embeddings, overwrite=args.overwrite,
-        batch_size=args.batch_size, progress=True,
+        batch_size=args.batch_size, progress=not args.no_progress,
     )
     returns = ds.returns()
     print(f"wrote {ds.path}: {len(ds)} episodes x {ds.turns} turns, mean return {returns.mean():.2f}, fingerprint {ds.fingerprint[:12]}")
@@ -120,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         stats = evaluate_reference_policy(
             env_id, args.policy, args.episodes, args.seed, epsilon=args.epsilon,
-            item_embeddings=args.item_embeddings, progress=not args.json,
+            item_embeddings=args.item_embeddings, progress=not (args.json or args.no_progress),
         )
         result = {"env_id": env_id, "policy": args.policy, **stats.to_dict()}
     else:
