@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -250,9 +251,10 @@ def test_interrupted_gems_is_marked_partial_and_refused(work, dataset, tmp_path)
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     deadline = time.time() + 120
-    while b"step" not in seen and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)  # wait until the progress bar shows optimiser steps
-    time.sleep(1.0)
+    # wait until the progress bar counts optimiser steps done (its first line, 0/N, comes before
+    # training starts: a SIGINT then, on a busy machine, would not be an interrupted training)
+    while not re.search(rb"\| *[1-9]\d*/\d+", seen) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     reader.join(timeout=10)
@@ -381,3 +383,17 @@ def test_bad_offline_settings_name_the_key(tmp_path, capsys):
                          tmp_path / "o", "--set", "gamma=abc"], capsys)
     assert code == 2 and "OfflineConfig.gamma must be a finite number, got 'abc'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_ctrl_c_before_gems_training_starts_claims_no_partial_file(dataset, tmp_path, capsys, monkeypatch):
+    """Only an interrupted training writes a partial checkpoint; a Ctrl-C before it is a plain interruption."""
+    import gym_slaterec.gems as gems_pkg
+
+    def interrupted_while_loading(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gems_pkg, "train_gems", interrupted_while_loading)
+    out = tmp_path / "never.pt"
+    code, err = run_cli(["pretrain-gems", str(dataset), "--out", str(out)], capsys)
+    assert code == 130 and "nothing incomplete was left in place" in err and "PARTIAL" not in err, err
+    assert not out.exists()

@@ -85,6 +85,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     import torch
 
     from ..gems import GeMSConfig, train_gems
+    from ..gems.train import TrainingInterrupted
 
     torch.set_num_threads(args.threads)  # with shards: for validation and bounds only
     config = GeMSConfig(
@@ -98,7 +99,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
                           snapshots=args.snapshots, progress=not args.no_progress,
                           workers=1 if args.thread_mode == "ops" else args.threads,
                           shards="processes" if args.thread_mode == "processes" else "threads")
-    except KeyboardInterrupt:
+    except TrainingInterrupted:  # a Ctrl-C before training starts is the CLI's plain interruption
         import sys
 
         print(f"slaterec pretrain-gems: interrupted; wrote the best weights so far to {args.out}, marked PARTIAL "

@@ -25,6 +25,15 @@ SHARD_KINDS = ("threads", "processes")
 DatasetLike = Union[LoggedDataset, str, Path]
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a GeMS training after its first step; the best weights so far were
+    written to ``path`` (when the training had one) as a partial checkpoint."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        super().__init__(f"GeMS training interrupted; partial checkpoint: {path}")
+        self.path = path
+
+
 def as_dataset(dataset: DatasetLike) -> LoggedDataset:
     if isinstance(dataset, LoggedDataset):
         return dataset
@@ -188,8 +197,9 @@ def train_gems(
     of the episodes are held out (``dataset.split(val_fraction, seed)``). With
     ``out`` the checkpoint is written there (refusing an existing file unless
     ``overwrite``); ``logdir`` receives TensorBoard curves of every loss term.
-    ``max_steps`` caps the number of optimiser steps. Ctrl-C stops training early
-    and still writes the best checkpoint so far, then re-raises.
+    ``max_steps`` caps the number of optimiser steps. Ctrl-C during training stops it early
+    and still writes the best checkpoint so far (marked partial), then raises
+    :class:`TrainingInterrupted` (a KeyboardInterrupt); before training it writes nothing.
     ``init_from`` (a checkpoint or its path) starts from its weights instead of
     ``config.item_init`` (fine-tuning, e.g. on data collected later by an agent);
     its architecture must match ``config`` and it must come from the same
@@ -396,7 +406,7 @@ def train_gems(
     if out is not None:
         ckpt.save(out, overwrite)
     if interrupted:
-        raise KeyboardInterrupt
+        raise TrainingInterrupted(None if out is None else Path(out))
     return ckpt
 
 
