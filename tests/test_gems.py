@@ -309,6 +309,10 @@ def test_sharded_gradients_equal_the_whole_batch_step(kind, workers):
             with pytest.raises(RuntimeError, match="(?s)a GeMS shard process failed.*IndexError"):
                 step(bad, clicks, 1.0, 0.5)
             step(slates, clicks, 1.0, 0.5)  # and the workers go on
+            step._procs[0].kill()  # a worker that dies (e.g. out of memory): a clear error, not a hang
+            step._procs[0].join()
+            with pytest.raises(RuntimeError, match=r"GeMS shard process \d+ died \(exit code -9\)"):
+                step(slates, clicks, 1.0, 0.5)
 
 
 def test_training_on_two_cpu_workers_is_reproducible_and_close_to_one(small_dataset):

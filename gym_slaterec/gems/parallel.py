@@ -186,15 +186,15 @@ class ProcessShards:
         eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
         clicks = clicks.float()
         parts = list(zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps))))
-        for conn, (s, c, e) in zip(self._conns, parts[1:]):
-            conn.send((s.numpy(), c.numpy(), e.numpy(), s.shape[0] / n, lambda_kl, lambda_click, accuracy,
-                       loss_kwargs))
+        for i, (s, c, e) in enumerate(parts[1:]):
+            self._talk(i, lambda conn: conn.send((s.numpy(), c.numpy(), e.numpy(), s.shape[0] / n, lambda_kl,
+                                                  lambda_click, accuracy, loss_kwargs)))
         s, c, e = parts[0]
         weight = s.shape[0] / n
         mine = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e, **loss_kwargs)
         grads = torch.autograd.grad(mine["loss"] * weight, self.params)
         terms = {k: v.detach() * weight for k, v in mine.items()}
-        replies = [conn.recv() for conn in self._conns[: len(parts) - 1]]
+        replies = [self._talk(i, lambda conn: conn.recv()) for i in range(len(parts) - 1)]
         for reply in replies:
             if isinstance(reply, str):
                 raise RuntimeError(f"a GeMS shard process failed:\n{reply}")
@@ -211,6 +211,17 @@ class ProcessShards:
             for k in terms:
                 terms[k] = terms[k] + torch.tensor(reply[k], dtype=terms[k].dtype)
         return terms
+
+    def _talk(self, i: int, action):
+        """``action(connection)`` with worker ``i``, or a clear error when that worker has died."""
+        try:
+            return action(self._conns[i])
+        except (EOFError, OSError) as exc:
+            proc = self._procs[i]
+            proc.join(timeout=1)
+            self.close()
+            raise RuntimeError(f"GeMS shard process {proc.pid} died (exit code {proc.exitcode}); "
+                               "the step's gradients are incomplete") from exc
 
     def close(self) -> None:
         """Stop the worker processes."""
