@@ -23,6 +23,9 @@ class RunRecord:
     x_label: str = "episodes"
     validation: list[dict] = field(default_factory=list)  # the raw validation records (turns, wall_s...)
     config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration, flattened
+    item_matrix: str = "?"  # the environment's item embeddings: name or file, and fingerprint
+    budget: dict[str, int] = field(default_factory=dict)  # episodes and turns (offline: gradient steps) it ran
+    wall_s: Optional[float] = None  # wall time of the whole run (training, validation, test)
 
     def curve_over(self, x: str) -> list[tuple[float, float]]:
         """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
@@ -150,4 +153,24 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
         config = _flatten(prov.get("hyperparameters") or {})
     return RunRecord(run, label or method, str(prov.get("env_id")), seed,
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
-                     list(validation), config)
+                     list(validation), config, item_matrix(prov), run_budget(results, state, offline),
+                     results.get("wall_time_s", state.get("wall_s")))
+
+
+def item_matrix(prov: dict[str, Any]) -> str:
+    """``name-or-file fingerprint`` of the item embeddings a run's environment used."""
+    source = (prov.get("env_params") or {}).get("item_embeddings") or prov.get("item_embeddings_source") or "?"
+    if isinstance(source, str) and ("/" in source or source.endswith((".npy", ".pt"))):
+        source = Path(source).name
+    fp = prov.get("item_embeddings_fingerprint")
+    return f"{source} {str(fp)[:12]}" if fp else str(source)
+
+
+def run_budget(results: dict[str, Any], state: dict[str, Any], offline: bool) -> dict[str, int]:
+    """What a run trained on: episodes and turns collected (offline: gradient steps)."""
+    budget = results.get("budget") or {}
+    if offline:
+        steps = budget.get("gradient_steps", state.get("step"))
+        return {} if steps is None else {"gradient steps": int(steps)}
+    out = {k: budget.get(k, state.get(k)) for k in ("episodes", "turns")}
+    return {k: int(v) for k, v in out.items() if v is not None}

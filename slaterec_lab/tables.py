@@ -31,12 +31,15 @@ def short_env(env_id: str) -> str:
 
 
 def build(records: list[RunRecord]) -> dict:
-    """{env: {method: {"values": [...], "summary": SeedSummary, "p": p-value vs best, "best": bool}}}."""
+    """{env: {method: {"values": [...], "runs": [RunRecord...], "summary": SeedSummary, "p": p-value vs
+    best, "best": bool}}}."""
     table: dict = {}
     for r in records:
         if r.test_mean is None:
             continue  # unfinished run: no test return yet
-        table.setdefault(short_env(r.env_id), {}).setdefault(r.method, {"values": []})["values"].append(r.test_mean)
+        cell = table.setdefault(short_env(r.env_id), {}).setdefault(r.method, {"values": [], "runs": []})
+        cell["values"].append(r.test_mean)
+        cell["runs"].append(r)
     if not table:
         raise ValueError("none of the runs has a test return yet (results.json)")
     for env, methods in table.items():
@@ -62,21 +65,41 @@ def _cell(cell: dict, paper: Optional[float], fmt: str) -> str:
     return text
 
 
+def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
+    """What a row ran on: item matrices, budget (episodes / turns or gradient steps) and wall
+    time, each as a range over its seeds."""
+    runs: list[RunRecord] = cell["runs"]
+    keys = [k for k in ("episodes", "turns", "gradient steps") if any(k in r.budget for r in runs)]
+    count = "{:,.0f}" if thousands else "{:.0f}"
+    budget = " / ".join(f"{_span([r.budget[k] for r in runs if k in r.budget], count)} {k}" for k in keys) or "?"
+    walls = [r.wall_s / 60 for r in runs if r.wall_s is not None]
+    return {"item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget,
+            "wall_min": _span(walls, "{:.1f}") + " min" if walls else "?"}
+
+
 def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
     envs = sorted(table)
     methods = sorted({m for row in table.values() for m in row})
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["method", "environment", "mean", "ci95_low", "ci95_high", "seeds", "best", "welch_p_vs_best", "paper"])
+        w.writerow(["method", "environment", "mean", "ci95_low", "ci95_high", "seeds", "best", "welch_p_vs_best", "paper",
+                    "item_matrix", "budget", "wall_time"])
         for m in methods:
             for e in envs:
                 cell = table[e].get(m)
                 if cell is None:
                     continue
                 lo, hi = cell["summary"].ci95
+                where = provenance_of(cell, thousands=False)
                 w.writerow([m, e, cell["summary"].mean, lo, hi, cell["summary"].n, cell["best"], cell["p"],
-                            paper_value(m, e) if paper else ""])
+                            paper_value(m, e) if paper else "", where["item_matrix"], where["budget"],
+                            where["wall_min"]])
         return buf.getvalue()
     rows = []
     for m in methods:
@@ -91,5 +114,12 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
         return "\n".join(lines + ["\\end{tabular}"]) + "\n"
     lines = ["| method | " + " | ".join(envs) + " |", "|---|" + "---:|" * len(envs)]
     lines += [f"| {m} | " + " | ".join(cells) + " |" for m, cells in rows]
-    return "\n".join(lines) + "\n\nMean test return over seeds ± half-width of the 95 % Student-t interval; " \
-        "best per environment in bold; p: Welch's t-test against the best.\n"
+    lines += ["", "Mean test return over seeds ± half-width of the 95 % Student-t interval; "
+              "best per environment in bold; p: Welch's t-test against the best.", "",
+              "| method | environment | item matrix | budget per seed | wall time per seed |", "|---|---|---|---|---|"]
+    for m in methods:
+        for e in envs:
+            if m in table[e]:
+                where = provenance_of(table[e][m])
+                lines.append(f"| {m} | {e} | {where['item_matrix']} | {where['budget']} | {where['wall_min']} |")
+    return "\n".join(lines) + "\n"

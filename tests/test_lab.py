@@ -16,14 +16,17 @@ from slaterec_lab.tables import build, render
 
 
 def fake_run(root: Path, name: str, method: str, seed: int, test: float, curve: list[tuple[int, float]],
-             env: str = "SlateRec/FocusedTopDown-v0") -> Path:
+             env: str = "SlateRec/FocusedTopDown-v0", items: str = "focused", wall: float | None = None,
+             episodes: int = 0) -> Path:
     """A run directory as sb3_slate writes it, reduced to what the lab reads."""
     run = root / name
     run.mkdir(parents=True)
-    (run / "provenance.json").write_text(json.dumps({"kind": "sb3_run", "package": "slaterec", "method": method,
-                                                     "env_id": env, "seed": seed, "hyperparameters": {}}))
+    (run / "provenance.json").write_text(json.dumps({
+        "kind": "sb3_run", "package": "slaterec", "method": method, "env_id": env, "seed": seed, "hyperparameters": {},
+        "env_params": {"item_embeddings": items}, "item_embeddings_fingerprint": f"{len(items):02d}" + "ab" * 31}))
     (run / "results.json").write_text(json.dumps({
-        "test": {"mean": test}, "validation": [{"episodes": e, "mean": v} for e, v in curve]}))
+        "test": {"mean": test}, "validation": [{"episodes": e, "mean": v} for e, v in curve],
+        **({} if wall is None else {"wall_time_s": wall, "budget": {"episodes": episodes, "turns": 100 * episodes}})}))
     return run
 
 
@@ -32,7 +35,8 @@ def grid(tmp_path) -> Path:
     a = [300.0, 310.0, 296.0]
     b = [250.0, 262.0, 241.0, 255.0]
     for i, v in enumerate(a):
-        fake_run(tmp_path, f"gems_{i}", "sac-gems", i, v, [(0, 50.0 + i), (1000, 200.0 + 2 * i)])
+        fake_run(tmp_path, f"gems_{i}", "sac-gems", i, v, [(0, 50.0 + i), (1000, 200.0 + 2 * i)],
+                 items="/data/reference_items.npy", wall=600.0 + 60 * i, episodes=1000 * (i + 1))
     for i, v in enumerate(b):
         fake_run(tmp_path, f"mf_{i}", "sac-topk-mf", i, v, [(0, 40.0), (1000, 150.0 + i)])
     fake_run(tmp_path, "oracle", "oracle", 0, 107.0, [(0, 107.0)])
@@ -55,6 +59,11 @@ def test_table_matches_a_hand_computation(grid):
     csv_text = render(build(records), "csv")
     assert csv_text.startswith("method,environment,") and "sac-topk-mf,FocusedTopDown,252.0" in csv_text
     assert "\\textbf{" in render(build(records), "latex")
+    # every row names its item matrix, budget and wall time (ranges over its seeds)
+    assert "| sac-gems | FocusedTopDown | reference_items.npy 25ababababab | 1,000-3,000 episodes / " \
+           "100,000-300,000 turns | 10.0-12.0 min |" in md
+    assert "| oracle | FocusedTopDown | focused 07ababababab | ? | ? |" in md  # a run that does not record them
+    assert "reference_items.npy 25ababababab,1000-3000 episodes / 100000-300000 turns,10.0-12.0 min" in csv_text
     from slaterec_lab.tables import paper_value  # the regime keeps the published value; other settings do not
     assert paper_value("sac-gems (episode replay)", "FocusedTopDown") == paper_value("sac-gems", "FocusedTopDown") == 305.3
     assert paper_value("sac-gems [gamma=0.0]", "FocusedTopDown") is None
