@@ -27,7 +27,8 @@ def curve_groups(records: list[RunRecord], x: str = "episodes") -> dict[str, dic
 
 def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "episodes") -> dict:
     """Mean validation return over seeds with its 95 % band, one line per method; the
-    PNG's metadata lists the runs it was drawn from. Returns the plotted data."""
+    PNG's metadata lists the runs it was drawn from. Returns the plotted data. Without a
+    ``title``, runs of one environment and item matrix are titled with both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +76,9 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2)
     ax.set_xlabel(X_LABELS[x] or records[0].x_label)
     ax.set_ylabel("validation return (200 users)")
+    matrices = {r.item_matrix for r in records}
+    if not title and one_env and len(matrices) == 1:  # by default, what the runs ran on
+        title = f"{records[0].env_id.split('/')[-1]}, item matrix {matrices.pop()}"
     if title:
         ax.set_title(textwrap.fill(title, 70), fontsize=10)
     ax.grid(alpha=0.3)
