@@ -346,6 +346,10 @@ def test_cli_thread_modes(small_dataset, tmp_path):
         assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
                      "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode]) == 0
         assert GeMSCheckpoint.load(out).training["cpu_workers"] == workers
+    out = tmp_path / "default.pt"  # two threads without a mode: shares in processes (this platform forks)
+    assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
+                 "--val-max-samples", "200", "--threads", "2"]) == 0
+    assert GeMSCheckpoint.load(out).training["cpu_shards"] == "processes"
     torch.set_num_threads(threads)
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from pathlib import Path
 
 from ..devices import DEVICE_HELP, device_arg
 from . import add_no_progress, positive_int, seed_arg
+
+#: pretrain-gems --thread-mode default: shares of each batch in forked processes where the
+#: platform forks (BENCHMARKS.md: the fastest on two idle cores and on busy ones), else torch's threads
+DEFAULT_THREAD_MODE = "processes" if "fork" in multiprocessing.get_all_start_methods() else "ops"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
-    p.add_argument("--thread-mode", choices=["ops", "shards", "processes"], default="ops",
-                   help="ops (default): torch's threads share each operation; shards: each thread takes an "
-                        "equal share of every batch (does not stall when other jobs hold the cores); processes: "
-                        "the same shares in processes, no shared GIL (BENCHMARKS.md)")
+    p.add_argument("--thread-mode", choices=["ops", "shards", "processes"], default=DEFAULT_THREAD_MODE,
+                   help="with --threads > 1: processes (default where processes can fork): each of N processes "
+                        "takes an equal share of every batch, fastest and it keeps going when other jobs hold "
+                        "the cores; ops: torch's threads share each operation; shards: the shares on threads "
+                        f"(one GIL) (default here: {DEFAULT_THREAD_MODE}; BENCHMARKS.md)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     add_no_progress(p)
