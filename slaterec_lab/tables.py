@@ -66,8 +66,8 @@ def _cell(cell: dict, paper: Optional[float], fmt: str) -> str:
 
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
-    lo, hi = min(values), max(values)
-    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}-{fmt.format(hi)}"
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
@@ -77,9 +77,14 @@ def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
     keys = [k for k in ("episodes", "turns", "gradient steps") if any(k in r.budget for r in runs)]
     count = "{:,.0f}" if thousands else "{:.0f}"
     budget = " / ".join(f"{_span([r.budget[k] for r in runs if k in r.budget], count)} {k}" for k in keys) or "?"
-    walls = [r.wall_s / 60 for r in runs if r.wall_s is not None]
-    return {"item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget,
-            "wall_min": _span(walls, "{:.1f}") + " min" if walls else "?"}
+    walls = [r.wall_s for r in runs if r.wall_s is not None]
+    if not walls:
+        wall = "?"
+    elif max(walls) < 60:
+        wall = _span(walls, "{:.0f}") + " s"
+    else:
+        wall = _span([w / 60 for w in walls], "{:.1f}") + " min"
+    return {"item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget, "wall_min": wall}
 
 
 def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
