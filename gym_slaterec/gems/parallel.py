@@ -17,6 +17,28 @@ def check_workers(workers: object) -> int:
     return workers
 
 
+def split_batch(model: GeMS, slates: torch.Tensor, clicks: torch.Tensor, workers: int,
+                generator: Optional[torch.Generator]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """``(slates, clicks, noise, share)`` of each of up to ``workers`` shards of a batch. The
+    reparameterisation noise is drawn for the whole batch first, as the unsharded step draws it."""
+    n = slates.shape[0]
+    if n == 0:
+        raise ValueError("empty batch")
+    dtype = next(model.parameters()).dtype
+    eps = torch.randn((n, model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
+    parts = zip(*(torch.tensor_split(x, min(workers, n)) for x in (slates, clicks.float(), eps)))
+    return [(s, c, e, s.shape[0] / n) for s, c, e in parts]
+
+
+def shard_gradients(model: GeMS, params: list[torch.Tensor], slates: torch.Tensor, clicks: torch.Tensor,
+                    eps: torch.Tensor, share: float, lambda_kl: float, lambda_click: float, accuracy: bool,
+                    loss_kwargs: dict[str, int]) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    """One shard's loss terms and gradients, both weighted by its ``share`` of the batch."""
+    terms = model.loss(slates, clicks, lambda_kl, lambda_click, accuracy=accuracy, eps=eps, **loss_kwargs)
+    grads = torch.autograd.grad(terms["loss"] * share, params)
+    return {k: v.detach() * share for k, v in terms.items()}, grads
+
+
 class ShardedGradients:
     """Loss terms of one GeMS batch and the gradients of its loss, in ``workers`` shards
     computed at the same time on as many threads.
@@ -56,21 +78,9 @@ class ShardedGradients:
         return the batch's loss terms (detached), as ``GeMS.loss`` names them."""
         if self._pool is None:
             raise RuntimeError("ShardedGradients is closed")
-        n = slates.shape[0]
-        if n == 0:
-            raise ValueError("empty batch")
-        dtype = self.params[0].dtype if self.params else torch.float32
-        eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
-        clicks = clicks.float()
-        parts = zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps)))
-
-        def shard(s: torch.Tensor, c: torch.Tensor, e: torch.Tensor):
-            weight = s.shape[0] / n
-            terms = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e, **loss_kwargs)
-            grads = torch.autograd.grad(terms["loss"] * weight, self.params)
-            return {k: v.detach() * weight for k, v in terms.items()}, grads
-
-        results = [f.result() for f in [self._pool.submit(shard, *part) for part in parts]]
+        parts = split_batch(self.model, slates, clicks, self.workers, generator)
+        results = [f.result() for f in [self._pool.submit(shard_gradients, self.model, self.params, *part, lambda_kl,
+                                                          lambda_click, accuracy, loss_kwargs) for part in parts]]
         for i, p in enumerate(self.params):
             total = results[0][1][i]
             for _, grads in results[1:]:
@@ -95,6 +105,11 @@ class ShardedGradients:
         self.close()
 
 
+def grad_views(buffer: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One view of the flat ``buffer`` per parameter, shaped like it."""
+    return [v.view_as(p) for v, p in zip(torch.split(buffer, [p.numel() for p in params]), params)]
+
+
 def _shard_process(conn, model: GeMS, grad_buffer: torch.Tensor) -> None:
     """A worker process of :class:`ProcessShards`: one shard's loss terms and gradients per request."""
     import signal
@@ -103,7 +118,7 @@ def _shard_process(conn, model: GeMS, grad_buffer: torch.Tensor) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when to stop (Ctrl-C reaches the whole group)
     torch.set_num_threads(1)
     params = [p for p in model.parameters() if p.requires_grad]
-    views = [v.view_as(p) for v, p in zip(torch.split(grad_buffer, [p.numel() for p in params]), params)]
+    views = grad_views(grad_buffer, params)
     while True:
         try:
             request = conn.recv()
@@ -112,13 +127,12 @@ def _shard_process(conn, model: GeMS, grad_buffer: torch.Tensor) -> None:
         if request is None:
             return
         try:
-            slates, clicks, eps, weight, lambda_kl, lambda_click, accuracy, loss_kwargs = request
-            terms = model.loss(torch.from_numpy(slates), torch.from_numpy(clicks), lambda_kl, lambda_click,
-                               accuracy=accuracy, eps=torch.from_numpy(eps), **loss_kwargs)
-            grads = torch.autograd.grad(terms["loss"] * weight, params)
+            slates, clicks, eps, *rest = request
+            terms, grads = shard_gradients(model, params, torch.from_numpy(slates), torch.from_numpy(clicks),
+                                           torch.from_numpy(eps), *rest)
             for view, grad in zip(views, grads):
                 view.copy_(grad)
-            conn.send({k: float(v.detach()) * weight for k, v in terms.items()})
+            conn.send({k: float(v) for k, v in terms.items()})
         except Exception:  # reported to the driver, which raises it
             conn.send(traceback.format_exc())
 
@@ -153,6 +167,7 @@ class ProcessShards:
             raise ValueError("GeMS shards in processes need the fork start method (Linux, macOS); "
                              "use threads (--thread-mode ops or shards) here") from exc
         self._buffers = [torch.zeros(total, dtype=dtype).share_memory_() for _ in range(workers - 1)]
+        self._grad_views = [grad_views(buffer, self.params) for buffer in self._buffers]
         self._conns = []
         self._procs = []
         for buffer in self._buffers:
@@ -179,32 +194,20 @@ class ProcessShards:
         return the batch's loss terms (detached), as ``GeMS.loss`` names them."""
         if self._closed:
             raise RuntimeError("ProcessShards is closed")
-        n = slates.shape[0]
-        if n == 0:
-            raise ValueError("empty batch")
-        dtype = self.params[0].dtype if self.params else torch.float32
-        eps = torch.randn((n, self.model.latent_dim), generator=generator, dtype=dtype, device=slates.device)
-        clicks = clicks.float()
-        parts = list(zip(*(torch.tensor_split(x, min(self.workers, n)) for x in (slates, clicks, eps))))
-        for i, (s, c, e) in enumerate(parts[1:]):
-            self._talk(i, lambda conn: conn.send((s.numpy(), c.numpy(), e.numpy(), s.shape[0] / n, lambda_kl,
-                                                  lambda_click, accuracy, loss_kwargs)))
-        s, c, e = parts[0]
-        weight = s.shape[0] / n
-        mine = self.model.loss(s, c, lambda_kl, lambda_click, accuracy=accuracy, eps=e, **loss_kwargs)
-        grads = torch.autograd.grad(mine["loss"] * weight, self.params)
-        terms = {k: v.detach() * weight for k, v in mine.items()}
+        parts = split_batch(self.model, slates, clicks, self.workers, generator)
+        for i, (s, c, e, share) in enumerate(parts[1:]):
+            self._talk(i, lambda conn: conn.send((s.numpy(), c.numpy(), e.numpy(), share, lambda_kl, lambda_click,
+                                                  accuracy, loss_kwargs)))
+        terms, grads = shard_gradients(self.model, self.params, *parts[0], lambda_kl, lambda_click, accuracy,
+                                       loss_kwargs)
         replies = [self._talk(i, lambda conn: conn.recv()) for i in range(len(parts) - 1)]
         for reply in replies:
             if isinstance(reply, str):
                 raise RuntimeError(f"a GeMS shard process failed:\n{reply}")
         totals = [g.clone() for g in grads]
-        offsets = [0]
-        for p in self.params:
-            offsets.append(offsets[-1] + p.numel())
-        for buffer in self._buffers[: len(replies)]:
-            for i, total in enumerate(totals):
-                total += buffer[offsets[i] : offsets[i + 1]].view_as(total)
+        for views in self._grad_views[: len(replies)]:
+            for total, view in zip(totals, views):
+                total += view
         for p, total in zip(self.params, totals):
             p.grad = total
         for reply in replies:
