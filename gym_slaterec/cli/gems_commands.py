@@ -93,7 +93,7 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
     from ..gems import GeMSConfig, train_gems
     from ..gems.train import TrainingInterrupted
 
-    torch.set_num_threads(args.threads)  # with shards: for validation and bounds only
+    torch.set_num_threads(args.threads)  # when sharded: for validation and bounds only
     config = GeMSConfig(
         latent_dim=args.latent_dim, lambda_kl=args.lambda_kl, lambda_click=args.lambda_click, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,

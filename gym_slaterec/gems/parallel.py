@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -15,6 +15,33 @@ def check_workers(workers: object) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     return workers
+
+
+#: where a sharded step's shares of a batch run (TrainingStep's and train_gems' ``shards``)
+SHARD_KINDS = ("threads", "processes")
+
+
+def check_shards(shards: object) -> str:
+    """``shards`` as one of :data:`SHARD_KINDS`, or a ValueError naming it."""
+    if shards not in SHARD_KINDS:
+        raise ValueError(f"shards must be one of {', '.join(SHARD_KINDS)}, got {shards!r}")
+    return str(shards)
+
+
+def sum_shards(params: list[torch.Tensor], grads: list[Sequence[torch.Tensor]],
+               terms: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Set each parameter's ``.grad`` to the sum of the shards' (weighted) gradients, in shard
+    order, and return the sum of their (weighted) loss terms."""
+    for i, p in enumerate(params):
+        total = grads[0][i]
+        for other in grads[1:]:
+            total = total + other[i]
+        p.grad = total
+    summed = dict(terms[0])
+    for other in terms[1:]:
+        for k in summed:
+            summed[k] = summed[k] + other[k]
+    return summed
 
 
 def split_batch(model: GeMS, slates: torch.Tensor, clicks: torch.Tensor, workers: int,
@@ -81,16 +108,7 @@ class ShardedGradients:
         parts = split_batch(self.model, slates, clicks, self.workers, generator)
         results = [f.result() for f in [self._pool.submit(shard_gradients, self.model, self.params, *part, lambda_kl,
                                                           lambda_click, accuracy, loss_kwargs) for part in parts]]
-        for i, p in enumerate(self.params):
-            total = results[0][1][i]
-            for _, grads in results[1:]:
-                total = total + grads[i]
-            p.grad = total
-        terms = dict(results[0][0])
-        for other, _ in results[1:]:
-            for k in terms:
-                terms[k] = terms[k] + other[k]
-        return terms
+        return sum_shards(self.params, [g for _, g in results], [t for t, _ in results])
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -204,16 +222,8 @@ class ProcessShards:
         for reply in replies:
             if isinstance(reply, str):
                 raise RuntimeError(f"a GeMS shard process failed:\n{reply}")
-        totals = [g.clone() for g in grads]
-        for views in self._grad_views[: len(replies)]:
-            for total, view in zip(totals, views):
-                total += view
-        for p, total in zip(self.params, totals):
-            p.grad = total
-        for reply in replies:
-            for k in terms:
-                terms[k] = terms[k] + torch.tensor(reply[k], dtype=terms[k].dtype)
-        return terms
+        return sum_shards(self.params, [grads, *self._grad_views[: len(replies)]],
+                          [terms, *({k: torch.tensor(v, dtype=terms[k].dtype) for k, v in r.items()} for r in replies)])
 
     def _talk(self, i: int, action):
         """``action(connection)`` with worker ``i``, or a clear error when that worker has died."""

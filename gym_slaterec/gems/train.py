@@ -17,10 +17,7 @@ from .checkpoint import GeMSCheckpoint
 from .config import GeMSConfig
 from .data import TurnSampler
 from .model import GeMS
-from .parallel import ProcessShards, ShardedGradients, check_workers
-
-#: where a sharded step's shares of a batch run (TrainingStep's ``shards``)
-SHARD_KINDS = ("threads", "processes")
+from .parallel import ProcessShards, ShardedGradients, check_shards, check_workers
 
 DatasetLike = Union[LoggedDataset, str, Path]
 
@@ -138,8 +135,7 @@ class TrainingStep:
     def __init__(self, model: GeMS, config: GeMSConfig, workers: int = 1, chunk: Optional[int] = None,
                  shards: str = "threads") -> None:
         check_workers(workers)
-        if shards not in SHARD_KINDS:
-            raise ValueError(f"shards must be one of {', '.join(SHARD_KINDS)}, got {shards!r}")
+        check_shards(shards)
         self.model, self.config = model, config
         self._chunk = {} if chunk is None else {"chunk": chunk}
         params = [p for p in model.parameters() if p.requires_grad]
@@ -229,8 +225,7 @@ def train_gems(
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
         raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
     check_workers(workers)  # before any work
-    if shards not in SHARD_KINDS:
-        raise ValueError(f"shards must be one of {', '.join(SHARD_KINDS)}, got {shards!r}")
+    check_shards(shards)
     if snapshots and out is None:
         raise ValueError("snapshots are written beside out: give out")
     if out is not None:
