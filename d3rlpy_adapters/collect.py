@@ -82,15 +82,17 @@ def load_policy_agent(run_dir: PathLike, checkpoint: str = "best"):
         raise ValueError(
             f"--policy must be one of {', '.join(POLICY_NAMES)} or an agent run directory; {run_dir} is neither"
         )
-    try:
-        from sb3_slate.runs import load_agent
-    except ImportError as exc:
-        raise ValueError(f"collecting with an agent run needs sb3_slate.runs: {exc}") from exc
-    try:
-        from sb3_slate.runs import list_checkpoints
-    except ImportError:
-        list_checkpoints = None
-    available = list(list_checkpoints(run_dir)) if list_checkpoints is not None else []
+    from gym_slaterec.provenance import identify_artifact
+
+    if identify_artifact(run_dir)[0] == "offline_run":
+        from .offline import load_offline_policy, offline_checkpoints
+
+        name = resolve_checkpoint(offline_checkpoints(run_dir), checkpoint)
+        agent = load_offline_policy(run_dir, checkpoint=name)
+        return agent, agent.checkpoint
+    from sb3_slate.runs import list_checkpoints, load_agent
+
+    available = list(list_checkpoints(run_dir))
     name = resolve_checkpoint(available, checkpoint) if available else str(checkpoint)
     agent = load_agent(run_dir, checkpoint=name)
     return agent, getattr(agent, "checkpoint", name)
@@ -153,7 +155,7 @@ def collect(
     if not is_reference_policy(policy):
         agent, name = load_policy_agent(policy, checkpoint)
         if env_kwargs is None:
-            env_kwargs = dict(getattr(getattr(agent, "config", None), "env_kwargs", {}) or {})
+            env_kwargs = dict(getattr(agent, "env_kwargs", None) or getattr(getattr(agent, "config", None), "env_kwargs", {}) or {})
     env_kwargs = dict(env_kwargs or {})
     if item_embeddings is not None:
         from gym_slaterec.core.embeddings import normalise_matrix_spec

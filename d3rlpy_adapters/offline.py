@@ -12,14 +12,15 @@ test users and writes a run directory::
       config.json       resolved OfflineConfig
       provenance.json   env, dataset and GeMS fingerprints, seed
       tb/               TensorBoard scalars (losses, validation return)
-      model_best.d3     d3rlpy model with the best validation return (d3rlpy.load_learnable)
-      model_last.d3     d3rlpy model (with optimiser states) at the last checkpoint / the end
-      model_stepNNNNNNN.d3  the model at every periodic checkpoint (evaluate --checkpoint stepN)
+      model_best.pt     weights with the best validation return (state dicts only: read weights-only,
+                        the learner rebuilt from config.json)
+      model_last.pt     weights and optimiser states at the last checkpoint / the end
+      model_stepNNNNNNN.pt  the model at every periodic checkpoint (evaluate --checkpoint stepN)
       state.json        progress while unfinished: step, curve, best, RNG states (the resume point)
       results.json      validation curve, best step, test return (mean, ci95, episodes)
 
 The run directory exists from the first step: every ``checkpoint_every`` steps
-``model_last.d3`` and ``state.json`` are replaced atomically, and training the
+``model_last.pt`` and ``state.json`` are replaced atomically, and training the
 same configuration into an unfinished run directory resumes from there (with the
 random generators restored, so the resumed run ends where an uninterrupted one would).
 
@@ -67,7 +68,7 @@ class OfflineConfig:
     batch_size: int = 256
     gamma: float = 0.8
     eval_every: int = 1_000
-    #: resume points (model_last.d3 + state.json) every this many gradient steps
+    #: resume points (model_last.pt + state.json) every this many gradient steps
     checkpoint_every: int = 1_000
     val_users: int = 200
     test_users: int = 500
@@ -198,13 +199,23 @@ class FlatHistoryWindow(VectorWrapper):
 class OfflineAgent:
     """A d3rlpy policy acting through a GeMS: the agent interface of the online protocol."""
 
-    method = "offline"
-
-    def __init__(self, algo: Any, gems: Any, layout: WindowLayout, env_kwargs: Optional[dict] = None) -> None:
+    def __init__(self, algo: Any, gems: Any, layout: WindowLayout, env_kwargs: Optional[dict] = None,
+                 provenance: Optional[dict] = None, checkpoint: str = "live") -> None:
         self.algo = algo
         self.gems = gems
         self.layout = layout
         self.env_kwargs = dict(env_kwargs or {})
+        self.provenance = dict(provenance or {})
+        self.method = self.provenance.get("method", "offline")
+        self.checkpoint = checkpoint
+
+    @property
+    def gems_fingerprint(self) -> str:
+        return self.gems.fingerprint
+
+    @property
+    def gems_path(self) -> str:
+        return str(self.gems.path)
 
     def wrap_env(self, vector_env: VectorEnv) -> VectorEnv:
         from gym_slaterec.wrappers import GeMSAction
@@ -213,7 +224,8 @@ class OfflineAgent:
 
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        a = self.algo.predict(np.asarray(obs))
+        obs = np.asarray(obs)
+        a = self.algo.predict(obs) if deterministic else self.algo.sample_action(obs)
         return np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0), None
 
 
@@ -325,7 +337,7 @@ def train_offline(
                                  "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
     else:
         state = resume
-        _load_learner(learner, out / "model_last.d3")
+        _load_learner(learner, _last_model(out))
         learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
         _set_rng_state(state["rng"])
     writer = SummaryWriter(str(out / "tb"))
@@ -335,8 +347,8 @@ def train_offline(
     wall_before = float(state["wall_s"])
 
     def checkpoint(step: int) -> None:
-        _save_learner(learner, out / f"model_step{step:07d}.d3")
-        _save_learner(learner, out / "model_last.d3")
+        _save_learner(learner, out / f"model_step{step:07d}{MODEL_SUFFIX}")
+        _save_learner(learner, out / f"model_last{MODEL_SUFFIX}")
         state.update(step=step, wall_s=wall_before + time.time() - started, rng=_rng_state())
         write_json_atomic(out / "state.json", state, overwrite=True)
 
@@ -352,7 +364,7 @@ def train_offline(
         writer.add_scalar("val/boredom", stats["boredom"], step)
         if stats["mean"] > best["mean"]:
             best.update(mean=stats["mean"], step=step)
-            _save_learner(learner, out / "model_best.d3")
+            _save_learner(learner, out / f"model_best{MODEL_SUFFIX}")
         bar.set_postfix(val=f"{stats['mean']:.1f}", best=f"{best['mean']:.1f}")
 
     first = int(state["step"]) + 1
@@ -377,7 +389,8 @@ def train_offline(
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint(step)
     bar.close()
-    best_model = d3rlpy.load_learnable(str(out / "model_best.d3"), device=False)
+    best_model = _built_learner(config, layout, data.action_size)
+    _load_learner(best_model, out / f"model_best{MODEL_SUFFIX}")
     t0 = time.time()
     test = evaluate_offline_agent(OfflineAgent(best_model, ckpt, layout, env_kwargs), data.env_id, config.test_users, test_seed)
     state["eval_s"] += time.time() - t0
@@ -395,7 +408,7 @@ def train_offline(
         "wall_time_breakdown_s": {"train": state["train_s"], "evaluation": state["eval_s"]},
         "resumed": resume is not None,
         "validation": curve,
-        "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": "model_best.d3"},
+        "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": f"model_best{MODEL_SUFFIX}"},
         "test": {**test, "checkpoint": "best", "users_first_seed": test_seed},
         "dataset": {"path": str(Path(dataset)), "mean_return": meta.get("mean_return"),
                     "policy": meta.get("source_dataset", {}).get("policy")},
@@ -407,21 +420,65 @@ def train_offline(
     return results
 
 
+#: an offline checkpoint: torch.save of {"format", "algo", "modules": {name: state_dict}}, read weights-only
+MODEL_FORMAT = "slaterec.offline_model/1"
+#: what a checkpoint of the run is called (``model_best.pt``, ``model_step0001000.pt``)
+MODEL_SUFFIX = ".pt"
+
+
+def _modules(learner: Any) -> dict[str, Any]:
+    """The networks and optimisers of a built d3rlpy learner, by name (what d3rlpy's checkpointer saves)."""
+    import torch
+
+    mods = learner.impl.modules
+    return {f.name: getattr(mods, f.name) for f in dataclasses.fields(mods)
+            if hasattr(getattr(mods, f.name), "state_dict") and (isinstance(getattr(mods, f.name), torch.nn.Module)
+                                                                 or hasattr(getattr(mods, f.name), "optim"))}
+
+
 def _save_learner(learner: Any, path: Path) -> None:
-    """d3rlpy's ``save`` into a temporary beside ``path``, then an atomic rename."""
+    """The learner's weights and optimiser states (no pickled objects) into ``path``, atomically."""
+    import torch
+
+    state = {"format": MODEL_FORMAT, "algo": type(learner).__name__,
+             "modules": {name: m.state_dict() for name, m in _modules(learner).items()}}
     with atomic_path(path, overwrite=True) as tmp:
-        learner.save(str(tmp))
+        torch.save(state, tmp)
 
 
 def _load_learner(learner: Any, path: Path) -> None:
-    """Weights and optimiser states of a ``save``d d3rlpy file into a built learner (what
-    ``d3rlpy.load_learnable`` does, without creating a second learner)."""
-    import io
-    import pickle
+    """Weights and optimiser states of ``path`` into a built learner, read with ``weights_only``; a
+    d3rlpy ``.d3`` file (a pickle) is refused unread."""
+    import torch
 
-    with open(path, "rb") as f:
-        obj = pickle.load(f)  # a file this run wrote itself (d3rlpy's own format)
-    learner.impl.load_model(io.BytesIO(obj["torch"]))
+    path = Path(path)
+    if path.suffix == ".d3":
+        raise ValueError(f"{path} is a d3rlpy model file, a pickle-based format: it may run code when read, so "
+                         f"SlateRec does not read it; if you trust where the run came from, convert it with: "
+                         f"slaterec convert-run {path.parent} --trust")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign, or holding objects other than weights
+        raise ValueError(f"{path} is damaged or not a SlateRec offline model ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT or not isinstance(state.get("modules"), dict):
+        raise ValueError(f"{path} is not a SlateRec offline model (format {state.get('format') if isinstance(state, dict) else None!r})")
+    if state.get("algo") != type(learner).__name__:
+        raise ValueError(f"{path} holds a {state.get('algo')} model, the run's algorithm is {type(learner).__name__}")
+    modules = _modules(learner)
+    if set(state["modules"]) != set(modules):
+        raise ValueError(f"{path} does not fit the run's {type(learner).__name__} (modules {sorted(state['modules'])})")
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path} does not fit the run's {type(learner).__name__} ({type(exc).__name__}: {exc})") from exc
+
+
+def _built_learner(config: "OfflineConfig", layout: WindowLayout, action_size: int, device: str = "cpu") -> Any:
+    """A fresh learner of ``config`` with its networks created (weights still to be loaded)."""
+    learner = make_algorithm(config, layout, device)
+    learner.create_impl((layout.size,), int(action_size))
+    return learner
 
 
 def _rng_state() -> dict[str, Any]:
@@ -464,7 +521,7 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
                 raise ArtifactExistsError(
                     f"{out} is an unfinished offline run of another configuration or dataset/GeMS; pass --overwrite "
                     "to start afresh, or choose another --out")
-            if state.get("step", 0) > 0 and "rng" in state and (out / "model_last.d3").is_file():
+            if state.get("step", 0) > 0 and "rng" in state and _last_model(out).is_file():
                 return state
             # interrupted before its first checkpoint: nothing to resume, start afresh in place
             overwrite = True
@@ -472,43 +529,78 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
     return None
 
 
-def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, checkpoint: str = "best") -> OfflineAgent:
-    """The agent of an offline run (for evaluation); refuses a GeMS other than the run's."""
-    import d3rlpy
+def _last_model(out: Path) -> Path:
+    """The resume point's model: ``model_last.pt``, or a run's pickle-based ``model_last.d3`` (refused on reading)."""
+    new = out / f"model_last{MODEL_SUFFIX}"
+    return new if new.is_file() or not (out / "model_last.d3").is_file() else out / "model_last.d3"
 
+
+def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, checkpoint: str = "best") -> OfflineAgent:
+    """The agent of an offline run (for evaluation); refuses a GeMS other than the run's.
+
+    The learner is rebuilt from the run's ``config.json`` and its weights read without
+    unpickling; a pickle-based ``.d3`` model is refused with the ``convert-run`` hint."""
     from gym_slaterec.gems import GeMSCheckpoint
 
     run = Path(run_dir)
     prov_file = run / "provenance.json"
-    if not prov_file.is_file():
-        raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json)")
-    prov = json.loads(prov_file.read_text())
+    if not prov_file.is_file() or not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json / config.json)")
+    prov = _read_json(prov_file)
     name = str(checkpoint)
     if name.isdigit() or (name.startswith("step") and name[4:].isdigit()):
         name = f"step{int(name.removeprefix('step')):07d}"
-    model = run / f"model_{name}.d3"
+    model = run / f"model_{name}{MODEL_SUFFIX}"
+    if not model.is_file() and (run / f"model_{name}.d3").is_file():
+        model = run / f"model_{name}.d3"
     if not model.is_file():
         raise FileNotFoundError(f"{run} has no checkpoint {checkpoint!r}; it has: {', '.join(offline_checkpoints(run))}")
+    config = read_offline_config(run)
     try:
-        learner = d3rlpy.load_learnable(str(model), device=False)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"{model} is damaged or not a d3rlpy model ({type(exc).__name__}: {exc})") from exc
-    ckpt = GeMSCheckpoint.load(gems or prov["gems"]["path"], expect_env_id=prov["env_id"],
+        o = prov["observation"]
+        layout = WindowLayout(o["window"], o["slate_size"], o["num_items"])
+        gems_fp, env_id = prov["gems"]["fingerprint"], prov["env_id"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{prov_file} is damaged (lacks {exc})") from exc
+    ckpt = GeMSCheckpoint.load(gems or prov["gems"]["path"], expect_env_id=env_id,
                                expect_item_embeddings_fingerprint=prov.get("item_embeddings_fingerprint"),
-                               allow_partial=bool((prov.get("hyperparameters") or {}).get("allow_partial")))
-    if ckpt.fingerprint != prov["gems"]["fingerprint"]:
+                               allow_partial=config.allow_partial)
+    if ckpt.fingerprint != gems_fp:
         raise ProvenanceMismatchError(
-            f"offline run {run} acts in the latent space of GeMS {prov['gems']['fingerprint'][:12]}, "
-            f"not of {ckpt.path} ({ckpt.fingerprint[:12]})"
+            f"offline run {run} acts in the latent space of GeMS {gems_fp[:12]}, not of {ckpt.path} ({ckpt.fingerprint[:12]})"
         )
-    o = prov["observation"]
-    return OfflineAgent(learner, ckpt,
-                        WindowLayout(o["window"], o["slate_size"], o["num_items"]), prov.get("env_kwargs"))
+    learner = _built_learner(config, layout, ckpt.latent_dim)
+    _load_learner(learner, model)
+    agent = OfflineAgent(learner, ckpt, layout, prov.get("env_kwargs"), prov, name)
+    agent.checkpoint_path = model
+    return agent
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON (damaged run directory?): {exc}") from exc
+
+
+def read_offline_config(run_dir: PathLike) -> OfflineConfig:
+    """The checked :class:`OfflineConfig` of an offline run directory."""
+    path = Path(run_dir) / "config.json"
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is damaged: expected a JSON object")
+    try:
+        config = OfflineConfig(**data)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is damaged or from another version: {exc}") from exc
+    return config
 
 
 def offline_checkpoints(run_dir: PathLike) -> list[str]:
     """The checkpoint names of an offline run: best, last and stepN (periodic)."""
-    names = sorted(p.name[len("model_"):-len(".d3")] for p in Path(run_dir).glob("model_*.d3"))
+    names = sorted({p.name[len("model_"):].rsplit(".", 1)[0] for suffix in (MODEL_SUFFIX, ".d3")
+                    for p in Path(run_dir).glob(f"model_*{suffix}")})
     return [n for n in ("best", "last") if n in names] + [n for n in names if n.startswith("step")]
 
 
@@ -524,3 +616,19 @@ def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int, i
         agent.env_kwargs = {**agent.env_kwargs, "item_embeddings": item_embeddings}
     stats = evaluate_offline_agent(agent, env_id, episodes, seed)
     return {"policy": str(run_dir), "method": prov.get("method"), "checkpoint": checkpoint, "env_id": env_id, **stats}
+
+
+def convert_run(run_dir: PathLike) -> list[str]:
+    """Rewrite a trusted offline run's d3rlpy ``.d3`` models (pickles) as weights-only ``.pt``
+    files (``slaterec convert-run --trust``). Reading a ``.d3`` unpickles it: trusted runs only."""
+    import d3rlpy
+
+    from . import encoders  # noqa: F401  (registers the history encoder the .d3 files name)
+
+    changed = []
+    for path in sorted(Path(run_dir).glob("model_*.d3")):
+        learner = d3rlpy.load_learnable(str(path), device=False)  # unpickles: the caller vouched for the run
+        _save_learner(learner, path.with_suffix(MODEL_SUFFIX))
+        path.unlink()
+        changed.append(str(path))
+    return changed

@@ -158,7 +158,7 @@ RUN_ENTRIES = frozenset({
     "results.json", "progress.csv", "train.log", "command.txt",
 })
 #: ... and the offline runs' model files.
-RUN_PATTERNS = ("model_*.d3",)
+RUN_PATTERNS = ("model_*.pt", "model_*.d3")
 #: What an empty folder is reported as: nothing to lose, so any writer may replace it.
 EMPTY_FOLDER = "empty_folder"
 DEMO_MARKER = "slaterec_demo.json"

@@ -6,7 +6,8 @@ A run directory holds::
     provenance.json      env id and parameters, item-embedding / GeMS / MF fingerprints, seed
     state.json           progress: episodes, turns, validation curve, best checkpoint, status
     tb/                  TensorBoard scalars (+ progress.csv)
-    checkpoints/         best.zip, last.zip, epNNNNNNN.zip (periodic), last_replay_buffer.pkl
+    checkpoints/         best.zip, last.zip, epNNNNNNN.zip (periodic; weights only, sb3_slate.checkpoints),
+                         last_replay_buffer.npz
     best_validation.json episode and validation return of checkpoints/best
     results.json         validation curve and test return (mean, std, ci95, episodes) when complete
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -37,6 +39,9 @@ from .methods import REFERENCE_METHODS, Artifacts, RunConfig, episode_length, lo
 from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_agent, training_seed
 
 RUN_FORMAT = "slaterec.sb3_run/1"
+#: the replay memory of the last checkpoint (npz; runs before the pickle-free format wrote a .pkl)
+REPLAY_FILE = "last_replay_buffer.npz"
+LEGACY_REPLAY_FILE = "last_replay_buffer.pkl"
 
 
 def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None) -> Path:
@@ -92,12 +97,31 @@ def read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def load_sb3_model(cls: type, path: Path, device: str = "cpu", **kwargs: Any) -> Any:
-    """``cls.load(path)`` with a damaged or foreign file reported by name."""
+    """``cls.load(path)`` for the models with a pickle-free ``load`` of their own (the
+    episode-replay SAC), a damaged or foreign file reported by name."""
     try:
         return cls.load(path, device=device, **kwargs)
-    except Exception as exc:  # SB3 raises AssertionError, KeyError, zipfile errors... on damaged files
+    except (ValueError, KeyError, AssertionError, RuntimeError) as exc:
         raise ValueError(f"checkpoint {path} is damaged or not a {cls.__name__} checkpoint "
                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def rebuild_model(cfg: RunConfig, art: Artifacts, path: Path, device: str = "cpu", vec_env: Any = None,
+                  wrapped: Any = None) -> Any:
+    """The model of checkpoint ``path``: built from the run's configuration (on ``vec_env`` /
+    ``wrapped``, or a one-user env for acting only), then its weights loaded without unpickling."""
+    from .agents import EpisodeSAC
+    from .checkpoints import load_checkpoint
+    from .envs import SB3VecEnv
+    from .methods import build_model
+
+    if model_class(cfg) is EpisodeSAC:
+        return load_sb3_model(EpisodeSAC, path, device, env=vec_env)
+    if vec_env is None:  # acting only: no replay memory to allocate
+        cfg = RunConfig(**{**cfg.to_dict(), "agent": {**cfg.agent, "buffer_size": 1}})
+        wrapped = wrap_env(cfg, art, base_env(cfg, 1, analysis=False))
+        vec_env = SB3VecEnv(wrapped, seed=0)
+    return load_checkpoint(build_model(cfg, art, vec_env, wrapped, device), path)
 
 
 class RunAgent:
@@ -201,14 +225,15 @@ def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best", warn_unf
         warnings.warn(f"run {run_dir} is unfinished ({state['episodes']} of {cfg.episodes} episodes): its "
                       f"{checkpoint!r} checkpoint is a partial result", UserWarning, stacklevel=2)
     path, name = _checkpoint_file(run_dir, cfg.method, checkpoint)
+    agent = RunAgent(run_dir, cfg, prov, None, name)
     if cfg.method in REFERENCE_METHODS:
         try:
-            model = ReferenceAgent.load(path)
+            agent.model = ReferenceAgent.load(path)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from exc
     else:
-        model = load_sb3_model(model_class(cfg), path)
-    return RunAgent(run_dir, cfg, prov, model, name)
+        agent.model = rebuild_model(cfg, agent.artifacts(), path)
+    return agent
 
 
 def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int,
@@ -258,23 +283,42 @@ class Run:
 
     def save_checkpoint(self, name: str) -> None:
         """Write checkpoint ``name`` atomically; ``last`` also records the state (and replay buffer)."""
-        from .agents import ReferenceAgent
+        from . import checkpoints
+        from .agents import EpisodeSAC, ReferenceAgent
 
         self.ckpt_dir.mkdir(exist_ok=True)
         is_ref = isinstance(self.model, ReferenceAgent)
         dest = self.ckpt_dir / f"{name}{'.json' if is_ref else '.zip'}"
+        own_format = is_ref or isinstance(self.model, EpisodeSAC)  # their save writes no pickle
         with atomic_path(dest, overwrite=True) as tmp:
-            self.model.save(tmp if is_ref else str(tmp))
-            if not is_ref and not tmp.exists() and Path(str(tmp) + ".zip").exists():
-                Path(str(tmp) + ".zip").rename(tmp)
+            self.model.save(tmp) if own_format else checkpoints.save_checkpoint(self.model, tmp)
         if name == "last":
             if self.config.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
-                with atomic_path(self.ckpt_dir / "last_replay_buffer.pkl", overwrite=True) as tmp:
-                    self.model.save_replay_buffer(str(tmp))
-                    if not tmp.exists() and Path(str(tmp) + ".pkl").exists():
-                        Path(str(tmp) + ".pkl").rename(tmp)
+                with atomic_path(self.ckpt_dir / REPLAY_FILE, overwrite=True) as tmp:
+                    if isinstance(self.model, EpisodeSAC):
+                        self.model.save_replay_buffer(tmp)
+                    else:
+                        checkpoints.save_replay_buffer(self.model.replay_buffer, tmp)
             self.state["wall_s"] = self.state.get("wall_s_before", 0.0) + (time.time() - self._t0)
             self._write_state()
+
+    def _load_replay_buffer(self) -> None:
+        """The replay memory of the last checkpoint (none saved: training resumes with an empty one)."""
+        from . import checkpoints
+        from .agents import EpisodeSAC
+
+        rb = self.ckpt_dir / REPLAY_FILE
+        legacy = self.ckpt_dir / LEGACY_REPLAY_FILE
+        if not rb.is_file() and legacy.is_file():
+            if not zipfile.is_zipfile(legacy):  # SB3's pickled buffer; the episode SAC's was an npz by this name
+                raise checkpoints.LegacyFormatError(checkpoints.legacy_message(legacy, "a replay buffer"))
+            rb = legacy
+        if not rb.is_file() or getattr(self.model, "replay_buffer", None) is None:
+            return
+        if isinstance(self.model, EpisodeSAC):
+            self.model.load_replay_buffer(rb)
+        else:
+            checkpoints.load_replay_buffer(self.model.replay_buffer, rb)
 
     def validate(self) -> dict[str, Any]:
         """Deterministic policy on the fixed validation users; keeps the best checkpoint."""
@@ -330,14 +374,8 @@ class Run:
             return self.finish()
         vec_env, wrapped = self._make_vec_env()
         if resume and (self.ckpt_dir / "last.zip").is_file():
-            self.model = load_sb3_model(model_class(cfg), self.ckpt_dir / "last.zip", self.device, env=vec_env)
-            rb = self.ckpt_dir / "last_replay_buffer.pkl"
-            if rb.is_file() and hasattr(self.model, "load_replay_buffer"):
-                try:
-                    self.model.load_replay_buffer(str(rb))
-                except Exception as exc:  # truncated or foreign pickle
-                    raise ValueError(f"replay buffer {rb} is damaged ({type(exc).__name__}: {exc}); delete it to "
-                                     "resume with an empty buffer, or start a new --out") from exc
+            self.model = rebuild_model(cfg, self.artifacts, self.ckpt_dir / "last.zip", self.device, vec_env, wrapped)
+            self._load_replay_buffer()
             self.model.num_timesteps = int(self.state["turns"])
         else:
             self.model = build_model(cfg, self.artifacts, vec_env, wrapped, self.device)

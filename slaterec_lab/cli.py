@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(handler=cmd_runs)
 
+    p = sub.add_parser("convert-run", help="rewrite a trusted run directory written before the pickle-free formats",
+                       description="Runs written by earlier versions keep SB3 checkpoints, SB3 replay buffers and "
+                       "d3rlpy models as pickles, which can run code when read; SlateRec refuses to read them. If you "
+                       "trust where RUN came from, this command reads them once and rewrites them as weights-only files.")
+    p.add_argument("run", type=Path, help="an online or offline run directory")
+    p.add_argument("--trust", action="store_true", help="required: you vouch that the run's files are not hostile")
+    p.set_defaults(handler=cmd_convert_run)
+
     p = sub.add_parser("drift", help="distance between the item tables of two artifacts (GeMS, MF, run, environment)")
     p.add_argument("a", help="GeMS checkpoint, MF/matrix file, run directory, environment id or shipped matrix name")
     p.add_argument("b")
@@ -238,4 +246,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} "
               f"{fmt(r['seed']):>10s} {r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
     print(f"{len(rows)} run(s) under {args.root}")
+    return 0
+
+
+def cmd_convert_run(args: argparse.Namespace) -> int:
+    import json
+
+    from gym_slaterec.provenance import identify_artifact
+
+    if not args.trust:
+        raise ValueError("convert-run reads pickle-based files, which can run any code they hold; pass --trust only "
+                         f"if you trust where {args.run} came from")
+    kind, what = identify_artifact(args.run)
+    if kind == "sb3_run":
+        from sb3_slate.checkpoints import convert_run
+    elif kind == "offline_run":
+        from d3rlpy_adapters.offline import convert_run
+    else:
+        raise ValueError(f"{args.run} is not a SlateRec run directory ({what})")
+    changed = convert_run(args.run)
+    print(json.dumps({"run": str(args.run), "converted": changed}) if changed else f"{args.run}: nothing to convert")
     return 0

@@ -294,7 +294,7 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
     out = work / f"run_{algo}"
     cfg = OfflineConfig(steps=4, eval_every=2, val_users=4, test_users=6, batch_size=16, feature_size=32, seed=1)
     res = train_offline(algo, export_file, tiny_gems, out, cfg, progress=False)
-    for name in ("config.json", "provenance.json", "results.json", "model_best.d3", "model_last.d3"):
+    for name in ("config.json", "provenance.json", "results.json", "model_best.pt", "model_last.pt"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     saved = json.loads((out / "results.json").read_text())

@@ -226,7 +226,7 @@ def test_damaged_run_directory_on_resume(stopped_run, capsys, damage, message):
     elif damage == "last_zip":
         (out / "checkpoints" / "last.zip").write_bytes(b"garbage")
     else:
-        (out / "checkpoints" / "last_replay_buffer.pkl").write_bytes(b"\x80\x04garbage")
+        (out / "checkpoints" / "last_replay_buffer.npz").write_bytes(b"PK\x03\x04garbage")
     before = snapshot_tree(out)
     code, err = run_cli(args, capsys)
     assert code == 2 and message in err, err

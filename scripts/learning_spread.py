@@ -1,0 +1,52 @@
+"""Seed-to-seed spread of the short learning checks of tests/test_learning.py.
+
+The learning tests assert on the mean over a few seeds, with margins taken from this
+spread (several seeds and CPU kernels), not from one machine's single outcome. Run it
+under other kernels to see how they move the figures::
+
+    ATEN_CPU_CAPABILITY=default python scripts/learning_spread.py --check sac --seeds 0 1 2 3 4 5
+    MKL_ENABLE_INSTRUCTIONS=AVX2 python scripts/learning_spread.py --check offline --seeds 0 1 2
+
+Prints one JSON line per seed and a summary (mean and sample standard deviation of the
+gain over random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", choices=("sac", "offline"), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    import torch
+
+    import learning_checks as lc
+
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    gains = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            run = lc.sac_learning_run if args.check == "sac" else lc.offline_learning_run
+            res = run(Path(tmp) / f"s{seed}", seed)
+            gains.append(res["gain"])
+            print(json.dumps({"check": args.check, "seed": seed, **res,
+                              "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                              "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}), flush=True)
+    sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
+    print(json.dumps({"check": args.check, "seeds": args.seeds, "gain_mean": statistics.fmean(gains), "gain_sd": sd,
+                      "gain_min": min(gains)}))
+
+
+if __name__ == "__main__":
+    main()

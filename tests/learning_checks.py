@@ -1,0 +1,66 @@
+"""The short trainings behind tests/test_learning.py, one function per check and seed.
+
+Shared by the tests and by ``scripts/learning_spread.py`` (which measures their spread
+across seeds and CPU kernels, the source of the tests' margins). Each returns the
+trained policy's test return, random's test return on the same users and their
+difference (``gain``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sb3_slate.methods import resolve_config
+from sb3_slate.runs import train_run
+
+ENV = "SlateRec/FocusedTopDown-v0"
+SHORT = {"episode_length": 10}
+
+
+def random_test_return(out: Path, env_kwargs: dict[str, Any], test_users: int = 100) -> float:
+    cfg = resolve_config("random", ENV, {"val_users": 10, "test_users": test_users, "env_kwargs": dict(env_kwargs)})
+    return float(train_run(cfg, out, progress=False)["test"]["mean"])
+
+
+def sac_learning_run(out: Path, seed: int) -> dict[str, Any]:
+    """SAC+TopK (ideal) in the paper's regime, 300 ten-turn episodes, seed ``seed``."""
+    torch.set_num_threads(1)
+    cfg = resolve_config("sac-topk-ideal", ENV, {
+        "replay": "episode", "episodes": 300, "n_envs": 20, "val_every": 60, "checkpoint_every": 0,
+        "val_users": 100, "test_users": 100, "env_kwargs": dict(SHORT), "seed": seed,
+        "agent": {"batch_size": 16, "buffer_size": 400, "warmup_episodes": 40, "net_arch": [64], "gradient_steps": 8},
+    })
+    res = train_run(cfg, out / "run", progress=False)
+    rand = random_test_return(out / "random", SHORT)
+    curve = [v["mean"] for v in res["validation"]]
+    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
+            "untrained": curve[0], "best_validation": max(curve)}
+
+
+def offline_learning_run(out: Path, seed: int) -> dict[str, Any]:
+    """Logged data -> GeMS -> a short SAC+GeMS whose own episodes TD3+BC learns from, all with seed ``seed``."""
+    from d3rlpy_adapters.collect import collect
+    from d3rlpy_adapters.export import export_d3rlpy
+    from d3rlpy_adapters.offline import OfflineConfig, train_offline
+    from gym_slaterec.gems import GeMSConfig, train_gems
+    from gym_slaterec.rollouts import generate_logged_data
+
+    torch.set_num_threads(1)
+    env: dict[str, Any] = {}
+    logged = generate_logged_data(ENV, out / "logged", episodes=500, seed=seed, progress=False, env_kwargs=env)
+    gems = train_gems(logged, GeMSConfig(seed=seed, val_max_samples=2000, bounds_max_samples=5000),
+                      out / "gems.pt", progress=False, max_steps=300).path
+    agent = resolve_config("sac-gems", ENV, {"gems": str(gems), "episodes": 40, "n_envs": 8, "val_every": 20,
+                                             "checkpoint_every": 0, "val_users": 50, "test_users": 100, "seed": seed,
+                                             "env_kwargs": env, "agent": {"warmup_episodes": 8}}, preset="window")
+    train_run(agent, out / "agent", progress=False)
+    data = collect(ENV, out / "agent", 100, 7 + seed, out / "data", progress=False)
+    h5 = export_d3rlpy(data, gems, out / "data.h5", window=5)
+    cfg = OfflineConfig(steps=300, eval_every=150, val_users=50, test_users=100, seed=seed)
+    res = train_offline("td3bc", h5, gems, out / "td3bc", cfg, progress=False)
+    rand = random_test_return(out / "random", env)
+    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
+            "data_mean": float(data.returns().mean())}
