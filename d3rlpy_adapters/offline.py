@@ -262,7 +262,18 @@ def train_offline(
     ``device``: auto (CUDA when present), cpu or cuda[:N]; recorded in the provenance (a
     run may resume on another device)."""
     from gym_slaterec.devices import resolve_device
+    from gym_slaterec.locks import writer_lock
 
+    config = dataclasses.replace(config or OfflineConfig(), algo=algo)
+    config.validate()
+    device = resolve_device(device)
+    out = Path(out)
+    with writer_lock(out):  # one writer per run directory
+        return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
+
+
+def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLike, out: Path, overwrite: bool,
+                        progress: bool, device: str) -> dict[str, Any]:
     import d3rlpy
     import torch
     from torch.utils.tensorboard import SummaryWriter
@@ -270,10 +281,6 @@ def train_offline(
 
     from gym_slaterec.gems import GeMSCheckpoint
 
-    config = dataclasses.replace(config or OfflineConfig(), algo=algo)
-    config.validate()
-    device = resolve_device(device)
-    out = Path(out)
     meta = read_sidecar(dataset)
     ckpt = GeMSCheckpoint.load(
         gems, expect_env_id=meta["env_id"], expect_item_embeddings_fingerprint=meta.get("item_embeddings_fingerprint"),

@@ -445,9 +445,16 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
     ``device`` (auto, cpu, cuda[:N]) is where the networks train; it is recorded in the
     provenance and the state, and a run may resume on another device.
     """
+    from gym_slaterec.locks import writer_lock
+
     cfg.validate()
     device = run_device(cfg.method, device)
     out = Path(out)
+    with writer_lock(out):  # one writer per run directory: a second train on it is refused
+        return _train_into(cfg, out, progress, device)
+
+
+def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[str, Any]:
     resume = False
     if out.exists():
         if not (out / "state.json").is_file() or not (out / "config.json").is_file():

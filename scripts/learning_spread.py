@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", choices=("sac", "offline"), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=300, help="training budget of the SAC check")
     args = parser.parse_args()
     import torch
 
@@ -37,10 +38,12 @@ def main() -> None:
     gains = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            run = lc.sac_learning_run if args.check == "sac" else lc.offline_learning_run
-            res = run(Path(tmp) / f"s{seed}", seed)
+            if args.check == "sac":
+                res = lc.sac_learning_run(Path(tmp) / f"s{seed}", seed, args.episodes)
+            else:
+                res = lc.offline_learning_run(Path(tmp) / f"s{seed}", seed)
             gains.append(res["gain"])
-            print(json.dumps({"check": args.check, "seed": seed, **res,
+            print(json.dumps({"check": args.check, "seed": seed, "episodes": args.episodes, **res,
                               "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
                               "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}), flush=True)
     sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")

@@ -21,20 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from gym_slaterec.cli import sigterm_as_interrupt
+from gym_slaterec.locks import writer_lock
 from gym_slaterec.provenance import package_version, write_json_atomic
 
 from .grid import expand, grid_fingerprint, retries_of
 
 SWEEP_FORMAT = "slaterec.sweep/1"
 SWEEP_FILE = "sweep.json"
-LOCK_FILE = ".sweep.lock"
 #: statuses a trial can have in sweep.json
 PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED = "pending", "running", "done", "failed", "blocked", "interrupted"
 # The trial answers the SIGINT the sweep sends it even when the sweep itself was started with
 # SIGINT ignored (``nohup slaterec sweep ... &``: background jobs of a script ignore it, and
-# children inherit that), so a stopped sweep's trials still save their resume points.
+# children inherit that), so a stopped sweep's trials still save their resume points. On
+# Linux it also asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG), so a driver killed
+# with SIGKILL leaves no orphan writing into the sweep; it exits at once if the parent is
+# already gone.
 _CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from gym_slaterec.cli import main; sys.exit(main())")
+        "from gym_slaterec.cli import die_with_parent, main; die_with_parent(); sys.exit(main())")
 
 
 def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[str, Any]:
@@ -43,7 +47,8 @@ def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[
     An interruption of the caller (Ctrl-C, a Ray cancellation) is passed to the child
     as SIGINT, which every slaterec command answers by leaving a resumable state.
     """
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               SLATEREC_PARENT_PID=str(os.getpid()))
     t0 = time.time()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
@@ -186,37 +191,6 @@ class Sweep:
         return out
 
 
-class SweepBusyError(ValueError):
-    """Another driver is running in the sweep directory."""
-
-
-class SweepLock:
-    """One driver per sweep directory: a second one is refused while the first lives."""
-
-    def __init__(self, sweep_dir: Path) -> None:
-        self.file = Path(sweep_dir) / LOCK_FILE
-
-    def __enter__(self) -> "SweepLock":
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(self.file.read_text().split()[0])
-                os.kill(pid, 0)
-            except (ValueError, IndexError, OSError):  # stale: its driver is gone
-                self.file.unlink(missing_ok=True)
-                return self.__enter__()
-            raise SweepBusyError(f"another slaterec sweep (pid {pid}) is running in {self.file.parent}; "
-                               "wait for it or stop it first") from None
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.file.unlink(missing_ok=True)
-
-
 class _Progress:
     def __init__(self, sweep: Sweep, enabled: bool) -> None:
         from tqdm.auto import tqdm
@@ -278,7 +252,7 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     retries = retries_of(grid) if retries is None else retries
     sweep_dir = Path(sweep_dir).resolve()
     sweep = Sweep.open(grid, Path(grid_file), sweep_dir)
-    with SweepLock(sweep_dir), _sigterm_as_interrupt():
+    with writer_lock(sweep_dir), sigterm_as_interrupt():
         for t in sweep.trials.values():  # what the disk says wins over a record left by a killed driver
             done = is_done(sweep_dir, t)
             if done:
@@ -302,26 +276,6 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
             bar.refresh()
             bar.close()
     return sweep
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a batch scheduler's stop, ``kill``) stops the sweep as Ctrl-C does: the
-    running trials save a resume point and the record is written."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _ready(sweep: Sweep) -> list[dict[str, Any]]:

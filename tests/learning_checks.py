@@ -25,11 +25,11 @@ def random_test_return(out: Path, env_kwargs: dict[str, Any], test_users: int = 
     return float(train_run(cfg, out, progress=False)["test"]["mean"])
 
 
-def sac_learning_run(out: Path, seed: int) -> dict[str, Any]:
-    """SAC+TopK (ideal) in the paper's regime, 300 ten-turn episodes, seed ``seed``."""
+def sac_learning_run(out: Path, seed: int, episodes: int = 300) -> dict[str, Any]:
+    """SAC+TopK (ideal) in the paper's regime, ``episodes`` ten-turn episodes, seed ``seed``."""
     torch.set_num_threads(1)
     cfg = resolve_config("sac-topk-ideal", ENV, {
-        "replay": "episode", "episodes": 300, "n_envs": 20, "val_every": 60, "checkpoint_every": 0,
+        "replay": "episode", "episodes": episodes, "n_envs": 20, "val_every": 60, "checkpoint_every": 0,
         "val_users": 100, "test_users": 100, "env_kwargs": dict(SHORT), "seed": seed,
         "agent": {"batch_size": 16, "buffer_size": 400, "warmup_episodes": 40, "net_arch": [64], "gradient_steps": 8},
     })

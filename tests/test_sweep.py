@@ -16,7 +16,8 @@ import yaml
 
 from gym_slaterec.cli import main
 from slaterec_lab.grid import SHIPPED_DIR, GridError, expand, load_grid, shipped_grid
-from slaterec_lab.sweep import LOCK_FILE, SweepLock, run_sweep
+from gym_slaterec.locks import lock_owner
+from slaterec_lab.sweep import run_sweep
 
 # ``slaterec`` in a child process that answers SIGINT as a foreground process does, even when
 # pytest itself runs in the background with SIGINT ignored (children inherit that)
@@ -174,7 +175,7 @@ def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path)
     assert "running" not in status.values()
     finished = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/results.json")}
     assert 1 <= len(finished) < 4, status
-    assert not (out / LOCK_FILE).exists()
+    assert lock_owner(out) is None
     # the same command again: finished runs are kept, the others resume/run
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -250,7 +251,7 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     text = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, text
     statuses = [t["status"] for t in json.loads((out / "sweep.json").read_text())["trials"]]
-    assert "running" not in statuses and not (out / LOCK_FILE).exists()
+    assert "running" not in statuses and lock_owner(out) is None
     assert main(["sweep", str(tmp_path / "grid.yaml"), "--out", str(out), "--executor", "local", "--no-progress"]) == 0
 
 
@@ -278,17 +279,6 @@ def test_trials_stop_on_the_sweeps_sigint_when_it_was_started_in_the_background(
     assert time.time() - stopped < 45, "the trial ignored the sweep's SIGINT"
     (trial,) = json.loads((out / "sweep.json").read_text())["trials"]
     assert trial["status"] == "interrupted"
-
-
-def test_one_driver_per_sweep_directory(tmp_path):
-    (tmp_path / LOCK_FILE).write_text(f"{os.getpid()}\n")  # a live driver (this process)
-    with pytest.raises(ValueError, match="another slaterec sweep"):
-        with SweepLock(tmp_path):
-            pass
-    (tmp_path / LOCK_FILE).write_text("999999999\n")  # a driver that is gone
-    with SweepLock(tmp_path):
-        assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(os.getpid())
-    assert not (tmp_path / LOCK_FILE).exists()
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml")))

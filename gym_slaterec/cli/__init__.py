@@ -8,9 +8,10 @@ so that ``slaterec envs`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 #: This package's own command modules; the installed packages add theirs through the
 #: ``slaterec.commands`` entry points (pyproject.toml), so no package imports a higher one.
@@ -91,6 +92,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler, a dying sweep driver) stops a command as Ctrl-C does: it
+    saves its resume point and removes its temporaries."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def die_with_parent() -> None:
+    """In a sweep's trial: SIGTERM this process when the process named by
+    ``$SLATEREC_PARENT_PID`` (the driver or its Ray worker) dies (Linux), and exit at once
+    if it is already gone, so that no orphaned trial keeps writing."""
+    import os
+    import signal
+
+    parent = os.environ.pop("SLATEREC_PARENT_PID", None)
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if str(os.getppid()) != parent:  # the parent died before the request took effect
+        sys.exit(130)
+
+
+def _out_lock(args: argparse.Namespace) -> Any:
+    """The writer lock of the command's ``--out`` (one writer per artifact), if it has one."""
+    out = getattr(args, "out", None)
+    if out is None or getattr(args, "dry_run", False):
+        return contextlib.nullcontext()
+    from ..locks import writer_lock
+
+    return writer_lock(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -98,7 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed its one-line usage error (or --help)
         return int(exc.code or 0)
     try:
-        result = args.handler(args)
+        with sigterm_as_interrupt(), _out_lock(args):
+            result = args.handler(args)
     except KeyboardInterrupt:
         print(f"slaterec {args.command}: interrupted; nothing incomplete was left in place "
               "(a run directory can be resumed with the same command)", file=sys.stderr)
