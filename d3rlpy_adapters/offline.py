@@ -44,7 +44,7 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from gym_slaterec.provenance import (ArtifactExistsError, PathLike, ProvenanceMismatchError, atomic_path, check_writable,
-                                    provenance, write_json_atomic)
+                                    TrainingDiverged, mark_run_status, provenance, strict_json, write_json_atomic)
 
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
@@ -269,7 +269,14 @@ def train_offline(
     device = resolve_device(device)
     out = Path(out)
     with writer_lock(out):  # one writer per run directory
-        return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
+        try:
+            return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
+        except KeyboardInterrupt:
+            mark_run_status(out, "interrupted")
+            raise
+        except TrainingDiverged as exc:
+            mark_run_status(out, "failed", error=str(exc))
+            raise
 
 
 def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLike, out: Path, overwrite: bool,
@@ -344,6 +351,8 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
                                  "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
     else:
         state = resume
+        state["status"] = "unfinished"
+        state.pop("error", None)
         _load_learner(learner, _last_model(out))
         learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
         _set_rng_state(state["rng"])
@@ -388,7 +397,8 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
                 if values:
                     writer.add_scalar(f"train/{key}", float(np.mean(values)), step)
                     if not np.isfinite(np.mean(values)):
-                        raise FloatingPointError(f"{config.algo} loss {key} became {np.mean(values)} at step {step}")
+                        raise TrainingDiverged(f"training diverged at step {step} ({config.algo} loss {key} "
+                                               f"{np.mean(values)}); lower the learning rate")
             running = {}
         bar.update(1)
         if step % config.eval_every == 0 or step == config.steps:
@@ -421,7 +431,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
                     "policy": meta.get("source_dataset", {}).get("policy")},
         "provenance": prov,
     }
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", strict_json(results))
     state.update(status="complete", resumed=results["resumed"])
     write_json_atomic(out / "state.json", state, overwrite=True)
     return results

@@ -133,6 +133,23 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot record {type(obj).__name__} in provenance")
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, inf: an interval over one user, a diverged
+    loss) replaced by None, so that it serialises as standard JSON."""
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    if isinstance(data, (float, np.floating)):
+        return float(data) if np.isfinite(data) else None
+    return data
+
+
+def dumps_strict(data: Any, default: Any = None, **kwargs: Any) -> str:
+    """Standard JSON (no NaN / Infinity tokens) of ``data``: what every ``--json`` prints."""
+    return json.dumps(strict_json(data), allow_nan=False, default=default or _jsonable, **kwargs)
+
+
 class ProvenanceFields:
     """Read access to the fields every artifact's provenance carries.
 
@@ -323,6 +340,23 @@ def write_json_atomic(path: PathLike, data: Any, overwrite: bool = False,
     with atomic_path(path, overwrite, kind=kind) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
     return Path(path)
+
+
+class TrainingDiverged(ValueError):
+    """A loss or a weight became non-finite: the run stops and is marked failed."""
+
+
+def mark_run_status(run_dir: PathLike, status: str, **fields: Any) -> None:
+    """Record ``status`` (interrupted, failed) in an unfinished run's ``state.json`` as it is on
+    disk (the resume point's counters stay those of the last checkpoint)."""
+    path = Path(run_dir) / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(state, dict) and state.get("status") != "complete":
+        state.update(status=status, **fields)
+        write_json_atomic(path, state, overwrite=True)
 
 
 def require_match(what: str, expected: Any, found: Any, hint: str = "") -> None:

@@ -73,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else default_run_dir(cfg, args.workspace)
     results = train_run(cfg, out, progress=not args.no_progress, device=args.device)
     if args.json:
-        print(json.dumps({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))
         return 0
     t = results["test"]
     print(f"{args.method} on {env_id} (seed {cfg.seed}, {results['budget']['episodes']} episodes, "

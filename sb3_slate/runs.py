@@ -32,6 +32,9 @@ from gym_slaterec.provenance import (
     ProvenanceMismatchError,
     atomic_path,
     provenance,
+    TrainingDiverged,
+    mark_run_status,
+    strict_json,
     write_json_atomic,
 )
 
@@ -42,6 +45,8 @@ RUN_FORMAT = "slaterec.sb3_run/1"
 #: the replay memory of the last checkpoint (npz; runs before the pickle-free format wrote a .pkl)
 REPLAY_FILE = "last_replay_buffer.npz"
 LEGACY_REPLAY_FILE = "last_replay_buffer.pkl"
+#: state.json's status: running (or killed while running), interrupted (Ctrl-C / SIGTERM), failed (diverged), complete
+RUN_STATUSES = ("running", "interrupted", "failed", "complete")
 
 
 def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None) -> Path:
@@ -75,7 +80,7 @@ def _read_json(path: Path) -> Any:
 
 #: state.json keys and the checks a resumable state must pass.
 _STATE_FIELDS = {
-    "status": lambda v: v in ("running", "complete"),
+    "status": lambda v: v in RUN_STATUSES,
     "episodes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
     "turns": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
     "validation": lambda v: isinstance(v, list) and all(isinstance(e, dict) and "episodes" in e and "mean" in e for e in v),
@@ -416,7 +421,7 @@ class Run:
             "test": {**res.summary(), "checkpoint": "best", "users_first_seed": TEST_SEED},
             "provenance": _read_json(self.dir / "provenance.json"),
         }
-        write_json_atomic(self.dir / "results.json", results, overwrite=True)
+        write_json_atomic(self.dir / "results.json", strict_json(results), overwrite=True)
         self._write_state()
         return results
 
@@ -451,7 +456,14 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
     device = run_device(cfg.method, device)
     out = Path(out)
     with writer_lock(out):  # one writer per run directory: a second train on it is refused
-        return _train_into(cfg, out, progress, device)
+        try:
+            return _train_into(cfg, out, progress, device)
+        except KeyboardInterrupt:
+            mark_run_status(out, "interrupted")
+            raise
+        except TrainingDiverged as exc:
+            mark_run_status(out, "failed", error=str(exc))
+            raise
 
 
 def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[str, Any]:
@@ -482,6 +494,8 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         run.state["resumed"] = state.get("resumed", 0) + 1
         resume = True
         run.state["device"] = device
+        run.state["status"] = "running"
+        run.state.pop("error", None)
     else:
         run = Run(out, cfg, progress, device)  # loads and checks the artifacts before anything is written
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -101,11 +101,19 @@ def _refuse_unless_ours(out: Path, overwrite: bool, ours: bool, what: str) -> No
                                       "--overwrite (move it away or choose another path)")
 
 
+def _warn(notes: list[str]) -> None:
+    import sys
+
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
-    from .results import find_runs, label_variants, read_run
+    from .results import comparable_records
     from .tables import build, render
 
-    records = label_variants([read_run(r) for r in find_runs(args.runs)])
+    records, notes = comparable_records(args.runs, need_test=True)
+    _warn(notes)
     text = render(build(records), args.format, args.paper)
     if args.out is not None:
         from gym_slaterec.provenance import write_bytes_atomic
@@ -164,10 +172,11 @@ def cmd_plot_heatmap(args: argparse.Namespace) -> int:
 
 def cmd_plot_curves(args: argparse.Namespace) -> int:
     from .plots import plot_curves
-    from .results import find_runs, label_variants, read_run
+    from .results import comparable_records
 
     _check_figure_out(args)
-    records = label_variants([read_run(r) for r in find_runs(args.runs)])
+    records, notes = comparable_records(args.runs, need_test=False)
+    _warn(notes)
     plot_curves(records, args.out, args.title, args.x)
     print(f"wrote {args.out} ({len(records)} runs)")
     return 0
@@ -215,7 +224,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     b, source_b = item_table(args.b)
     res = {"a": source_a, "b": source_b, **compare(a, b)}
     if args.json:
-        print(json.dumps(res))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(res))
         return 0
     print(f"A: {source_a} ({a.shape[0]} x {a.shape[1]})\nB: {source_b} ({b.shape[0]} x {b.shape[1]})")
     for key, value in res.items():
@@ -232,9 +242,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     if not args.root.is_dir():
         raise FileNotFoundError(f"no such folder: {args.root}")
-    rows = [run_summary(run) for run in sorted(find_runs([args.root], allow_empty=True))]
+    rows = [run_summary(run) for run in sorted(find_runs([args.root], allow_empty=True, include_damaged=True))]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(rows, indent=2))
         return 0
 
     def fmt(v) -> str:
@@ -245,7 +256,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} "
               f"{fmt(r['seed']):>10s} {r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
-    print(f"{len(rows)} run(s) under {args.root}")
+        if r["detail"]:
+            print(f"    {r['status']}: {r['detail']}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "running", "unfinished", "dead", "failed", "damaged")}
+    print(f"{len(rows)} run(s) under {args.root}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
 
 

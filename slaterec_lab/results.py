@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -44,8 +45,9 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_runs(paths: Iterable[Path], allow_empty: bool = False) -> list[Path]:
-    """Run directories among ``paths`` and below them (any folder whose provenance is a run)."""
+def find_runs(paths: Iterable[Path], allow_empty: bool = False, include_damaged: bool = False) -> list[Path]:
+    """Run directories among ``paths`` and below them (any folder whose provenance is a run;
+    ``include_damaged``: also folders with an unreadable provenance.json beside a state.json)."""
     found: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -56,6 +58,8 @@ def find_runs(paths: Iterable[Path], allow_empty: bool = False) -> list[Path]:
             try:
                 kind = json.loads(prov.read_text()).get("kind")
             except (OSError, ValueError, AttributeError):
+                if include_damaged and (prov.parent / "state.json").is_file() and prov.parent not in found:
+                    found.append(prov.parent)
                 continue
             if kind in RUN_KINDS and prov.parent not in found:
                 found.append(prov.parent)
@@ -64,9 +68,65 @@ def find_runs(paths: Iterable[Path], allow_empty: bool = False) -> list[Path]:
     return found
 
 
+#: what ``slaterec runs`` calls a run
+STATUSES = ("complete", "running", "unfinished", "dead", "failed", "damaged")
+
+
+def _best_checkpoint_exists(run: Path, offline: bool) -> bool:
+    if offline:
+        return any((run / f"model_best{s}").is_file() for s in (".pt", ".d3"))
+    return any((run / "checkpoints" / f"best{s}").is_file() for s in (".zip", ".json"))
+
+
+def run_status(run: Path) -> tuple[str, str]:
+    """``(status, detail)`` of a run directory:
+
+    - complete: results.json with a test return, and its best checkpoint;
+    - running: a live process holds the run's writer lock (detail: its pid and host);
+    - unfinished: stopped cleanly (Ctrl-C, SIGTERM) at a resume point;
+    - dead: its state says running but no process holds it (killed, crashed): resumable
+      from its last checkpoint by the same command;
+    - failed: training diverged (detail: the error);
+    - damaged: a file it needs is missing or unreadable (detail: which).
+    """
+    from gym_slaterec.locks import lock_owner
+
+    owner = lock_owner(run)
+    if owner is not None:
+        return "running", owner
+    try:
+        prov = _read(run / "provenance.json")
+    except ValueError as exc:
+        return "damaged", str(exc)
+    offline = prov.get("kind") == "offline_run"
+    if (run / "results.json").exists():
+        try:
+            results = _read(run / "results.json")
+        except ValueError as exc:
+            return "damaged", str(exc)
+        if not isinstance(results.get("test"), dict) or not isinstance(results["test"].get("mean"), (int, float)):
+            return "damaged", f"{run / 'results.json'} has no test return"
+        if not _best_checkpoint_exists(run, offline):
+            return "damaged", "results.json names a best checkpoint that is missing"
+        return "complete", ""
+    try:
+        state = _read(run / "state.json")
+    except ValueError as exc:
+        return "damaged", str(exc)
+    status = state.get("status")
+    where = f"step {state.get('step', 0)}" if offline else f"episode {state.get('episodes', 0)}"
+    if status == "failed":
+        return "failed", str(state.get("error", "training failed"))
+    if status == "interrupted":
+        return "unfinished", f"stopped at {where}; the same command resumes it"
+    if status in ("running", "unfinished"):  # the offline runs' in-progress word is "unfinished"
+        return "dead", f"its process ended at {where} without stopping cleanly (killed?); the same command resumes it"
+    return "damaged", f"{run / 'state.json'} has status {status!r}"
+
+
 def run_summary(run: Path) -> dict[str, Any]:
-    """What ``slaterec runs`` lists: method, regime, environment, seed, status, best
-    validation and test return (fields of unreadable files are left empty)."""
+    """What ``slaterec runs`` lists: method, regime, environment, seed, status (and its
+    detail), best validation and test return (fields of unreadable files are left empty)."""
     def read(name: str) -> dict:
         try:
             return _read(run / name)
@@ -75,9 +135,10 @@ def run_summary(run: Path) -> dict[str, Any]:
 
     prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
     hyper = prov.get("hyperparameters") or {}
+    status, detail = run_status(run)
     return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"),
             "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
-            "status": "complete" if results else state.get("status", "unfinished"), "episodes": state.get("episodes"),
+            "status": status, "detail": detail, "episodes": state.get("episodes", state.get("step")),
             "best_validation": (results.get("best") or {}).get("validation_return", state.get("best_validation")),
             "test": (results.get("test") or {}).get("mean"), "created_utc": prov.get("created_utc")}
 
@@ -151,6 +212,16 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
         config = _flatten(_read(run / "config.json"))
     except ValueError:
         config = _flatten(prov.get("hyperparameters") or {})
+    # what a run was trained on splits rows as its settings do: the item matrix, and an offline
+    # run's dataset and GeMS (its config does not name them)
+    fp = prov.get("item_embeddings_fingerprint")
+    if fp:
+        config["items"] = str(fp)[:12]
+    if offline:
+        for role in ("dataset", "gems"):
+            value = (prov.get("inputs") or {}).get(role)
+            if value:
+                config[role] = str(value)[:12]
     return RunRecord(run, label or method, str(prov.get("env_id")), seed,
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
@@ -174,3 +245,42 @@ def run_budget(results: dict[str, Any], state: dict[str, Any], offline: bool) ->
         return {} if steps is None else {"gradient steps": int(steps)}
     out = {k: budget.get(k, state.get(k)) for k in ("episodes", "turns")}
     return {k: int(v) for k, v in out.items() if v is not None}
+
+
+def comparable_records(paths: Iterable[Path], need_test: bool) -> tuple[list[RunRecord], list[str]]:
+    """The runs under ``paths`` ready to be averaged over seeds, and notes on what was left out.
+
+    Damaged runs are skipped; with ``need_test``, runs without a finite test return (unfinished,
+    or NaN) are too; labels split runs whose settings differ (:func:`label_variants`); and runs
+    of one label, environment and seed (a copy, or the same command run twice) count once."""
+    notes: list[str] = []
+    records = []
+    for run in find_runs(paths):
+        try:
+            records.append(read_run(run))
+        except ValueError as exc:
+            notes.append(f"skipped damaged run {run}: {exc}")
+    records = label_variants(records)
+    if need_test:
+        kept = []
+        for r in records:
+            if r.test_mean is None:
+                notes.append(f"left out {r.path}: no test return yet (unfinished)")
+            elif not math.isfinite(r.test_mean):
+                notes.append(f"left out {r.path}: its test return is {r.test_mean}")
+            else:
+                kept.append(r)
+        records = kept
+    by_seed: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        by_seed.setdefault((r.env_id, r.method, r.seed), []).append(r)
+    unique = []
+    for (env, method, seed), same in by_seed.items():
+        same.sort(key=lambda r: (r.test_mean is None, -len(r.curve), str(r.path)))
+        unique.append(same[0])
+        if len(same) > 1:
+            notes.append(f"{len(same)} runs of {method} on {env} with seed {seed} and the same settings count as one "
+                         f"sample ({same[0].path}); duplicates: {', '.join(str(r.path) for r in same[1:])}")
+    order = {id(r): i for i, r in enumerate(records)}
+    unique.sort(key=lambda r: order[id(r)])
+    return unique, notes

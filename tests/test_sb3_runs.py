@@ -115,7 +115,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, out, progress=False)
     state = json.loads((out / "state.json").read_text())
-    assert state["status"] == "running" and state["episodes"] == 4
+    assert state["status"] == "interrupted" and state["episodes"] == 4  # stopped cleanly at a resume point
     assert not (out / "results.json").exists()
     monkeypatch.setattr(Run, "save_checkpoint", original)
 

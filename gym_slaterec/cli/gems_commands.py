@@ -136,7 +136,8 @@ def cmd_gems_info(args: argparse.Namespace) -> int:
         ckpt = GeMSCheckpoint.load(args.checkpoint, allow_env_mismatch=True, allow_partial=True)
     info = ckpt.summary()
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(info, indent=2, default=str))
         return 0
     prov = ckpt.provenance
     print(f"GeMS checkpoint {ckpt.path}  (sha256 {str(ckpt.fingerprint)[:16]})")

@@ -90,7 +90,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
     table = {env_id: p.config.to_dict() for env_id, p in ENV_PRESETS.items()}
     if args.json:
-        print(json.dumps(table, indent=2))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(table, indent=2))
         return 0
     shared = {k: v for k, v in next(iter(table.values())).items() if all(c[k] == v for c in table.values())}
     print(f"{'environment':30s} {'item_embeddings':16s} {'click_model':12s} diversity_penalty")
@@ -133,10 +134,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_run_dir(run_dir, env_id, args.episodes, args.seed, item_embeddings=args.item_embeddings,
                                   checkpoint=args.checkpoint)
     if args.json:
-        print(json.dumps(result))
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(result))
     else:
+        import math
+
         lo, hi = result["ci95"]
-        print(f"{result['policy']} on {env_id}: mean return {result['mean']:.2f}  95% CI [{lo:.2f}, {hi:.2f}]  over {result['episodes']} episodes")
+        ci = f"95% CI [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "no interval from one episode"
+        print(f"{result['policy']} on {env_id}: mean return {result['mean']:.2f}  {ci}  over {result['episodes']} episodes")
     return 0
 
 
