@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=positive_int, required=True)
     p.add_argument("--seed", type=seed_arg, default=0, help="episode j is played by user seed + j")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
-    p.add_argument("--epsilon", type=float, default=0.5, help="exploration rate of epsilon-greedy")
+    p.add_argument("--epsilon", type=float, default=None, help="exploration rate of epsilon-greedy (default 0.5)")
     p.add_argument("--checkpoint", default="best",
                    help="agent checkpoint: best, last, a checkpoint name, or episodes:N (closest periodic checkpoint)")
     p.add_argument("--list-checkpoints", action="store_true", help="print the run's checkpoints and exit")
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_item_embeddings_argument(p)
     p.add_argument("--overwrite", action="store_true")
     add_no_progress(p)
-    p.set_defaults(handler=cmd_collect)
+    p.set_defaults(handler=cmd_collect, checker=check_collect)
 
     p = sub.add_parser("export", help="export a collected dataset to d3rlpy or Minari with GeMS latent actions")
     p.add_argument("dataset", type=Path)
@@ -67,6 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_train_offline)
 
 
+def check_collect(args: argparse.Namespace) -> None:
+    """Options that do not apply to the chosen policy are refused, not ignored."""
+    from .collect import is_reference_policy
+
+    reference = is_reference_policy(args.policy)
+    if args.epsilon is not None and args.policy != "epsilon-greedy":
+        raise ValueError(f"--epsilon applies to --policy epsilon-greedy only, not to {args.policy!r}")
+    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
+        raise ValueError(f"--epsilon must lie in [0, 1], got {args.epsilon}")
+    if reference and args.stochastic:
+        raise ValueError(f"--stochastic applies to agent runs; the reference policy {args.policy!r} has no "
+                         "deterministic mode to switch off")
+    if reference and args.checkpoint != "best":
+        raise ValueError(f"--checkpoint applies to agent runs, not to the reference policy {args.policy!r}")
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import is_reference_policy, load_policy_agent, collect
 
@@ -78,7 +94,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
             print(name)
         return 0
     policy = args.policy if is_reference_policy(args.policy) else Path(args.policy)
-    ds = collect(args.env_id, policy, args.episodes, args.seed, args.out, epsilon=args.epsilon,
+    ds = collect(args.env_id, policy, args.episodes, args.seed, args.out,
+                 epsilon=0.5 if args.epsilon is None else args.epsilon,
                  checkpoint=args.checkpoint, overwrite=args.overwrite, batch_size=args.batch_size,
                  deterministic=not args.stochastic, progress=not args.no_progress, item_embeddings=args.item_embeddings)
     returns = ds.returns()

@@ -172,6 +172,18 @@ def bpr_auc(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, pos
     return float(np.mean((su > sn) + 0.5 * (su == sn)))
 
 
+def check_mf_options(epochs: int, patience: int, dim: int, batch_size: int, lr: float,
+                     val_fraction: float = 0.1) -> None:
+    """The options of :func:`train_mf`, checked before anything is read or written."""
+    for name, v in (("epochs", epochs), ("patience", patience), ("dim", dim), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
+
+
 def train_mf(
     dataset: Union[LoggedDataset, str, Path],
     out: Optional[PathLike] = None,
@@ -202,14 +214,8 @@ def train_mf(
 
     device = resolve_device(device)
 
+    check_mf_options(epochs=epochs, patience=patience, dim=dim, batch_size=batch_size, lr=lr, val_fraction=val_fraction)
     ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset)
-    for name, v in (("epochs", epochs), ("patience", patience), ("dim", dim), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
     if out is not None:
         check_writable(out, overwrite, "mf_embeddings")
 

@@ -44,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "methods with GeMS/TopK; the others run on the CPU)")
     add_no_progress(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    p.set_defaults(handler=cmd_train)
+    p.set_defaults(handler=cmd_train, checker=run_config)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821
+    """The checked RunConfig of ``train``'s arguments (reads no input artifact, writes nothing)."""
     from gym_slaterec.core.config import preset
 
     from .methods import parse_set, resolve_config
-    from .runs import default_run_dir, train_run
 
     env_id = preset(args.env_id).env_id
     overrides = parse_set(args.set_)
@@ -69,7 +69,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("tag", "notes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
+    return resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import default_run_dir, train_run
+
+    cfg = run_config(args)
+    env_id = cfg.env_id
     out = args.out if args.out is not None else default_run_dir(cfg, args.workspace)
     results = train_run(cfg, out, progress=not args.no_progress, device=args.device)
     if args.json:

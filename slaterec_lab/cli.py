@@ -185,8 +185,10 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
 def default_sweep_dir(grid: dict, grid_file: Path, workspace: Path | None) -> Path:
     import os
 
+    from .grid import grid_name
+
     root = workspace or Path(os.environ.get("SLATEREC_WORKSPACE") or "runs")
-    return root / "sweeps" / str(grid.get("name") or grid_file.stem)
+    return root / "sweeps" / (grid_name(grid) or grid_file.stem)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ shared) and lists of values to cross::
     environments: [FocusedTopDown]
     seeds: [0, 1]
     logged: {episodes: 2000}              # slaterec generate options
-    gems: {max_steps: 200, latent_dim: 16} # slaterec pretrain-gems options; {seed: run}: one GeMS per run seed
+    gems: {max_steps: 200, latent_dim: 16} # slaterec pretrain-gems options; {seed: run}: one GeMS per run seed;
+                                          # {item_init: mf}: on the sweep's MF stage (built first)
     set: {val_users: 50}                  # slaterec train --set, every method
     methods:
       sac-gems: {episodes: 20, set: {val_every: 10}, grid: {agent.gamma: [0.8, 0.0]}}
@@ -170,11 +171,50 @@ def load_grid(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no such grid file: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise GridError(f"{path} is not a text file; a grid is a YAML file (see sweeps/tiny.yaml)") from None
     except yaml.YAMLError as exc:
         raise GridError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise GridError(f"{path} does not hold a mapping of grid settings")
     return data
+
+
+def grid_name(grid: dict[str, Any]) -> Optional[str]:
+    """The grid's ``name``, checked: it names a folder under the workspace, so it may not leave it."""
+    name = grid.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise GridError(f"name: expected 1-100 letters, digits, '.', '_' or '-' starting with a letter or digit "
+                        f"(it names the sweep's folder), got {name!r}")
+    return name
+
+
+def check_trials(trials: list["Trial"]) -> None:
+    """Every trial's command parsed and its options checked exactly as the command will at run
+    time (``checker`` of each sub-command: configuration keys, types and ranges), so a grid
+    fails at load or ``--dry-run``, not after its first stages have run."""
+    import contextlib
+    import io
+
+    from gym_slaterec.cli import build_parser
+
+    parser = build_parser()
+    for t in trials:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                args = parser.parse_args(t.argv)
+        except SystemExit:
+            lines = [line for line in err.getvalue().strip().splitlines() if line.strip()]
+            raise GridError(f"trial {t.id}: {lines[-1] if lines else 'its command does not parse'}") from None
+        checker = getattr(args, "checker", None)
+        try:
+            if checker is not None:
+                checker(args)
+        except (ValueError, FileNotFoundError) as exc:
+            raise GridError(f"trial {t.id}: {exc}") from None
 
 
 def grid_fingerprint(grid: dict[str, Any]) -> str:
@@ -190,6 +230,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     unknown = set(grid) - TOP_KEYS
     if unknown:
         raise GridError(f"unknown grid key(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(TOP_KEYS))}")
+    grid_name(grid)
     sweep_dir = Path(sweep_dir).resolve()
     envs = [preset(str(e)).env_id for e in _as_list("environments", grid.get("environments"))]
     seeds = _as_list("seeds", grid.get("seeds", [0]))
@@ -267,6 +308,15 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         else:
             logged = stage_trial("logged", env_id, logged_point)
             deps = [logged.id]
+            init = settings.get("item_init")
+            if stage == "gems" and init == "mf":  # the sweep's own MF stage of this environment, built first
+                mf_trial = stage_trial("mf", env_id, logged_point)
+                settings["item_init"] = f"mf:{sweep_dir / mf_trial.id}"
+                deps.append(mf_trial.id)
+            elif stage == "gems" and isinstance(init, str) and init.startswith("mf:") \
+                    and Path(init[3:]).resolve().is_relative_to(sweep_dir):
+                raise GridError(f"gems.item_init: {init[3:]} lies in the sweep's own folder; write item_init: mf "
+                                "to use the sweep's MF stage (it then runs before the GeMS)")
             if logged_point:
                 name = _name([name] + [f"{_short(k)}={_fmt(v)}" for k, v in logged_point.items()])
             suffix = ".pt" if stage == "gems" else ".npz"
@@ -330,6 +380,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                                                                            if point else "")]
                         add(Trial(str(out.relative_to(sweep_dir)), "run", argv, deps, {**point, "seed": seed},
                                   method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
+    check_trials(trials)
     return trials
 
 

@@ -242,6 +242,7 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     import importlib.util
 
     has_ray = importlib.util.find_spec("ray") is not None
+    auto = executor == "auto"
     if executor == "auto":
         executor = "ray" if has_ray else "local"
     if executor == "ray":
@@ -265,7 +266,13 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
                 f"executor {executor}" + (f" at {address}" if address else ""))
         try:
             if executor == "ray":
-                _run_ray(sweep, bar, retries, address, workers)
+                try:
+                    _run_ray(sweep, bar, retries, address, workers)
+                except RayStartError as exc:  # raised before any trial was handed to Ray
+                    if not auto or address is not None:
+                        raise
+                    bar.say(f"warning: {exc}; falling back to the local executor")
+                    _run_local(sweep, bar, retries)
             else:
                 _run_local(sweep, bar, retries, inline=executor == "inline")
         finally:
@@ -313,11 +320,14 @@ def _finish(sweep: Sweep, bar: _Progress, t: dict[str, Any], result: Optional[di
     else:
         why = error or f"exit status {(result or {}).get('returncode')}: {tail(sweep.path / t['log'])}"
         t["error"] = why
-        if tries[t["id"]] <= retries:
+        refused = (result or {}).get("returncode") == 2  # the command refused its input: a retry would too
+        if tries[t["id"]] <= retries and not refused:
             t["status"] = PENDING
             bar.say(f"retry   {t['id']} ({why})")
         else:
             t["status"] = FAILED
+            if refused:
+                t["error"] = why = f"{why} (not retried: the command refused its input)"
             bar.say(f"FAILED  {t['id']} ({why}); log {sweep.path / t['log']}")
     sweep.save()
     bar.refresh()
@@ -347,6 +357,10 @@ def _run_local(sweep: Sweep, bar: _Progress, retries: int, inline: bool = False)
     sweep.save()
 
 
+class RayStartError(ValueError):
+    """Ray could not be started or reached."""
+
+
 def _run_ray(sweep: Sweep, bar: _Progress, retries: int, address: Optional[str], workers: Optional[int]) -> None:
     import ray
 
@@ -357,7 +371,12 @@ def _run_ray(sweep: Sweep, bar: _Progress, retries: int, address: Optional[str],
         init["num_cpus"] = workers
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(**init)
+        try:
+            ray.init(**init)
+        except Exception as exc:  # noqa: BLE001 - Ray's own start-up failures (timeouts, ports, a busy machine)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RayStartError(f"Ray did not start ({reason}); the same command with --executor local runs the "
+                                "trials one after another without Ray") from exc
     remote = ray.remote(run_command)
     running: dict[Any, dict[str, Any]] = {}
     tries: dict[str, int] = {}

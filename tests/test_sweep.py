@@ -122,10 +122,10 @@ def test_a_runs_cpus_become_its_torch_threads_unless_set(tmp_path):
 @pytest.mark.parametrize("value", [None, True, False, 0.8, 3, "auto", [256, 256], {"gamma": 0.5}])
 def test_grid_values_reach_the_command_as_written(tmp_path, value):
     from sb3_slate.methods import parse_set
+    from slaterec_lab.grid import _set_args
 
-    grid = {"environments": ["FocusedTopDown-v0"], "methods": {"random": {"grid": {"x.y": [value]}}}}
-    (trial,) = expand(grid, tmp_path)
-    sets = [trial.argv[i + 1] for i, a in enumerate(trial.argv) if a == "--set"]
+    argv = _set_args({"x.y": value})  # what a grid value becomes on a trial's command line
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     assert parse_set(sets) == {"x": {"y": value}}
 
 
@@ -139,10 +139,52 @@ def test_grid_values_reach_the_command_as_written(tmp_path, value):
     ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {"grid": {"gems.lambda_kl": [1]}}}},
      "stage keys belong in the top-level grid"),
     ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "resources": {"cpus": 0}}, "resources.cpus"),
+    # every key and value of every stage and method, checked as the command will check it
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-topk-ideal": {"set": {"agent.gama": 0.5}}}}, "gama"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-topk-ideal": {"set": {"agent.gamma": "high"}}}}, "gamma"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-topk-ideal": {"grid": {"n_envs": [4, -2]}}}}, "n_envs"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "set": {"val_users": 1.5}}, "val_users"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "gems": {"latent_dim": -1}}, "latent"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "gems": {"lamda_kl": 1}}, "lamda-kl"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "gems": {"lr": "fast"}}, "--lr"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-topk-mf": {}}, "mf": {"dim": 0}}, "dim"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "logged": {"episodes": 0}}, "episodes"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "logged": {"policy": "oracle", "epsilon": 0.1}},
+     "--epsilon applies to --policy epsilon-greedy only"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "name": "../../escape"}, "name"),
+    ({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "name": "a/b"}, "name"),
 ])
-def test_bad_grids_are_refused_with_the_key_named(tmp_path, bad, message):
+def test_bad_grids_are_refused_with_the_key_named(tmp_path, bad, message, capsys):
     with pytest.raises((GridError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
         expand(bad, tmp_path)
+    # and by --dry-run, before anything runs: nothing is created
+    grid_file = _write(tmp_path, bad)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message.split("(")[0].strip("'") in err and "Traceback" not in err, err
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "sw"), "--executor", "local"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_binary_grid_file_is_named_not_decoded(tmp_path, capsys):
+    bad = tmp_path / "grid.yaml"
+    bad.write_bytes(bytes(range(256)) * 4)
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    assert "is not a text file" in capsys.readouterr().err
+
+
+def test_gems_on_the_sweeps_mf_stage_runs_after_it(tmp_path):
+    grid = {"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "gems": {"item_init": "mf"}}
+    trials = expand(grid, tmp_path)
+    order = [t.id for t in trials]
+    (gems,) = [t for t in trials if t.kind == "gems"]
+    (mf,) = [t for t in trials if t.kind == "mf"]
+    assert mf.id in gems.deps and order.index(mf.id) < order.index(gems.id)
+    assert gems.argv[gems.argv.index("--item-init") + 1] == f"mf:{tmp_path.resolve() / mf.id}"
+    inside = {**grid, "gems": {"item_init": f"mf:{tmp_path / 'mf' / 'x.npz'}"}}
+    with pytest.raises(GridError, match="write item_init: mf"):
+        expand(inside, tmp_path)
 
 
 def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path):
@@ -205,9 +247,11 @@ def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path)
         stats.ttest_ind(by_method[other], by_method[best], equal_var=False).pvalue)
 
 
-def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, capsys):
+def test_failing_trial_is_reported_and_its_dependents_blocked(tmp_path, capsys):
+    """A stage that fails at run time (its item matrix file is missing: no grid check reads files)
+    fails once - a command that refused its input would refuse it again - and blocks its dependents."""
     grid = {"name": "broken", "environments": ["FocusedTopDown-v0"], "seeds": [0],
-            "logged": {"episodes": 50, "policy": "no-such-policy"}, "gems": {"max_steps": 2},
+            "logged": {"episodes": 50, "item_embeddings": str(tmp_path / "no_such_matrix.npy")}, "gems": {"max_steps": 2},
             "methods": {"sac-gems": {"episodes": 4}, "random": {}},
             "set": {"val_users": 5, "test_users": 5}, "retries": 1}
     grid_file = _write(tmp_path, grid)
@@ -217,8 +261,8 @@ def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, 
     assert status == 1
     record = {t["id"]: t for t in json.loads((out / "sweep.json").read_text())["trials"]}
     logged = record["logged/FocusedTopDown"]
-    assert logged["status"] == "failed" and logged["attempts"] == 2  # one retry
-    assert "no-such-policy" in logged["error"]
+    assert logged["status"] == "failed" and logged["attempts"] == 1  # exit status 2: not retried
+    assert "no_such_matrix.npy" in logged["error"] and "not retried" in logged["error"]
     assert record["gems/FocusedTopDown.pt"]["status"] == "blocked"
     assert record["runs/sac-gems_FocusedTopDown_s0"]["status"] == "blocked"
     assert record["runs/random_FocusedTopDown_s0"]["status"] == "done"  # unaffected trials still run
@@ -235,6 +279,19 @@ def test_failing_trial_is_retried_reported_and_its_dependents_blocked(tmp_path, 
     grid2 = dict(grid, seeds=[0, 1])
     status = main(["sweep", str(_write(tmp_path, grid2, "other.yaml")), "--out", str(out), "--executor", "local"])
     assert status == 2 and "holds a sweep of another grid" in capsys.readouterr().err
+
+
+def test_failures_other_than_refusals_are_retried(tmp_path):
+    from slaterec_lab import sweep as sw
+
+    record = sw.Sweep.open({"environments": ["FocusedTopDown-v0"], "methods": {"random": {}}, "retries": 1},
+                           tmp_path / "g.yaml", tmp_path / "s")
+    (t,) = record.trials.values()
+    bar = sw._Progress(record, False)
+    sw._finish(record, bar, t, {"returncode": 1, "wall_s": 1.0}, "", 1, {t["id"]: 1})
+    assert t["status"] == sw.PENDING  # a crash, a killed worker: tried again
+    sw._finish(record, bar, t, {"returncode": 2, "wall_s": 1.0}, "", 1, {t["id"]: 1})
+    assert t["status"] == sw.FAILED and "not retried" in t["error"]
 
 
 def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
@@ -292,3 +349,22 @@ def test_shipped_grids_expand_into_commands_the_cli_accepts(tmp_path, name):
     for trial in trials:
         args = parser.parse_args(trial.argv)
         assert args.command == trial.argv[0]
+
+
+def test_ray_that_does_not_start_is_one_line_or_falls_back(tmp_path, monkeypatch, capsys):
+    ray = pytest.importorskip("ray")
+
+    def timeout(**kwargs):
+        raise TimeoutError("The current node timed out during startup")
+
+    monkeypatch.setattr(ray, "init", timeout)
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [0], "set": {"val_users": 5, "test_users": 5},
+            "methods": {"random": {}}}
+    grid_file = _write(tmp_path, grid)
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "a"), "--executor", "ray", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Ray did not start (The current node timed out during startup)" in err and "--executor local" in err
+    assert "Traceback" not in err
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "b"), "--executor", "auto", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "falling back to the local executor" in out and "1 done" in out

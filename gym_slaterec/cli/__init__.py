@@ -150,6 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed its one-line usage error (or --help)
         return int(exc.code or 0)
     try:
+        checker = getattr(args, "checker", None)
+        if checker is not None:  # every option checked before anything is locked, read or created
+            checker(args)
         with sigterm_as_interrupt(), _out_lock(args):
             result = args.handler(args)
     except KeyboardInterrupt:

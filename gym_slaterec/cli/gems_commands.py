@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     add_no_progress(p)
-    p.set_defaults(handler=cmd_train_mf)
+    p.set_defaults(handler=cmd_train_mf, checker=check_train_mf)
 
     p = sub.add_parser("pretrain-gems", help="train the GeMS slate VAE on a logged dataset")
     p.add_argument("dataset", type=Path, help="logged dataset folder (slaterec generate)")
@@ -61,12 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     add_no_progress(p)
-    p.set_defaults(handler=cmd_pretrain_gems)
+    p.set_defaults(handler=cmd_pretrain_gems, checker=gems_config)
 
     p = sub.add_parser("gems-info", help="hyper-parameters, provenance, bounds and metrics of a GeMS checkpoint")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_gems_info)
+
+
+def check_train_mf(args: argparse.Namespace) -> None:
+    """Every option of ``train-mf`` checked as the command will use it (reads and writes nothing)."""
+    from ..mf import DEFAULT_EPOCHS, DEFAULT_PATIENCE, check_mf_options
+
+    check_mf_options(epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
+                     patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
+                     dim=args.dim, batch_size=args.batch_size, lr=args.lr)
 
 
 def cmd_train_mf(args: argparse.Namespace) -> int:
@@ -87,18 +96,27 @@ def cmd_train_mf(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pretrain_gems(args: argparse.Namespace) -> int:
-    import torch
+def gems_config(args: argparse.Namespace) -> "GeMSConfig":  # noqa: F821
+    """The checked GeMSConfig of ``pretrain-gems``'s options (reads and writes nothing)."""
+    from ..gems import GeMSConfig
 
-    from ..gems import GeMSConfig, train_gems
-    from ..gems.train import TrainingInterrupted
-
-    torch.set_num_threads(args.threads)  # when sharded: for validation and bounds only
-    config = GeMSConfig(
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be a positive integer, got {args.max_steps}")
+    return GeMSConfig(
         latent_dim=args.latent_dim, lambda_kl=args.lambda_kl, lambda_click=args.lambda_click, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, val_max_samples=args.val_max_samples,
     )
+
+
+def cmd_pretrain_gems(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..gems import train_gems
+    from ..gems.train import TrainingInterrupted
+
+    config = gems_config(args)
+    torch.set_num_threads(args.threads)  # when sharded: for validation and bounds only
     try:
         ckpt = train_gems(args.dataset, config, args.out, overwrite=args.overwrite, logdir=args.logdir,
                           max_steps=args.max_steps, init_from=args.init_from, device=args.device,

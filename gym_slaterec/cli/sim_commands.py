@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="write a logged dataset of a reference policy")
     p.add_argument("env_id")
     p.add_argument("--policy", choices=POLICY_NAMES, default="epsilon-greedy")
-    p.add_argument("--epsilon", type=float, default=0.5)
+    p.add_argument("--epsilon", type=float, default=None, help="exploration rate of epsilon-greedy (default 0.5)")
     p.add_argument("--episodes", type=positive_int, default=100_000)
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", required=True, type=Path, help="dataset folder to create")
@@ -27,12 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_item_embeddings_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated at once")
     add_no_progress(p)
-    p.set_defaults(handler=cmd_generate)
+    p.set_defaults(handler=cmd_generate, checker=check_generate)
 
     p = sub.add_parser("evaluate", help="mean return of a policy with its 95%% interval")
     p.add_argument("env_id")
     p.add_argument("--policy", default="oracle", help=f"one of {', '.join(POLICY_NAMES)}, or an agent run directory")
-    p.add_argument("--epsilon", type=float, default=0.5)
+    p.add_argument("--epsilon", type=float, default=None, help="exploration rate of epsilon-greedy (default 0.5)")
     p.add_argument("--episodes", type=positive_int, default=1000)
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--checkpoint", default="best", help="run directories: best, last or a periodic checkpoint")
@@ -103,12 +103,27 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_policy_options(args: argparse.Namespace) -> None:
+    """Options that only some policies read are refused for the others (never ignored silently)."""
+    if args.epsilon is not None and args.policy != "epsilon-greedy":
+        raise ValueError(f"--epsilon applies to --policy epsilon-greedy only, not to {args.policy!r}")
+    eps = 0.5 if args.epsilon is None else args.epsilon
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"--epsilon must lie in [0, 1], got {eps}")
+
+
+def check_generate(args: argparse.Namespace) -> None:
+    """Every option of ``generate`` checked as the command will use it (reads and writes nothing)."""
+    _env_id(args.env_id)
+    check_policy_options(args)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..rollouts import generate_logged_data
 
     ds = generate_logged_data(
         _env_id(args.env_id), args.out, policy=args.policy, episodes=args.episodes, seed=args.seed,
-        epsilon=args.epsilon, item_embeddings=args.item_embeddings, overwrite=args.overwrite,
+        epsilon=0.5 if args.epsilon is None else args.epsilon, item_embeddings=args.item_embeddings, overwrite=args.overwrite,
         batch_size=args.batch_size, progress=not args.no_progress,
     )
     returns = ds.returns()
@@ -118,11 +133,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     env_id = _env_id(args.env_id)
+    check_policy_options(args)
     if args.policy in POLICY_NAMES:
         from ..rollouts import evaluate_reference_policy
 
         stats = evaluate_reference_policy(
-            env_id, args.policy, args.episodes, args.seed, epsilon=args.epsilon,
+            env_id, args.policy, args.episodes, args.seed, epsilon=0.5 if args.epsilon is None else args.epsilon,
             item_embeddings=args.item_embeddings, progress=not (args.json or args.no_progress),
         )
         result = {"env_id": env_id, "policy": args.policy, **stats.to_dict()}
