@@ -30,11 +30,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=300, help="training budget of the SAC check")
     args = parser.parse_args()
-    import torch
+    import learning_checks as lc  # torch threads: $SLATEREC_TEST_THREADS (default 1)
 
-    import learning_checks as lc
-
-    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     gains = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -44,7 +41,7 @@ def main() -> None:
                 res = lc.offline_learning_run(Path(tmp) / f"s{seed}", seed)
             gains.append(res["gain"])
             print(json.dumps({"check": args.check, "seed": seed, "episodes": args.episodes, **res,
-                              "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                              "aten": os.environ.get("ATEN_CPU_CAPABILITY", ""), "threads": lc.THREADS,
                               "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}), flush=True)
     sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
     print(json.dumps({"check": args.check, "seeds": args.seeds, "gain_mean": statistics.fmean(gains), "gain_sd": sd,

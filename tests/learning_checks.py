@@ -8,6 +8,7 @@ difference (``gain``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from sb3_slate.runs import train_run
 
 ENV = "SlateRec/FocusedTopDown-v0"
 SHORT = {"episode_length": 10}
+#: torch threads of the learning checks (the suite is also run with 2 to show the margins hold)
+THREADS = int(os.environ.get("SLATEREC_TEST_THREADS", "1"))
 
 
 def random_test_return(out: Path, env_kwargs: dict[str, Any], test_users: int = 100) -> float:
@@ -27,7 +30,7 @@ def random_test_return(out: Path, env_kwargs: dict[str, Any], test_users: int = 
 
 def sac_learning_run(out: Path, seed: int, episodes: int = 300) -> dict[str, Any]:
     """SAC+TopK (ideal) in the paper's regime, ``episodes`` ten-turn episodes, seed ``seed``."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     cfg = resolve_config("sac-topk-ideal", ENV, {
         "replay": "episode", "episodes": episodes, "n_envs": 20, "val_every": 60, "checkpoint_every": 0,
         "val_users": 100, "test_users": 100, "env_kwargs": dict(SHORT), "seed": seed,
@@ -48,7 +51,7 @@ def offline_learning_run(out: Path, seed: int) -> dict[str, Any]:
     from gym_slaterec.gems import GeMSConfig, train_gems
     from gym_slaterec.rollouts import generate_logged_data
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     env: dict[str, Any] = {}
     logged = generate_logged_data(ENV, out / "logged", episodes=500, seed=seed, progress=False, env_kwargs=env)
     gems = train_gems(logged, GeMSConfig(seed=seed, val_max_samples=2000, bounds_max_samples=5000),
