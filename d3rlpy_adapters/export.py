@@ -24,6 +24,7 @@ import numpy as np
 
 from gym_slaterec.logged_data import DatasetError, LoggedDataset
 from gym_slaterec.provenance import (
+    ArtifactExistsError,
     PathLike,
     ProvenanceMismatchError,
     atomic_path,
@@ -38,6 +39,14 @@ from .window import WindowLayout, episode_windows
 EXPORT_FORMAT = "slaterec.d3rlpy/1"
 DEFAULT_WINDOW = 10
 DatasetLike = Union[LoggedDataset, str, Path]
+
+
+def _is_our_sidecar(path: Path) -> bool:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("package") == "slaterec" and meta.get("format") == EXPORT_FORMAT
 
 
 def sidecar_path(path: PathLike) -> Path:
@@ -215,6 +224,9 @@ def export_d3rlpy(
     side = sidecar_path(out)
     check_writable(out, overwrite, "d3rlpy_dataset")
     check_writable(side, overwrite)
+    if side.exists() and not _is_our_sidecar(side):  # --overwrite replaces our sidecar only, never a user's file
+        raise ArtifactExistsError(f"{side} is not a provenance sidecar written by SlateRec; refusing to replace it even "
+                                  "with --overwrite (move it away or choose another --out)")
     ds = check_dataset(dataset)
     ckpt = _load_gems(gems, ds, allow_partial)
     source = resolve_action_source(ds, ckpt, actions)

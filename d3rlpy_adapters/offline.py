@@ -262,21 +262,26 @@ def train_offline(
     ``device``: auto (CUDA when present), cpu or cuda[:N]; recorded in the provenance (a
     run may resume on another device)."""
     from gym_slaterec.devices import resolve_device
-    from gym_slaterec.locks import writer_lock
+    from gym_slaterec.locks import remove_debris, writer_lock
 
     config = dataclasses.replace(config or OfflineConfig(), algo=algo)
     config.validate()
     device = resolve_device(device)
     out = Path(out)
     with writer_lock(out):  # one writer per run directory
+        replacing = overwrite and out.exists()  # the new run is built aside: an interruption leaves the old one
         try:
             return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
         except KeyboardInterrupt:
-            mark_run_status(out, "interrupted")
+            if not replacing:
+                mark_run_status(out, "interrupted")
             raise
         except TrainingDiverged as exc:
-            mark_run_status(out, "failed", error=str(exc))
+            if not replacing:
+                mark_run_status(out, "failed", error=str(exc))
             raise
+        finally:
+            remove_debris(out)  # a staged replacement that did not complete
 
 
 def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLike, out: Path, overwrite: bool,
@@ -339,11 +344,13 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     )
 
     started = time.time()
+    final = out
     if resume is None:
-        if out.exists():  # an earlier offline run (or an empty folder), replaced as --overwrite asked
-            import shutil
+        if out.exists():  # --overwrite: the new run is built aside, the old one replaced only once it is complete
+            import tempfile
 
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            out.rmdir()
         out.mkdir(parents=True)
         write_json_atomic(out / "config.json", config.to_dict())
         write_json_atomic(out / "provenance.json", prov)
@@ -434,7 +441,21 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     write_json_atomic(out / "results.json", strict_json(results))
     state.update(status="complete", resumed=results["resumed"])
     write_json_atomic(out / "state.json", state, overwrite=True)
+    if out != final:
+        _swap_in(out, final)
     return results
+
+
+def _swap_in(staged: Path, final: Path) -> None:
+    """Replace the run directory ``final`` by the complete ``staged`` one (the old run is removed
+    only after the new one is in place)."""
+    import os
+    import shutil
+
+    backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, backup)
+    os.replace(staged, final)
+    shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink(missing_ok=True)
 
 
 #: an offline checkpoint: torch.save of {"format", "algo", "modules": {name: state_dict}}, read weights-only

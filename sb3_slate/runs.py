@@ -265,6 +265,7 @@ class Run:
         self.item_fingerprint = probe.simulator.catalogue.fingerprint
         self.env_params = probe.simulator.config.to_dict()
         self.artifacts = load_artifacts(config, config.env_id, self.item_fingerprint)
+        wrap_env(config, self.artifacts, probe)  # artifacts that do not fit the env fail now, before a run dir exists
         self.T = episode_length(config)
 
     # ------------------------------------------------------------ bookkeeping

@@ -123,11 +123,12 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
                           snapshots=args.snapshots, progress=not args.no_progress,
                           workers=1 if args.thread_mode == "ops" else args.threads,
                           shards="processes" if args.thread_mode == "processes" else "threads")
-    except TrainingInterrupted:  # a Ctrl-C before training starts is the CLI's plain interruption
+    except TrainingInterrupted as exc:  # a Ctrl-C before training starts is the CLI's plain interruption
         import sys
 
-        print(f"slaterec pretrain-gems: interrupted; wrote the best weights so far to {args.out}, marked PARTIAL "
-              "(train, export and train-offline refuse it without --allow-partial)", file=sys.stderr)
+        kept = f"; {args.out} was left as it was" if exc.path != args.out else ""
+        print(f"slaterec pretrain-gems: interrupted; wrote the best weights so far to {exc.path}, marked PARTIAL "
+              f"(train, export and train-offline refuse it without --allow-partial){kept}", file=sys.stderr)
         return 130
     from ..gems.train import snapshot_path
 

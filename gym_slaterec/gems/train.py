@@ -398,11 +398,21 @@ def train_gems(
     if writer is not None:
         writer.close()
     ckpt = checkpoint_of(model, step, total_steps, not interrupted, best, history)
-    if out is not None:
+    if out is not None and interrupted and Path(out).exists():
+        # an interrupted --overwrite leaves the existing checkpoint as it was; the partial one goes beside it
+        out = partial_path(out)
+        ckpt.save(out, overwrite=True)
+    elif out is not None:
         ckpt.save(out, overwrite)
     if interrupted:
         raise TrainingInterrupted(None if out is None else Path(out))
     return ckpt
+
+
+def partial_path(out: PathLike) -> Path:
+    """Where an interrupted training that was to replace ``out`` leaves its partial checkpoint."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
 
 
 def snapshot_path(out: PathLike, step: int) -> Path:
