@@ -57,7 +57,7 @@ def sidecar_path(path: PathLike) -> Path:
 
 def check_dataset(dataset: DatasetLike) -> LoggedDataset:
     """Open a collected (or logged) dataset and refuse one that cannot be exported or trained on."""
-    ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset)
+    ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset, verify=True)
     where = ds.path or "dataset"
     if not ds.env_id:
         raise DatasetError(f"{where} records no env_id in its provenance; cannot tell which environment it comes from")

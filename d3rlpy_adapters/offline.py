@@ -356,6 +356,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         write_json_atomic(out / "provenance.json", prov)
         state: dict[str, Any] = {"status": "unfinished", "step": 0, "validation": [], "best": {"mean": -math.inf, "step": 0},
                                  "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+        write_json_atomic(out / "state.json", state)  # the run's status from its first step (slaterec runs)
     else:
         state = resume
         state["status"] = "unfinished"

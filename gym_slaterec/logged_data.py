@@ -31,6 +31,7 @@ from .provenance import (
     ProvenanceFields,
     ProvenanceMismatchError,
     atomic_path,
+    check_free_disk,
     sha256_array,
 )
 
@@ -187,7 +188,9 @@ class LoggedDataset(ProvenanceFields):
         if verify:
             for name, arr in arrays.items():
                 if sha256_array(arr) != meta["arrays"][name]["sha256"]:
-                    raise DatasetError(f"{p}/{name}.npy does not match its recorded fingerprint (corrupt or modified)")
+                    raise DatasetError(f"{p}/{name}.npy does not match its recorded fingerprint: it was modified or "
+                                       "corrupted after it was written (regenerate it, so that its provenance "
+                                       "describes its content)")
         for name in ("slates", "clicks"):
             if arrays[name].dtype.kind not in "iu":
                 raise DatasetError(f"{p}/{name}.npy holds {arrays[name].dtype} values; integers expected (corrupt dataset)")
@@ -296,6 +299,9 @@ class DatasetWriter:
         self.path = Path(path)
         self.shape = (int(episodes), int(turns) + 1, int(slate_size))
         self.num_items = int(num_items)
+        per_episode = self.shape[1] * self.shape[2] * (np.dtype(slate_dtype(self.num_items)).itemsize + 1) + sum(
+            int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in (extras or {}).values())
+        check_free_disk(self.path, per_episode * self.shape[0], f"{self.shape[0]:,} episodes")
         self.provenance = provenance
         self.overwrite = overwrite
         self.extra_specs = dict(extras or {})  # name -> (per-episode shape, dtype)

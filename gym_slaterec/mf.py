@@ -31,6 +31,8 @@ from .provenance import (
     PathLike,
     ProvenanceFields,
     ProvenanceMismatchError,
+    TrainingDiverged,
+    check_free_memory,
     check_writable,
     provenance,
     sha256_file,
@@ -215,7 +217,7 @@ def train_mf(
     device = resolve_device(device)
 
     check_mf_options(epochs=epochs, patience=patience, dim=dim, batch_size=batch_size, lr=lr, val_fraction=val_fraction)
-    ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset)
+    ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset, verify=True)
     if out is not None:
         check_writable(out, overwrite, "mf_embeddings")
 
@@ -231,6 +233,8 @@ def train_mf(
     va_neg = rng.integers(0, ds.num_items, size=len(va_u))  # fixed negatives: a stable criterion
 
     n_users, n_items = len(ds), ds.num_items
+    # the two tables, the item table's gradient and Adam moments (the user table's are sparse)
+    check_free_memory(4 * dim * (n_users + 4 * n_items), f"MF tables of dim {dim} for {n_users:,} users")
     # A batch touches at most batch_size users out of up to 100,000: the user table
     # gets sparse gradients and lazy Adam (SparseAdam), the small item table dense Adam.
     user_emb = torch.nn.Embedding(n_users, dim, sparse=True)
@@ -277,6 +281,9 @@ def train_mf(
             for opt in opts:
                 opt.step()
             total += float(loss.detach()) * len(idx)
+        if not (math.isfinite(total) and bool(torch.isfinite(item_emb.weight).all())):
+            raise TrainingDiverged(f"training diverged at epoch {epoch} (BPR loss {total / n}); lower the learning "
+                                   f"rate (--lr, now {lr})")
         v_loss, v_auc = val_loss()
         history.append({"epoch": epoch, "train_loss": total / n, "val_loss": v_loss, "val_auc": v_auc})
         if writer is not None:

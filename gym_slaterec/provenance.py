@@ -342,6 +342,37 @@ def write_json_atomic(path: PathLike, data: Any, overwrite: bool = False,
     return Path(path)
 
 
+def check_free_disk(path: PathLike, nbytes: int, what: str) -> None:
+    """Refuse to write ``nbytes`` at ``path`` when the disk it would land on has less free space."""
+    where = Path(os.path.abspath(path))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if nbytes > free:
+        raise ValueError(f"{path} would take {nbytes / 1e9:,.1f} GB for {what}, but {where} has {free / 1e9:,.1f} GB "
+                         "free; write fewer or choose another disk")
+
+
+def check_free_memory(nbytes: int, what: str) -> None:
+    """Refuse to allocate ``nbytes`` for ``what`` when the machine has less memory available."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+    if nbytes > available:
+        raise ValueError(f"{what} would need {nbytes / 1e9:,.1f} GB of memory, but {available / 1e9:,.1f} GB are "
+                         "available")
+
+
 class TrainingDiverged(ValueError):
     """A loss or a weight became non-finite: the run stops and is marked failed."""
 

@@ -18,6 +18,8 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
+from gym_slaterec import yaml_values
+
 METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "reinforce-softmax", "slateq", "random", "oracle")
 SAC_METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn")
 REFERENCE_METHODS = ("random", "oracle")
@@ -131,7 +133,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"configuration file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_values.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -147,7 +149,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_values.load(raw)
         except yaml.YAMLError as exc:
             raise ValueError(f"--set {item!r}: cannot parse value: {exc}") from exc
         node = out

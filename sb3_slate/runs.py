@@ -396,8 +396,15 @@ class Run:
         out_of_time = cfg.max_wall_s is not None and self.state.get("wall_s", 0.0) >= cfg.max_wall_s
         if remaining > 0 and not out_of_time:
             callback = ProtocolCallback(self, cfg.episodes, progress=self.progress)
-            self.model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume,
-                             progress_bar=False)
+            try:
+                self.model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume,
+                                 progress_bar=False)
+            except (ValueError, RuntimeError) as exc:
+                bad = [] if isinstance(exc, TrainingDiverged) else diverged_parameters(self.model)
+                if bad:  # e.g. torch's "Expected parameter loc ... to satisfy the constraint Real()"
+                    raise TrainingDiverged(f"training diverged at episode {self.state['episodes']} (weights blew up "
+                                           f"in {', '.join(bad[:3])}); lower the learning rate") from exc
+                raise
             if self.state["validation"][-1]["episodes"] != self.state["episodes"]:
                 self.validate()
             self.save_checkpoint("last")
@@ -425,6 +432,27 @@ class Run:
         write_json_atomic(self.dir / "results.json", strict_json(results), overwrite=True)
         self._write_state()
         return results
+
+
+#: a weight this large (or NaN, inf) means the optimiser blew up, even before it overflows
+DIVERGED_WEIGHT = 1e12
+
+
+def diverged_parameters(model: Any) -> list[str]:
+    """Names of the model's weights that are not finite or beyond :data:`DIVERGED_WEIGHT` (empty for a
+    healthy model)."""
+    import torch
+
+    def bad(t: torch.Tensor) -> bool:
+        return t.is_floating_point() and not bool((t.detach().abs() < DIVERGED_WEIGHT).all())
+
+    out = []
+    for name, value in vars(model).items():
+        if isinstance(value, torch.nn.Module):
+            out += [f"{name}.{p}" for p, t in value.named_parameters() if bad(t)]
+        elif isinstance(value, torch.Tensor) and bad(value):
+            out.append(name)
+    return out
 
 
 def run_device(method: str, spec: str = "auto") -> str:

@@ -35,6 +35,8 @@ from typing import Any, Optional
 
 import yaml
 
+from gym_slaterec import yaml_values
+
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid",
             "resources", "retries", "item_embeddings", "preset", "device"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
@@ -170,7 +172,7 @@ def load_grid(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no such grid file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_values.load(path.read_text())
     except UnicodeDecodeError:
         raise GridError(f"{path} is not a text file; a grid is a YAML file (see sweeps/tiny.yaml)") from None
     except yaml.YAMLError as exc:

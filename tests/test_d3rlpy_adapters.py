@@ -420,7 +420,7 @@ def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_on
         train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
     monkeypatch.setattr(offline, "evaluate_offline_agent", real)
     state = json.loads((out / "state.json").read_text())
-    assert state["status"] == "unfinished" and state["step"] == 6 and not (out / "results.json").exists()
+    assert state["status"] == "interrupted" and state["step"] == 6 and not (out / "results.json").exists()
     assert [v["step"] for v in state["validation"]] == [3, 6]
     # another configuration is refused, not mixed into the unfinished run
     with pytest.raises(ArtifactExistsError, match="another configuration"):

@@ -200,7 +200,7 @@ def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, out, progress=False)
     state = json.loads((out / "state.json").read_text())
-    assert state["status"] == "running" and state["episodes"] == 20
+    assert state["status"] == "interrupted" and state["episodes"] == 20
     monkeypatch.setattr(runs.Run, "save_checkpoint", original)
     res = train_run(cfg, out, progress=False)  # resumes from last.zip and its replay buffer
     assert res["budget"]["episodes"] == 40 and res["budget"]["turns"] == 400

@@ -106,4 +106,4 @@ def test_a_sweep_killed_with_sigkill_leaves_no_trial_running(tmp_path):
             time.sleep(0.1)
     assert lock_owner(out) is None
     state = json.loads((run / "state.json").read_text())
-    assert state["status"] == "running" and state["episodes"] < 100000
+    assert state["status"] == "interrupted" and state["episodes"] < 100000

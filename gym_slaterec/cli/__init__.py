@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, a scheduler, a dying sweep driver) stops a command as Ctrl-C does: it
-    saves its resume point and removes its temporaries."""
+    saves its resume point and removes its temporaries (later SIGTERMs are ignored meanwhile)."""
     import signal
     import threading
 
@@ -104,6 +104,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        # once: a repeated SIGTERM (a dying parent can deliver its death signal more than once)
+        # must not cut short the clean-up the first one started; SIGKILL still ends everything
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

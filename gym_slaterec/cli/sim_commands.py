@@ -162,12 +162,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_import_dataset(args: argparse.Namespace) -> int:
-    from ..core.config import ENV_ALIASES
+    from ..core.config import env_of_reference_file
     from ..reference_import import import_reference_dataset
 
+    if not args.source.exists():
+        raise FileNotFoundError(f"no such file or folder: {args.source}")
     env_id = args.env_id
     if env_id is None:
-        env_id = ENV_ALIASES.get(args.source.stem.lower())
+        env_id = env_of_reference_file(args.source.name)
         if env_id is None:
             raise ValueError(
                 f"cannot tell the environment from the name {args.source.name!r}; pass --env "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 CLICK_MODELS = ("TopDown", "Mixed")
 
@@ -125,6 +126,15 @@ ENV_ALIASES: dict[str, str] = {}
 for _emb in ("focused", "diffuse"):
     for _alias, _name in (("topdown", "TopDown"), ("mix", "Mixed"), ("mixed", "Mixed"), ("divpen", "DivPen")):
         ENV_ALIASES[f"{_emb}_{_alias}"] = f"SlateRec/{_emb.capitalize()}{_name}-v0"
+
+
+def env_of_reference_file(name: str) -> Optional[str]:
+    """The environment a reference-code file name stands for: ``focused_topdown.pt``,
+    ``focused_topdown_moving_env.pt`` (the reference code's default name), ``diffuse_mix_x.pt``...
+    (the longest alias the file's stem is or begins with, followed by ``_``); None when none fits."""
+    stem = Path(name).name.split(".")[0].lower()
+    fits = [alias for alias in ENV_ALIASES if stem == alias or stem.startswith(alias + "_")]
+    return ENV_ALIASES[max(fits, key=len)] if fits else None
 
 
 def resolve_env_id(name: str) -> str:

@@ -70,6 +70,13 @@ def intra_slate_diversity(items: np.ndarray, slates: np.ndarray) -> np.ndarray:
     return 1.0 - off
 
 
+def as_flag(name: str, value: Any) -> bool:
+    """A keyword that must be a boolean (``analysis_info="no"`` is a mistake, not True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def analysis_info(sim: TopicRecSimulator, turn: Turn) -> dict[str, np.ndarray]:
     """Per-user analysis quantities of one turn (batched)."""
     return {
@@ -139,7 +146,7 @@ class SlateRecEnv(gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.simulator = build_simulator(self.env_id, 1, item_embeddings, overrides)
         self.config = self.simulator.config
-        self.analysis_info = bool(analysis_info)
+        self.analysis_info = as_flag("analysis_info", analysis_info)
         self.render_mode = render_mode
         n, k = self.simulator.num_items, self.simulator.slate_size
         self.action_space = spaces.MultiDiscrete(np.full(k, n, dtype=np.int64))

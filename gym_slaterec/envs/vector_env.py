@@ -11,7 +11,7 @@ from gymnasium.vector.utils import batch_space
 
 from ..core.embeddings import EmbeddingsLike
 from ..core.simulator import Turn
-from .slate_env import analysis_info, build_simulator, check_slates
+from .slate_env import analysis_info, as_flag, build_simulator, check_slates
 
 
 class SlateRecVectorEnv(VectorEnv):
@@ -41,7 +41,7 @@ class SlateRecVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.simulator = build_simulator(self.env_id, self.num_envs, item_embeddings, overrides)
         self.config = self.simulator.config
-        self.analysis_info = bool(analysis_info)
+        self.analysis_info = as_flag("analysis_info", analysis_info)
         n, k = self.simulator.num_items, self.simulator.slate_size
         self.single_action_space = spaces.MultiDiscrete(np.full(k, n, dtype=np.int64))
         self.single_observation_space = spaces.Dict(

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..logged_data import LoggedDataset
-from ..provenance import PathLike, ProvenanceMismatchError, check_writable, provenance
+from ..provenance import (PathLike, ProvenanceMismatchError, TrainingDiverged, check_free_memory, check_writable,
+                          provenance)
 from .checkpoint import GeMSCheckpoint
 from .config import GeMSConfig
 from .data import TurnSampler
@@ -35,7 +36,7 @@ def as_dataset(dataset: DatasetLike) -> LoggedDataset:
     if isinstance(dataset, LoggedDataset):
         return dataset
     if isinstance(dataset, (str, Path)):
-        return LoggedDataset.load(dataset)
+        return LoggedDataset.load(dataset, verify=True)  # arrays edited since written: refused, not re-fingerprinted
     raise ValueError(f"expected a LoggedDataset or a dataset folder, got {type(dataset).__name__}")
 
 
@@ -242,6 +243,12 @@ def train_gems(
         start.check_env(ds.env_id, ds.item_embeddings_fingerprint)
         init, init_inputs = None, {"init_gems": str(start.fingerprint)}
 
+    with torch.device("meta"):  # the model's size, counted without allocating it
+        params = sum(p.numel() for p in GeMS(ds.num_items, ds.slate_size, config.latent_dim, config.item_dim,
+                                             config.encoder_hidden, config.decoder_hidden).parameters())
+    # weights, gradients and Adam's two moments, plus a batch of (B, k, N) decoder logits and their gradient
+    need = 16 * params + 8 * config.batch_size * ds.slate_size * ds.num_items
+    check_free_memory(need, f"a GeMS of {params:,} parameters (latent_dim {config.latent_dim})")
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -367,6 +374,9 @@ def train_gems(
                 for key, value in terms.items():
                     running[key] = running.get(key, 0.0) + float(value.detach())
                     counts[key] = counts.get(key, 0) + 1
+                if not math.isfinite(float(terms["loss"].detach())):
+                    raise TrainingDiverged(f"training diverged at step {step} (loss {float(terms['loss'].detach())}); lower the "
+                                           f"learning rate (--lr, now {config.lr})")
                 if step % 50 == 0:
                     means = {key: value / counts[key] for key, value in running.items()}
                     if writer is not None:

@@ -47,6 +47,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gym_slaterec.provenance import TrainingDiverged
+
 from ..belief import item_table as make_item_table
 from .gru_sequence import unroll_gru
 from .wolpertinger import embedding_box, greedy_item_choice
@@ -462,6 +464,9 @@ class EpisodeSAC:
         self.actor_optimizer.step()
         metrics = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "ent_coef": alpha.item(),
                    "entropy": -logp.detach().mean().item()}
+        if not (math.isfinite(metrics["critic_loss"]) and math.isfinite(metrics["actor_loss"])):
+            raise TrainingDiverged(f"training diverged at gradient step {self.n_updates + 1} (critic loss "
+                                   f"{metrics['critic_loss']}, actor loss {metrics['actor_loss']}); lower the learning rate")
         if self.alpha_optimizer is not None:
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_optimizer.zero_grad(set_to_none=True)
@@ -511,6 +516,9 @@ class EpisodeSAC:
                     action = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
                 else:
                     action, state = self.predict(obs, state, deterministic=False)
+                    if not np.isfinite(action).all():
+                        raise TrainingDiverged(f"training diverged at gradient step {self.n_updates} (the policy's "
+                                               "actions are not finite); lower the learning rate")
                 obs, reward, terminated, truncated, info = env.step(action)
                 slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
                 actions[:, t], rewards[:, t] = action, reward
