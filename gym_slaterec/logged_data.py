@@ -185,19 +185,18 @@ class LoggedDataset(ProvenanceFields):
         for name in ("slates", "clicks"):
             if arrays[name].shape != (E, T1, k):
                 raise DatasetError(f"{p}/{name}.npy has shape {arrays[name].shape}, expected {(E, T1, k)}")
+        for name in ("slates", "clicks"):
+            if arrays[name].dtype.kind not in "iu":
+                raise DatasetError(f"{p}/{name}.npy holds {arrays[name].dtype} values; integers expected (corrupt dataset)")
+        ds = cls(arrays["slates"], arrays["clicks"], meta, {k: v for k, v in arrays.items() if k not in ("slates", "clicks")}, p)
+        if check:  # values out of range are named first: the more precise message
+            ds.check_content()
         if verify:
             for name, arr in arrays.items():
                 if sha256_array(arr) != meta["arrays"][name]["sha256"]:
                     raise DatasetError(f"{p}/{name}.npy does not match its recorded fingerprint: it was modified or "
                                        "corrupted after it was written (regenerate it, so that its provenance "
                                        "describes its content)")
-        for name in ("slates", "clicks"):
-            if arrays[name].dtype.kind not in "iu":
-                raise DatasetError(f"{p}/{name}.npy holds {arrays[name].dtype} values; integers expected (corrupt dataset)")
-        slates, clicks = arrays.pop("slates"), arrays.pop("clicks")
-        ds = cls(slates, clicks, meta, arrays, p)
-        if check:
-            ds.check_content()
         return ds
 
     @classmethod
