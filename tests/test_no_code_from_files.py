@@ -219,3 +219,27 @@ def test_convert_run_rewrites_a_trusted_legacy_run(runs, tmp_path, capsys):
     resume[resume.index(runs["online"])] = run
     assert run_cli(resume, capsys)[0] == 0
     assert (run / "results.json").is_file()
+
+
+def test_payload_in_an_episode_regime_checkpoint_never_runs(tmp_path, capsys):
+    """The paper regime's own checkpoint format (config.json + state.pt) is read weights-only too."""
+    run = tmp_path / "run"
+    args = ["train", "sac-topk-ideal", ENV, "--out", run, "--no-progress", "--episodes", "4",
+            "--set", "env_kwargs.episode_length=10", "--set", "n_envs=2", "--set", "val_every=2",
+            "--set", "val_users=2", "--set", "test_users=2", "--set", "agent.warmup_episodes=2",
+            "--set", "agent.batch_size=2", "--set", "agent.net_arch=[8]"]
+    assert main([str(a) for a in args]) == 0
+    marker = tmp_path / "PWNED"
+    best = run / "checkpoints" / "best.zip"
+    with zipfile.ZipFile(best) as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"actor": Payload(marker)}, buf)
+    entries["state.pt"] = buf.getvalue()
+    with zipfile.ZipFile(best, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    code, err = run_cli(["evaluate", ENV, "--policy", run, "--episodes", "2"], capsys)
+    assert not marker.exists() and code == 2 and "not a readable EpisodeSAC checkpoint" in err, err

@@ -590,7 +590,7 @@ class EpisodeSAC:
                     raise ValueError(f"format {fmt!r}, expected {FORMAT!r}")
                 kwargs = json.loads(z.read("config.json"))
                 state = torch.load(io.BytesIO(z.read("state.pt")), map_location="cpu", weights_only=True)
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # damaged zip, foreign file, or objects weights_only refuses to unpickle
             raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint ({type(exc).__name__}: {exc})") from exc
         kwargs["device"] = device
         if kwargs.pop("wolpertinger", False):
