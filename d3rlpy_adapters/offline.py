@@ -580,12 +580,13 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
     The learner is rebuilt from the run's ``config.json`` and its weights read without
     unpickling; a pickle-based ``.d3`` model is refused with the ``convert-run`` hint."""
     from gym_slaterec.gems import GeMSCheckpoint
+    from sb3_slate.runs import read_run_json
 
     run = Path(run_dir)
     prov_file = run / "provenance.json"
     if not prov_file.is_file() or not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json / config.json)")
-    prov = _read_json(prov_file)
+    prov = read_run_json(prov_file)
     name = str(checkpoint)
     if name.isdigit() or (name.startswith("step") and name[4:].isdigit()):
         name = f"step{int(name.removeprefix('step')):07d}"
@@ -615,17 +616,12 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
     return agent
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON (damaged run directory?): {exc}") from exc
-
-
 def read_offline_config(run_dir: PathLike) -> OfflineConfig:
     """The checked :class:`OfflineConfig` of an offline run directory."""
+    from sb3_slate.runs import read_run_json
+
     path = Path(run_dir) / "config.json"
-    data = _read_json(path)
+    data = read_run_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is damaged: expected a JSON object")
     try:

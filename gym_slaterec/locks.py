@@ -40,8 +40,9 @@ class ArtifactBusyError(ValueError):
 
 
 def lock_file(path: PathLike) -> Path:
-    """Where the lock of ``path`` lives: ``.NAME.lock`` in the same folder."""
-    p = Path(os.path.abspath(path))
+    """Where the lock of ``path`` lives: ``.NAME.lock`` in the same folder (symbolic links
+    resolved, so that every spelling of a path shares one lock)."""
+    p = Path(os.path.realpath(path))
     return p.with_name(f".{p.name}.lock")
 
 
@@ -70,7 +71,7 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
 def remove_debris(path: PathLike) -> list[str]:
     """Remove the temporaries that earlier (killed) writes to ``path`` left beside it. Only
     safe while holding ``path``'s lock, which proves their writers dead."""
-    p = Path(os.path.abspath(path))
+    p = Path(os.path.realpath(path))
     removed: list[str] = []
     if not p.parent.is_dir():
         return removed

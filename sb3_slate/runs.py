@@ -69,7 +69,8 @@ def base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any
     return make_vector_env(cfg.env_id, n, item_embeddings, analysis_info=analysis, **cfg.env_kwargs)
 
 
-def _read_json(path: Path) -> Any:
+def read_run_json(path: Path) -> Any:
+    """A JSON file of a run directory; a damaged one is named (ValueError), not a traceback."""
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -90,7 +91,7 @@ _STATE_FIELDS = {
 def read_state(run_dir: Path) -> dict[str, Any]:
     """A run's state.json, checked field by field (a damaged file is named, not a KeyError)."""
     path = run_dir / "state.json"
-    state = _read_json(path)
+    state = read_run_json(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is damaged: expected a JSON object, got {type(state).__name__}")
     for key, ok in _STATE_FIELDS.items():
@@ -205,7 +206,7 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
     for name in ("config.json", "provenance.json"):
         if not (run_dir / name).is_file():
             raise ValueError(f"{run_dir} is not an agent run directory (no {name})")
-    data = _read_json(run_dir / "config.json")
+    data = read_run_json(run_dir / "config.json")
     if not isinstance(data, dict):
         raise ValueError(f"{run_dir / 'config.json'} is damaged: expected a JSON object")
     data.pop("format", None)
@@ -214,7 +215,7 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
         cfg.validate()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'config.json'} is damaged or from another version: {exc}") from exc
-    return run_dir, cfg, _read_json(run_dir / "provenance.json")
+    return run_dir, cfg, read_run_json(run_dir / "provenance.json")
 
 
 def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best", warn_unfinished: bool = True) -> RunAgent:
@@ -427,7 +428,7 @@ class Run:
             "validation": self.state["validation"],
             "best": {"episodes": self.state.get("best_episode"), "validation_return": self.state.get("best_validation")},
             "test": {**res.summary(), "checkpoint": "best", "users_first_seed": TEST_SEED},
-            "provenance": _read_json(self.dir / "provenance.json"),
+            "provenance": read_run_json(self.dir / "provenance.json"),
         }
         write_json_atomic(self.dir / "results.json", strict_json(results), overwrite=True)
         self._write_state()
@@ -501,7 +502,7 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         if not (out / "state.json").is_file() or not (out / "config.json").is_file():
             raise ArtifactExistsError(f"{out} exists and is not a resumable run directory; choose a new --out")
         state = read_state(out)
-        saved = _read_json(out / "config.json")
+        saved = read_run_json(out / "config.json")
         saved.pop("format", None)
         if state.get("status") == "complete":
             raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
@@ -510,14 +511,14 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
             raise ValueError(f"{out} holds an unfinished run with another configuration (differs in: {', '.join(diff)}); "
                              "resume it with the same arguments or choose a new --out")
         run = Run(out, cfg, progress, device)
-        prov = _read_json(out / "provenance.json")
+        prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():
             if prov.get("inputs", {}).get(role) not in (None, fp):
                 raise ProvenanceMismatchError(f"{role} file changed since the run started ({prov['inputs'][role][:12]} != {fp[:12]})")
         run.state = state
         best = out / "best_validation.json"
         if best.is_file():  # best.zip may be newer than the last checkpoint's state
-            b = _read_json(best)
+            b = read_run_json(best)
             run.state["best_validation"], run.state["best_episode"] = b["validation_return"], b["episodes"]
         run.state["wall_s_before"] = state.get("wall_s", 0.0)
         run.state["resumed"] = state.get("resumed", 0) + 1
