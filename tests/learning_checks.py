@@ -67,3 +67,28 @@ def offline_learning_run(out: Path, seed: int) -> dict[str, Any]:
     rand = random_test_return(out / "random", env)
     return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
             "data_mean": float(data.returns().mean())}
+
+
+def gems_reconstruction_run(out: Path, seed: int) -> dict[str, Any]:
+    """The GeMS training of tests/conftest.py (``trained``) with training seed ``seed``: its
+    validation slate accuracy (tests/test_gems.py asserts > 0.5)."""
+    from gym_slaterec.gems import GeMSConfig, train_gems
+    from gym_slaterec.rollouts import generate_logged_data
+
+    torch.set_num_threads(THREADS)
+    data = generate_logged_data(ENV, out / "logged", episodes=300, seed=3, progress=False)
+    config = GeMSConfig(latent_dim=256, lambda_kl=0.01, lr=3e-3, epochs=20, seed=seed, eval_every=300,
+                        val_max_samples=3000)
+    ckpt = train_gems(data, config, out=out / "gems.pt", progress=False, max_steps=600)
+    return {"slate_acc": float(ckpt.val_metrics["slate_acc"]), "gain": float(ckpt.val_metrics["slate_acc"])}
+
+
+def mf_auc_run(out: Path, seed: int) -> dict[str, Any]:
+    """The MF training of tests/test_mf.py with seed ``seed``: its validation AUC (asserted > 0.8)."""
+    from gym_slaterec.mf import train_mf
+    from gym_slaterec.rollouts import generate_logged_data
+
+    torch.set_num_threads(THREADS)
+    data = generate_logged_data(ENV, out / "train", episodes=400, seed=0, progress=False)
+    mf = train_mf(data, out / "mf.npz", seed=seed, epochs=6, patience=3, lr=1e-2, progress=False)
+    return {"val_auc": float(mf.metrics["val_auc"]), "gain": float(mf.metrics["val_auc"])}

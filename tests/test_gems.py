@@ -84,6 +84,8 @@ def test_training_reconstructs_logged_slates(trained, small_dataset):
     # Most items of held-out episodes come back (chance is 1/1000); measured 0.67
     # (0.57 with a 128-d latent). Half of each logged slate is uniformly random items.
     assert acc > 0.5, acc
+    # validation accuracy over training seeds 0-2 and ATen kernels default/avx2 (scripts/learning_spread.py
+    # --check gems): 0.591-0.637, mean 0.622, sd 0.018: the threshold is 5 standard deviations below
     assert ckpt.val_metrics["slate_acc"] > 0.5
     assert set(ckpt.val_metrics) >= {"loss", "slate", "click", "kl", "slate_acc", "click_acc"}
 

@@ -55,6 +55,8 @@ def test_mf_ranks_clicked_items_above_random_on_held_out_users(mf, datasets):
         total += len(pos)
     auc = hits / total
     assert auc > 0.8, auc  # chance: 0.5
+    # validation AUC over seeds 0-2 and ATen kernels default/avx2 (scripts/learning_spread.py --check mf):
+    # 0.941-0.950, sd 0.005: the threshold is far below any measured spread
     assert mf.metrics["val_auc"] > 0.8
 
 
