@@ -91,7 +91,7 @@ def export_minari(
     old = os.environ.get("MINARI_DATASETS_PATH")
     with atomic_path(out, overwrite, directory=True, kind="minari_dataset") as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        os.environ["MINARI_DATASETS_PATH"] = str(tmp)
+        os.environ["MINARI_DATASETS_PATH"] = str(tmp.resolve())  # Minari reads a relative path elsewhere
         try:
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id, buffer=buffers, env=None,
@@ -123,7 +123,7 @@ def load_minari(path: PathLike):
         raise FileNotFoundError(f"{p} is not a SlateRec Minari export (no {SIDECAR})")
     dataset_id = json.loads(side.read_text())["dataset_id"]
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(p)
+    os.environ["MINARI_DATASETS_PATH"] = str(p.resolve())
     try:
         return minari.load_dataset(dataset_id)
     finally:

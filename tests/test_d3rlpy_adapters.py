@@ -224,6 +224,14 @@ def test_export_minari(work, reference_datasets, tiny_gems, export_file):
         export_minari(reference_datasets["epsilon-greedy"], tiny_gems, out)
 
 
+def test_export_minari_to_a_relative_folder(work, reference_datasets, tiny_gems, tmp_path, monkeypatch):
+    from d3rlpy_adapters.minari_export import export_minari, load_minari
+
+    monkeypatch.chdir(tmp_path)
+    out, _ = export_minari(reference_datasets["epsilon-greedy"], tiny_gems, Path("rel") / "minari")
+    assert load_minari(out).total_episodes == 24 and (tmp_path / "rel" / "minari").is_dir()
+
+
 # --------------------------------------------------------------- refusals
 def _resaved_gems(src: Path, dst: Path, **provenance_changes) -> Path:
     ckpt = GeMSCheckpoint.load(src)
