@@ -271,16 +271,16 @@ def comparable_records(paths: Iterable[Path], need_test: bool) -> tuple[list[Run
             else:
                 kept.append(r)
         records = kept
-    by_seed: dict[tuple, list[RunRecord]] = {}
-    for r in records:
-        by_seed.setdefault((r.env_id, r.method, r.seed), []).append(r)
-    unique = []
-    for (env, method, seed), same in by_seed.items():
-        same.sort(key=lambda r: (r.test_mean is None, -len(r.curve), str(r.path)))
-        unique.append(same[0])
-        if len(same) > 1:
-            notes.append(f"{len(same)} runs of {method} on {env} with seed {seed} and the same settings count as one "
-                         f"sample ({same[0].path}); duplicates: {', '.join(str(r.path) for r in same[1:])}")
-    order = {id(r): i for i, r in enumerate(records)}
-    unique.sort(key=lambda r: order[id(r)])
+    def sample(r: RunRecord) -> tuple:
+        return r.env_id, r.method, r.seed
+
+    kept: dict[tuple, RunRecord] = {}  # per sample: a finished run first, then the longest curve
+    for r in sorted(records, key=lambda r: (r.test_mean is None, -len(r.curve), str(r.path))):
+        kept.setdefault(sample(r), r)
+    for key, first in kept.items():
+        copies = [r for r in records if sample(r) == key and r is not first]
+        if copies:
+            notes.append(f"{len(copies) + 1} runs of {key[1]} on {key[0]} with seed {key[2]} and the same settings "
+                         f"count as one sample ({first.path}); duplicates: {', '.join(str(r.path) for r in copies)}")
+    unique = [r for r in records if kept[sample(r)] is r]
     return unique, notes
