@@ -44,7 +44,8 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from gym_slaterec.provenance import (ArtifactExistsError, PathLike, ProvenanceMismatchError, atomic_path, check_writable,
-                                    TrainingDiverged, mark_run_status, provenance, strict_json, write_json_atomic)
+                                    TrainingDiverged, provenance, run_status_on_exit, strict_json,
+                                    write_json_atomic)
 
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
@@ -271,15 +272,8 @@ def train_offline(
     with writer_lock(out):  # one writer per run directory
         replacing = overwrite and out.exists()  # the new run is built aside: an interruption leaves the old one
         try:
-            return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
-        except KeyboardInterrupt:
-            if not replacing:
-                mark_run_status(out, "interrupted")
-            raise
-        except TrainingDiverged as exc:
-            if not replacing:
-                mark_run_status(out, "failed", error=str(exc))
-            raise
+            with run_status_on_exit(out, enabled=not replacing):
+                return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
         finally:
             remove_debris(out)  # a staged replacement that did not complete
 

@@ -390,6 +390,22 @@ def mark_run_status(run_dir: PathLike, status: str, **fields: Any) -> None:
         write_json_atomic(path, state, overwrite=True)
 
 
+@contextlib.contextmanager
+def run_status_on_exit(run_dir: PathLike, enabled: bool = True) -> Iterator[None]:
+    """Around a training into ``run_dir``: an interruption marks the run ``interrupted``, a
+    divergence ``failed`` (with the error) in its state.json, then propagates."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if enabled:
+            mark_run_status(run_dir, "interrupted")
+        raise
+    except TrainingDiverged as exc:
+        if enabled:
+            mark_run_status(run_dir, "failed", error=str(exc))
+        raise
+
+
 def require_match(what: str, expected: Any, found: Any, hint: str = "") -> None:
     """Raise :class:`ProvenanceMismatchError` when two provenance fields differ."""
     if expected != found:

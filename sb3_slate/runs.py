@@ -33,7 +33,7 @@ from gym_slaterec.provenance import (
     atomic_path,
     provenance,
     TrainingDiverged,
-    mark_run_status,
+    run_status_on_exit,
     strict_json,
     write_json_atomic,
 )
@@ -485,15 +485,8 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
     cfg.validate()
     device = run_device(cfg.method, device)
     out = Path(out)
-    with writer_lock(out):  # one writer per run directory: a second train on it is refused
-        try:
-            return _train_into(cfg, out, progress, device)
-        except KeyboardInterrupt:
-            mark_run_status(out, "interrupted")
-            raise
-        except TrainingDiverged as exc:
-            mark_run_status(out, "failed", error=str(exc))
-            raise
+    with writer_lock(out), run_status_on_exit(out):  # one writer per run directory; a stop is recorded
+        return _train_into(cfg, out, progress, device)
 
 
 def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[str, Any]:
