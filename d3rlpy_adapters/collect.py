@@ -33,6 +33,7 @@ from gym_slaterec.provenance import (
     sha256_file,
 )
 from gym_slaterec.rollouts import DEFAULT_BATCH, make_vector_env, rollout_reference_policy
+from gym_slaterec.progress import progress as progress_bar
 
 COLLECT_KIND = "collected_dataset"
 
@@ -196,8 +197,6 @@ def collect(
 
 def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite, batch_size, deterministic,
                    progress, common, dims, env_kwargs) -> LoggedDataset:
-    from tqdm.auto import tqdm
-
     T, k, N = dims
     agent_env = (getattr(agent, "provenance", {}) or {}).get("env_id") or getattr(agent, "env_id", None)
     if agent_env is not None and agent_env != env_id:
@@ -229,7 +228,7 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
         COLLECT_KIND, hyperparameters={"episodes": episodes, "checkpoint": name, "deterministic": deterministic},
         inputs=inputs, policy=pol, gems=gems, **common,
     )
-    bar = tqdm(total=episodes, unit="ep", desc=f"collect {pol['method']}:{name}", disable=not progress)
+    bar = progress_bar(progress, total=episodes, unit="ep", desc=f"collect {pol['method']}:{name}")
     with DatasetWriter(out, episodes, T, k, N, prov, overwrite, extras) as writer:
         for start in range(0, episodes, batch_size):
             b = min(batch_size, episodes - start)

@@ -49,6 +49,7 @@ from gym_slaterec.provenance import (ArtifactExistsError, PathLike, ProvenanceMi
 
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
+from gym_slaterec.progress import progress as progress_bar
 
 ALGORITHMS = ("td3bc", "cql", "iql", "bcq", "bc")
 RESULTS_FORMAT = "slaterec.offline_run/1"
@@ -283,7 +284,6 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     import d3rlpy
     import torch
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
     from gym_slaterec.gems import GeMSCheckpoint
 
@@ -386,7 +386,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         bar.set_postfix(val=f"{stats['mean']:.1f}", best=f"{best['mean']:.1f}")
 
     first = int(state["step"]) + 1
-    bar = tqdm(total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}", disable=not progress)
+    bar = progress_bar(progress, total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}")
     for step in range(first, config.steps + 1):
         t0 = time.time()
         batch = data.buffer.sample_transition_batch(config.batch_size)

@@ -38,6 +38,7 @@ from .provenance import (
     sha256_file,
     write_bytes_atomic,
 )
+from .progress import progress as progress_bar
 
 FORMAT = "slaterec.mf/1"
 #: Defaults chosen so that Adam at the SPEC's lr 1e-4 converges (see BENCHMARKS.md).
@@ -210,8 +211,6 @@ def train_mf(
     bounds the wall-clock time (used by the demo). ``device``: auto (CUDA when present),
     cpu or cuda[:N].
     """
-    from tqdm.auto import tqdm
-
     from .devices import resolve_device
 
     device = resolve_device(device)
@@ -264,7 +263,7 @@ def train_mf(
     bad = 0
     started = time.time()
     n = len(tr_u)
-    bar = tqdm(total=epochs, unit="epoch", desc="MF (BPR)", disable=not progress)
+    bar = progress_bar(progress, total=epochs, unit="epoch", desc="MF (BPR)")
     epoch = 0
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=gen, device=device)

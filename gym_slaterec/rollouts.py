@@ -16,6 +16,7 @@ from .envs.topicrec import VECTOR_ENVS
 from .logged_data import DatasetWriter, LoggedDataset
 from .policies import make_policy
 from .provenance import PathLike, provenance
+from .progress import progress as progress_bar
 
 #: Users simulated at once; large batches amortise numpy's per-call overhead.
 DEFAULT_BATCH = 4096
@@ -116,11 +117,9 @@ def rollout_reference_policy(
 
 
 def _rollout(env_id, policy, episodes, seed, epsilon, item_embeddings, batch_size, on_batch, progress, env_kwargs):
-    from tqdm.auto import tqdm
-
     returns = np.zeros(episodes, dtype=np.float64)
     env = None
-    bar = tqdm(total=episodes, unit="ep", desc=f"{policy} on {env_id}", disable=not progress)
+    bar = progress_bar(progress, total=episodes, unit="ep", desc=f"{policy} on {env_id}")
     for start in range(0, episodes, batch_size):
         b = min(batch_size, episodes - start)
         if env is None or env.num_envs != b:

@@ -138,12 +138,10 @@ class ProtocolCallback(BaseCallback):
         self._t0 = time.time()
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
+        from gym_slaterec.progress import progress
 
-        self.bar = tqdm(
-            total=self.total_episodes, initial=self.run.state["episodes"], unit="ep",
-            desc=f"{self.run.config.method}", disable=not self.progress, dynamic_ncols=True,
-        )
+        self.bar = progress(self.progress, total=self.total_episodes, initial=self.run.state["episodes"], unit="ep",
+                            desc=f"{self.run.config.method}", dynamic_ncols=True)
 
     def _on_step(self) -> bool:
         infos = self.locals.get("infos", [])

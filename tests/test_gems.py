@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -371,4 +374,24 @@ def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp
             assert main(argv + ["--out", str(out)] + (["--no-progress"] if quiet else [])) == 0, name
             err = capsys.readouterr().err
             assert ("%|" in err) is not quiet, (name, quiet, err[-300:])
+            if quiet:  # no bar, but a status line for the log: count, throughput
+                assert re.search(r"^\[\d\d:\d\d:\d\d\] .+: \d+/\d+ \w+ \[", err, re.M), (name, err[-300:])
     torch.set_num_threads(threads)
+
+
+def test_status_lines_show_life_even_when_a_step_takes_long(capsys):
+    """With the bar off, a status line comes every few seconds from a timer, not from updates."""
+    from gym_slaterec.progress import StatusLines
+
+    bar = StatusLines(total=10, desc="GeMS", unit="step", every_s=0.1)
+    bar.update(3)
+    bar.set_postfix(loss="1.234")
+    time.sleep(0.45)  # one long step: no update
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) >= 3 and all("GeMS: 3/10 step [" in line and "loss=1.234" in line for line in lines), lines
+    bar.update(7)
+    bar.close()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "GeMS: 10/10 step" in last
+    time.sleep(0.25)
+    assert capsys.readouterr().err == ""  # the timer stops with the job

@@ -19,6 +19,7 @@ from .config import GeMSConfig
 from .data import TurnSampler
 from .model import GeMS
 from .parallel import ProcessShards, ShardedGradients, check_shards, check_workers
+from ..progress import progress as progress_bar
 
 DatasetLike = Union[LoggedDataset, str, Path]
 
@@ -214,8 +215,6 @@ def train_gems(
     """
     from ..devices import resolve_device
 
-    from tqdm.auto import tqdm
-
     config = config or GeMSConfig()
     config.validate()
     device = resolve_device(device)
@@ -278,7 +277,7 @@ def train_gems(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(logdir))
-    bar = tqdm(total=total_steps, unit="step", desc="GeMS", disable=not progress)
+    bar = progress_bar(progress, total=total_steps, unit="step", desc="GeMS")
     best: dict[str, Any] = {"loss": math.inf, "state": copy.deepcopy(model.state_dict()), "metrics": {}, "step": 0}
     history: list[dict[str, Any]] = []
     bad_evals = 0

@@ -1,0 +1,58 @@
+"""Progress of long jobs: a tqdm bar on a terminal, a periodic status line in logs.
+
+With the bar off (``--no-progress``, every sweep trial), :func:`progress` still writes one
+line at least every ``$SLATEREC_STATUS_EVERY`` seconds (default 30) to stderr: the job,
+its count, throughput, latest postfix metrics and ETA, so ``tail -f`` on a trial's log
+always shows life, however long one step takes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from tqdm.auto import tqdm
+
+STATUS_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+class _Nowhere:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class StatusLines(tqdm):
+    """A tqdm that draws nothing and instead prints a status line every ``every_s`` seconds
+    (from a daemon thread, so a long step or validation still shows life) and when closed."""
+
+    def __init__(self, *args: Any, every_s: Optional[float] = None, **kwargs: Any) -> None:
+        kwargs.update(file=_Nowhere(), bar_format=STATUS_FORMAT, dynamic_ncols=False)
+        super().__init__(*args, **kwargs)
+        self.every_s = float(every_s if every_s is not None else os.environ.get("SLATEREC_STATUS_EVERY", 30))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="slaterec-status", daemon=True)
+        self._thread.start()
+
+    def status_line(self) -> str:
+        return f"[{time.strftime('%H:%M:%S')}] {self.format_meter(**self.format_dict)}"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            print(self.status_line(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            print(self.status_line(), file=sys.stderr, flush=True)
+        super().close()
+
+
+def progress(enabled: bool, **kwargs: Any) -> tqdm:
+    """A tqdm bar (``enabled``) or :class:`StatusLines` (the bar off) with tqdm's keywords."""
+    return tqdm(**kwargs) if enabled else StatusLines(**kwargs)
