@@ -29,13 +29,15 @@ class _Nowhere:
 
 class StatusLines(tqdm):
     """A tqdm that draws nothing and instead prints a status line every ``every_s`` seconds
-    (from a daemon thread, so a long step or validation still shows life) and when closed."""
+    (from a daemon thread, so a long step or validation still shows life), and a last one when
+    closed if it printed any (short jobs, e.g. in tests and library calls, stay silent)."""
 
     def __init__(self, *args: Any, every_s: Optional[float] = None, **kwargs: Any) -> None:
         kwargs.update(file=_Nowhere(), bar_format=STATUS_FORMAT, dynamic_ncols=False)
         super().__init__(*args, **kwargs)
         self.every_s = float(every_s if every_s is not None else os.environ.get("SLATEREC_STATUS_EVERY", 30))
         self._stop = threading.Event()
+        self._beats = 0
         self._thread = threading.Thread(target=self._beat, name="slaterec-status", daemon=True)
         self._thread.start()
 
@@ -44,12 +46,14 @@ class StatusLines(tqdm):
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every_s):
+            self._beats += 1
             print(self.status_line(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if not self._stop.is_set():
             self._stop.set()
-            print(self.status_line(), file=sys.stderr, flush=True)
+            if self._beats:  # a job that showed life ends with its final count; a short one stays silent
+                print(self.status_line(), file=sys.stderr, flush=True)
         super().close()
 
 

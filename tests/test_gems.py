@@ -358,8 +358,10 @@ def test_cli_thread_modes(small_dataset, tmp_path):
     torch.set_num_threads(threads)
 
 
-def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp_path, capsys):
+def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp_path, capsys, monkeypatch):
     from gym_slaterec.cli import main
+
+    monkeypatch.setenv("SLATEREC_STATUS_EVERY", "0.01")  # status lines even from these short jobs
 
     commands = {
         "generate": ["generate", "FocusedTopDown-v0", "--episodes", "50", "--seed", "1"],

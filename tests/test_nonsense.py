@@ -169,3 +169,32 @@ def test_importing_a_missing_file_names_the_file(tmp_path, capsys):
     code, err = cli(["import-dataset", tmp_path / "focused_topdown_moving_env.pt", "--out", tmp_path / "d"], capsys)
     assert code == 2 and "no such file or folder" in err and "focused_topdown_moving_env.pt" in err, err
     assert "--env" not in err
+
+
+def test_third_party_info_lines_only_with_verbose(work, tmp_path):
+    import subprocess
+    import sys
+
+    def export(*flags: str) -> str:
+        out = tmp_path / f"x{len(flags)}.h5"
+        done = subprocess.run([sys.executable, "-c", "import sys; from gym_slaterec.cli import main; sys.exit(main())",
+                               *flags, "export", str(work["logged"]),
+                               "--gems", str(work["gems"]), "--out", str(out), "--window", "3"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert "Signatures have been automatically determined" not in export()
+    assert "Signatures have been automatically determined" in export("--verbose")
+
+
+def test_the_grid_modules_example_expands(tmp_path):
+    """The YAML example in slaterec_lab/grid.py's docstring runs as written."""
+    import re
+
+    from slaterec_lab import grid
+
+    example = re.search(r"::\n\n((?:    .*\n|\n)+)", grid.__doc__).group(1)
+    spec = yaml.safe_load("\n".join(line[4:] for line in example.splitlines()))
+    trials = grid.expand(spec, tmp_path)
+    assert {t.kind for t in trials} == {"logged", "gems", "run"} and spec["environments"] == ["FocusedTopDown"]

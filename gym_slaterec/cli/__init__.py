@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="slaterec", description="Reinforcement learning for slate recommendation.")
     parser.add_argument("--version", action="version", version=f"slaterec {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show third-party libraries' info lines (d3rlpy's structured log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in command_modules():
@@ -146,12 +148,26 @@ def _out_lock(args: argparse.Namespace) -> Any:
     return writer_lock(out)
 
 
+def quiet_third_party(verbose: bool) -> None:
+    """Third-party info lines (d3rlpy's "Signatures have been automatically determined", through
+    structlog) are hidden unless ``verbose``; their warnings and errors still show."""
+    try:
+        import logging
+
+        import structlog
+    except ImportError:
+        return
+    level = logging.INFO if verbose else logging.WARNING
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its one-line usage error (or --help)
         return int(exc.code or 0)
+    quiet_third_party(args.verbose)
     try:
         checker = getattr(args, "checker", None)
         if checker is not None:  # every option checked before anything is locked, read or created

@@ -145,6 +145,8 @@ def resolve_env_id(name: str) -> str:
     key = name if name.startswith("SlateRec/") else f"SlateRec/{name}"
     if key in ENV_PRESETS:
         return key
+    if f"{key}-v0" in ENV_PRESETS:  # "FocusedTopDown": the only version there is
+        return f"{key}-v0"
     alias = ENV_ALIASES.get(name.strip().lower())
     if alias is not None:
         return alias
