@@ -14,7 +14,8 @@ shared) and lists of values to cross::
     methods:
       sac-gems: {episodes: 20, set: {val_every: 10}, grid: {agent.gamma: [0.8, 0.0]}}
       random: {}
-    grid: {gems.lambda_kl: [0.5, 1.0]}    # stage keys (logged./gems./mf.) or train keys
+    grid: {gems.lambda_kl: [0.5, 1.0]}    # stage keys (logged./gems./mf.) or train keys, crossed
+    zip: {gems.lambda_click: [0.2, 0.5], gems.latent_dim: [16, 32]}  # paired: (0.2, 16) and (0.5, 32)
     resources: {cpus: 1, gpus: 0}         # per trial (a method may override); a run's cpus are its torch threads
     device: auto                          # --device of the GeMS/MF/agent trainings (a method may override)
 
@@ -37,7 +38,7 @@ import yaml
 
 from gym_slaterec import yaml_values
 
-TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid",
+TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid", "zip",
             "resources", "retries", "item_embeddings", "preset", "device"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
@@ -123,9 +124,40 @@ def _resources(where: str, value: Any, base: dict[str, float]) -> dict[str, floa
     return res
 
 
-def _product(grid: dict[str, list]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
+def _product(grid: dict[str, list], zips: list[dict[str, list]] = ()) -> list[dict[str, Any]]:
+    """Every point of the grid: each ``grid`` key is an axis of its own, each ``zips`` group one
+    axis whose keys move together (Params1 / Params2 pairs)."""
+    axes = [[{key: value} for value in values] for key, values in grid.items()]
+    axes += [[dict(zip(group, values)) for values in zip(*group.values())] for group in zips]
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*axes)]
+
+
+def _zip_groups(where: str, value: Any) -> list[dict[str, list]]:
+    """``zip: {a: [1, 2], b: [3, 4]}`` (one group) or a list of such groups; equal lengths."""
+    if value is None:
+        return []
+    groups = []
+    for i, group in enumerate(value if isinstance(value, list) else [value]):
+        here = f"{where}[{i}]" if isinstance(value, list) else where
+        lists = {str(k): _as_list(f"{here}.{k}", v) for k, v in _mapping(here, group).items()}
+        if not lists:
+            raise GridError(f"{here}: name at least one key and its list of values")
+        lengths = {k: len(v) for k, v in lists.items()}
+        if len(set(lengths.values())) != 1:
+            raise GridError(f"{here}: paired lists must have equal lengths, got {lengths}")
+        groups.append(lists)
+    return groups
+
+
+def _restricted(groups: list[dict[str, list]], keep: Any) -> list[dict[str, list]]:
+    """The zip groups cut to the keys ``keep(key)`` accepts, repeated pairs dropped."""
+    out = []
+    for group in groups:
+        keys = [k for k in group if keep(k)]
+        if keys:
+            pairs = list(dict.fromkeys(zip(*(group[k] for k in keys))))
+            out.append({k: [p[i] for p in pairs] for i, k in enumerate(keys)})
+    return out
 
 
 def _set_args(settings: dict[str, Any]) -> list[str]:
@@ -275,6 +307,16 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
     run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
+    zips = _zip_groups("zip", grid.get("zip"))
+    for group in zips:
+        staged = [k.startswith(tuple(s + "." for s in STAGES)) for k in group]
+        if any(staged) and not all(staged):
+            raise GridError(f"zip: a group pairs stage keys (logged./gems./mf.) or train keys, not both: {sorted(group)}")
+        both = sorted(set(group) & set(top_grid))
+        if both:
+            raise GridError(f"zip: {', '.join(both)} also in grid; a key is either crossed or paired")
+    stage_zips = [g for g in zips if next(iter(g)).startswith(tuple(s + "." for s in STAGES))]
+    run_zips = [g for g in zips if g not in stage_zips]
     for s in STAGES:
         for key in stage_grid[s]:
             if key == f"{s}.":
@@ -351,11 +393,13 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         needs = ["gems"] if method in GEMS_METHODS else []
         if method in MF_METHODS and not (method == "sac-wknn" and settings.get("agent.embeddings") == "ideal"):
             needs.append("mf")
-        relevant_stage_grid = {k: v for s in ["logged"] * bool(needs) + needs for k, v in stage_grid[s].items()}
+        relevant = ["logged"] * bool(needs) + needs
+        relevant_stage_grid = {k: v for s in relevant for k, v in stage_grid[s].items()}
+        relevant_zips = _restricted(stage_zips, lambda k: k.split(".", 1)[0] in relevant)
         for env_id in envs:
             env_short = env_id.split("/")[-1].split("-v")[0]
-            for stage_point in _product(relevant_stage_grid):
-                for run_point in _product(method_grid):
+            for stage_point in _product(relevant_stage_grid, relevant_zips):
+                for run_point in _product(method_grid, run_zips):
                     for seed in seeds:
                         deps, stage_args = [], []
                         for stage in needs:

@@ -368,3 +368,41 @@ def test_ray_that_does_not_start_is_one_line_or_falls_back(tmp_path, monkeypatch
     assert main(["sweep", str(grid_file), "--out", str(tmp_path / "b"), "--executor", "auto", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "falling back to the local executor" in out and "1 done" in out
+
+
+def test_paired_values_expand_to_one_stage_per_pair(tmp_path, capsys):
+    """The paper's GeMS settings come in pairs (Params1: lambda_KL 0.5 / lambda_click 0.2; Params2:
+    1.0 / 0.5): a zip block gives two GeMS per environment, not the four of a crossed grid."""
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [0, 1], "methods": {"sac-gems": {}},
+            "zip": {"gems.lambda_kl": [0.5, 1.0], "gems.lambda_click": [0.2, 0.5]},
+            "grid": {"agent.gamma": [0.8, 0.0]}}
+    trials = expand(grid, tmp_path)
+    gems = [t for t in trials if t.kind == "gems"]
+    pairs = sorted((t.argv[t.argv.index("--lambda-kl") + 1], t.argv[t.argv.index("--lambda-click") + 1]) for t in gems)
+    assert pairs == [("0.5", "0.2"), ("1.0", "0.5")]
+    runs = [t for t in trials if t.kind == "run"]
+    assert len(runs) == 2 * 2 * 2  # pairs x gamma x seeds
+    for t in runs:
+        (dep,) = t.deps[1:] or t.deps
+        assert f"lambda_kl={t.point['gems.lambda_kl']}_lambda_click={t.point['gems.lambda_click']}" in dep
+    # train keys pair the same way
+    run_zip = {**grid, "zip": {"agent.gamma": [0.8, 0.0], "agent.tau": [0.002, 0.005]}, "grid": {}}
+    points = sorted((t.point["agent.gamma"], t.point["agent.tau"]) for t in expand(run_zip, tmp_path) if t.kind == "run")
+    assert points == [(0.0, 0.005), (0.0, 0.005), (0.8, 0.002), (0.8, 0.002)]
+    # --dry-run shows the two GeMS
+    assert main(["sweep", str(_write(tmp_path, grid)), "--out", str(tmp_path / "sw"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("slaterec pretrain-gems") == 2 and "lambda_click=0.2_lambda_kl=0.5.pt" in out  # YAML sorts keys
+
+
+@pytest.mark.parametrize("zipped, message", [
+    ({"gems.lambda_kl": [0.5, 1.0], "gems.lambda_click": [0.2]}, "equal lengths"),
+    ({"gems.lambda_kl": [0.5, 1.0], "agent.gamma": [0.8, 0.0]}, "not both"),
+    ({"agent.gamma": [0.8, 0.0], "agent.tau": [0.1, 0.2]}, "either crossed or paired"),
+    ({"gems.lambda_kl": 0.5}, "non-empty list"),
+])
+def test_bad_paired_values_are_refused(tmp_path, zipped, message):
+    grid = {"environments": ["FocusedTopDown-v0"], "methods": {"sac-gems": {}}, "zip": zipped,
+            "grid": {"agent.tau": [0.1]}}
+    with pytest.raises(GridError, match=message):
+        expand(grid, tmp_path)
