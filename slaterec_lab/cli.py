@@ -7,6 +7,12 @@ from pathlib import Path
 
 from gym_slaterec.cli import nonnegative_int, positive_int
 
+from .results import STATUSES as RUN_STATUSES
+
+#: ``slaterec runs --sort`` -> the summary field it orders by (returns: best first)
+RUN_SORT_KEYS = {"run": "run", "method": "method", "env": "env_id", "seed": "seed", "status": "status",
+                 "test": "test", "best": "best_validation", "created": "created_utc"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="Table 2 from run directories: mean test return over seeds, 95%% CI, Welch's test")
@@ -40,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list the run directories under ROOT: method, environment, seed, status, returns")
     p.add_argument("root", nargs="?", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.add_argument("--method", help="only runs of this method (e.g. sac-gems, offline-td3bc)")
+    p.add_argument("--env", help="only runs of this environment (FocusedTopDown, or its full id)")
+    p.add_argument("--status", nargs="+", choices=RUN_STATUSES, help="only runs with one of these statuses")
+    p.add_argument("--tag", help="only runs with this --tag")
+    p.add_argument("--sort", choices=RUN_SORT_KEYS, default="run", help="order of the rows (default: run)")
     p.set_defaults(handler=cmd_runs)
 
     p = sub.add_parser("convert-run", help="rewrite a trusted run directory written before the pickle-free formats",
@@ -238,13 +249,22 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    import json
-
     from .results import find_runs, run_summary
 
     if not args.root.is_dir():
         raise FileNotFoundError(f"no such folder: {args.root}")
     rows = [run_summary(run) for run in sorted(find_runs([args.root], allow_empty=True, include_damaged=True))]
+    env = None if args.env is None else args.env.split("/")[-1].split("-v")[0]
+    rows = [r for r in rows if (args.method is None or r["method"] == args.method)
+            and (env is None or str(r["env_id"]).split("/")[-1].split("-v")[0] == env)
+            and (args.status is None or r["status"] in args.status) and (args.tag is None or r["tag"] == args.tag)]
+    key, best_first = RUN_SORT_KEYS[args.sort], args.sort in ("test", "best")
+
+    def order(r: dict) -> tuple:  # missing values last; returns from the best down
+        v = r[key]
+        return (1, 0, r["run"]) if v is None else (0, -v if best_first else v, r["run"])
+
+    rows.sort(key=order)
     if args.json:
         from gym_slaterec.provenance import dumps_strict
         print(dumps_strict(rows, indent=2))
@@ -253,16 +273,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
     def fmt(v) -> str:
         return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
-    print(f"{'run':40s} {'method':16s} {'replay':8s} {'environment':28s} {'seed':>10s} {'status':9s} "
-          f"{'best val':>9s} {'test':>8s}")
-    for r in rows:
-        print(f"{r['run'][-40:]:40s} {fmt(r['method']):16s} {fmt(r['replay']):8s} {fmt(r['env_id']):28s} "
-              f"{fmt(r['seed']):>10s} {r['status']:9s} {fmt(r['best_validation']):>9s} {fmt(r['test']):>8s}")
-        if r["detail"]:
-            print(f"    {r['status']}: {r['detail']}")
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("complete", "running", "unfinished", "dead", "failed", "damaged")}
+    # whole names: the run column is as wide as its longest path (relative to ROOT), never cut
+    names = [_relative(r["run"], args.root) for r in rows]
+    table = [("run", "method", "replay", "environment", "seed", "status", "best val", "test")] + [
+        (n, fmt(r["method"]), fmt(r["replay"]), fmt(r["env_id"]).removeprefix("SlateRec/"), fmt(r["seed"]),
+         r["status"], fmt(r["best_validation"]), fmt(r["test"])) for n, r in zip(names, rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        print("  ".join(c.rjust(w) if j >= 6 or j == 4 else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if i and rows[i - 1]["detail"]:
+            print(f"    {rows[i - 1]['status']}: {rows[i - 1]['detail']}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in RUN_STATUSES}
     print(f"{len(rows)} run(s) under {args.root}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
+
+
+def _relative(run: str, root: Path) -> str:
+    try:
+        return str(Path(run).relative_to(root))
+    except ValueError:
+        return run
 
 
 def cmd_convert_run(args: argparse.Namespace) -> int:

@@ -136,7 +136,7 @@ def run_summary(run: Path) -> dict[str, Any]:
     prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
     hyper = prov.get("hyperparameters") or {}
     status, detail = run_status(run)
-    return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"),
+    return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"), "tag": hyper.get("tag"),
             "env_id": prov.get("env_id"), "seed": prov.get("seed", hyper.get("seed")),
             "status": status, "detail": detail, "episodes": state.get("episodes", state.get("step")),
             "best_validation": (results.get("best") or {}).get("validation_return", state.get("best_validation")),

@@ -134,3 +134,22 @@ def test_runs_tells_every_status_apart(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "1 complete, 1 unfinished, 2 dead, 1 failed, 3 damaged" in text  # "live" lost its writer
+
+
+def test_runs_shows_whole_names_filters_and_sorts(tmp_path, capsys):
+    long = "log_0/sac-gems/GeMS_FocusedTopDown_latentdim32_beta1.0_lambdaclick0.5_seed58407201_20261203-101010"
+    for name, method, seed, test in ((long, "sac-gems", 0, 300.0), ("b", "sac-topk-mf", 1, 250.0),
+                                     ("c", "sac-gems", 2, 320.0)):
+        run = fake_run(tmp_path, name, method, seed, test, [(0, 1.0)])
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "best.zip").write_bytes(b"")
+    assert main(["runs", str(tmp_path)]) == 0
+    assert long in capsys.readouterr().out  # never cut: the method and environment stay readable
+    assert main(["runs", str(tmp_path), "--method", "sac-gems", "--sort", "test", "--json"]) == 0
+    rows = strict_loads(capsys.readouterr().out)
+    assert [r["test"] for r in rows] == [320.0, 300.0]
+    assert main(["runs", str(tmp_path), "--env", "FocusedTopDown", "--status", "complete", "--sort", "seed",
+                 "--json"]) == 0
+    assert [r["seed"] for r in strict_loads(capsys.readouterr().out)] == [0, 1, 2]
+    assert main(["runs", str(tmp_path), "--status", "failed", "--json"]) == 0
+    assert strict_loads(capsys.readouterr().out) == []
