@@ -41,14 +41,46 @@ _CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_han
         "from gym_slaterec.cli import die_with_parent, main; die_with_parent(); sys.exit(main())")
 
 
-def run_command(argv: list[str], log_path: str, cwd: str, threads: int) -> dict[str, Any]:
-    """Run ``slaterec ARGV`` in a child process, its output appended to ``log_path``.
+def visible_gpus() -> list[str]:
+    """The GPUs the local executor may hand to trials: ``$CUDA_VISIBLE_DEVICES`` when set (so a
+    sweep can be confined to some devices), else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch build with CUDA: no GPUs
+        return []
+
+
+def assign_gpus(trials: list[dict[str, Any]], devices: list[str]) -> None:
+    """``devices`` of each trial with ``gpus`` > 0: the first ceil(gpus) visible GPUs (the local
+    executor runs one trial at a time; fractions share a device, as Ray's do). Refused before
+    anything runs when a trial asks for more GPUs than are visible."""
+    import math
+
+    for t in trials:
+        need = math.ceil(t.get("gpus") or 0)
+        if need > len(devices):
+            raise ValueError(f"trial {t['id']} asks for {t['gpus']:g} GPU(s), but {len(devices)} are visible "
+                             f"({', '.join(devices) or 'none'}); lower resources.gpus or use Ray on a GPU cluster")
+        t["devices"] = ",".join(devices[:need]) if need else None
+
+
+def run_command(argv: list[str], log_path: str, cwd: str, threads: int,
+                devices: Optional[str] = None) -> dict[str, Any]:
+    """Run ``slaterec ARGV`` in a child process, its output appended to ``log_path``;
+    ``devices``: its ``CUDA_VISIBLE_DEVICES`` (None: inherited).
 
     An interruption of the caller (Ctrl-C, a Ray cancellation) is passed to the child
     as SIGINT, which every slaterec command answers by leaving a resumable state.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
                SLATEREC_PARENT_PID=str(os.getpid()))
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
     t0 = time.time()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
@@ -334,6 +366,8 @@ def _finish(sweep: Sweep, bar: _Progress, t: dict[str, Any], result: Optional[di
 
 
 def _run_local(sweep: Sweep, bar: _Progress, retries: int, inline: bool = False) -> None:
+    if not inline:
+        assign_gpus(list(sweep.trials.values()), visible_gpus())
     tries: dict[str, int] = {}
     while True:
         ready = _ready(sweep)
@@ -350,7 +384,8 @@ def _run_local(sweep: Sweep, bar: _Progress, retries: int, inline: bool = False)
             if inline:
                 result = run_inline(_argv(sweep, t), str(sweep.path / t["log"]))
             else:
-                result = run_command(_argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])))
+                result = run_command(_argv(sweep, t), str(sweep.path / t["log"]), os.getcwd(), max(1, int(t["cpus"])),
+                                     t.get("devices"))
         except OSError as exc:
             error = f"could not start: {exc}"
         _finish(sweep, bar, t, result, error, retries, tries)

@@ -406,3 +406,31 @@ def test_bad_paired_values_are_refused(tmp_path, zipped, message):
             "grid": {"agent.tau": [0.1]}}
     with pytest.raises(GridError, match=message):
         expand(grid, tmp_path)
+
+
+def test_the_local_executor_gives_trials_their_gpus(tmp_path, monkeypatch, capsys):
+    """resources.gpus picks devices from the visible list (a fake one here), as Ray does on a cluster."""
+    from slaterec_lab import sweep as sw
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    seen = {}
+    real = sw.run_command
+
+    def recording(argv, log_path, cwd, threads, devices=None):
+        seen[argv[1]] = devices
+        return real(argv, log_path, cwd, threads, devices)
+
+    monkeypatch.setattr(sw, "run_command", recording)
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [0], "set": {"val_users": 4, "test_users": 4},
+            "methods": {"random": {"resources": {"gpus": 2}}, "oracle": {"resources": {"gpus": 0.5}}}}
+    assert main(["sweep", str(_write(tmp_path, grid)), "--out", str(tmp_path / "sw"), "--executor", "local",
+                 "--no-progress"]) == 0
+    assert seen == {"random": "3,5", "oracle": "3"}
+    record = {t["id"]: t for t in json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]}
+    assert record["runs/random_FocusedTopDown_s0"]["devices"] == "3,5"
+    capsys.readouterr()
+    grid["methods"]["random"]["resources"]["gpus"] = 3
+    assert main(["sweep", str(_write(tmp_path, grid, "g3.yaml")), "--out", str(tmp_path / "sw3"), "--executor", "local",
+                 "--no-progress"]) == 2
+    assert "asks for 3 GPU(s), but 2 are visible (3, 5)" in capsys.readouterr().err
+    assert not (tmp_path / "sw3" / "runs").exists()
