@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workspace", type=Path, help="root of the default run directories "
                    "(default: $SLATEREC_WORKSPACE, else ./runs)")
     p.add_argument("--tag", help="a short label, part of the default run directory name and recorded in the run")
+    p.add_argument("--name-template", help="the run directory under the workspace, from the run's fields, e.g. "
+                   "'log_{seed}/{method}/{tag}_{date}' or '{env}_gamma{agent.gamma}_s{seed}' (fields: method, env, "
+                   "seed, tag, date, time and every configuration key)")
     p.add_argument("--notes", help="free text recorded in the run's configuration")
     p.add_argument("--gems", type=Path, help="GeMS checkpoint (sac-gems)")
     p.add_argument("--mf", type=Path, help="MF embeddings (sac-topk-mf, sac-wknn)")
@@ -77,7 +80,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = run_config(args)
     env_id = cfg.env_id
-    out = args.out if args.out is not None else default_run_dir(cfg, args.workspace)
+    if args.out is not None and args.name_template is not None:
+        raise ValueError("--out and --name-template both name the run directory; give one")
+    out = args.out if args.out is not None else default_run_dir(cfg, args.workspace, args.name_template)
     results = train_run(cfg, out, progress=not args.no_progress, device=args.device)
     if args.json:
         from gym_slaterec.provenance import dumps_strict

@@ -19,6 +19,7 @@ refuses otherwise.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -49,16 +50,60 @@ LEGACY_REPLAY_FILE = "last_replay_buffer.pkl"
 RUN_STATUSES = ("running", "interrupted", "failed", "complete")
 
 
-def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None) -> Path:
-    """``WORKSPACE/METHOD_ENV_sSEED[_TAG]_YYYYmmdd-HHMMSS`` (UTC); the workspace defaults to
-    ``$SLATEREC_WORKSPACE``, else ``./runs``."""
+def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None, template: Optional[str] = None) -> Path:
+    """``WORKSPACE/METHOD_ENV_sSEED[_TAG]_YYYYmmdd-HHMMSS`` (UTC), or ``WORKSPACE/`` + ``template``
+    filled by :func:`fill_name_template`; the workspace defaults to ``$SLATEREC_WORKSPACE``, else ``./runs``."""
     import datetime as dt
     import os
 
     root = Path(workspace if workspace is not None else os.environ.get("SLATEREC_WORKSPACE", "runs"))
+    if template is not None:
+        return root / fill_name_template(template, cfg)
     env = cfg.env_id.split("/")[-1].split("-v")[0]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return root / "_".join([cfg.method, env, f"s{cfg.seed}", *([cfg.tag] if cfg.tag else []), stamp])
+
+
+def name_fields(cfg: RunConfig) -> dict[str, Any]:
+    """What a name template may use: ``method``, ``env`` (short), ``env_id``, ``seed``, ``tag``,
+    ``date`` (YYYYmmdd), ``time`` (HHMMSS, UTC) and every configuration key, dotted
+    (``episodes``, ``agent.gamma``, ``belief.hidden_size``...)."""
+    import datetime as dt
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    now = dt.datetime.now(dt.timezone.utc)
+    fields = flat(cfg.to_dict())
+    fields.update(env=cfg.env_id.split("/")[-1].split("-v")[0], date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"),
+                  tag=cfg.tag or "")
+    return fields
+
+
+def fill_name_template(template: str, cfg: RunConfig) -> str:
+    """``template`` (``log_{seed}/{method}/{tag}_{date}``, ``{env}_gamma{agent.gamma}``) with the
+    run's fields (:func:`name_fields`); an unknown field or a name leaving the workspace is refused."""
+    import string
+
+    fields = name_fields(cfg)
+    parts = []
+    for literal, field_name, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if field_name is None:
+            continue
+        if field_name not in fields:
+            raise ValueError(f"name template {template!r}: unknown field {{{field_name}}}; available: "
+                             f"{', '.join(sorted(fields))}")
+        value = fields[field_name]
+        parts.append(format(value if conversion is None else repr(value) if conversion == "r" else str(value), spec or ""))
+    name = "".join(parts)
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts or any(
+            not re.fullmatch(r"[A-Za-z0-9._=+-]+", part) for part in Path(name).parts):
+        raise ValueError(f"name template {template!r} gives {name!r}: a relative path of letters, digits and "
+                         "'._=+-' inside the workspace is needed")
+    return name
 
 
 def base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any = None) -> Any:

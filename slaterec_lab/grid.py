@@ -18,6 +18,7 @@ shared) and lists of values to cross::
     zip: {gems.lambda_click: [0.2, 0.5], gems.latent_dim: [16, 32]}  # paired: (0.2, 16) and (0.5, 32)
     resources: {cpus: 1, gpus: 0}         # per trial (a method may override); a run's cpus are its torch threads
     device: auto                          # --device of the GeMS/MF/agent trainings (a method may override)
+    name_template: "{method}/{env}_s{seed}" # run directories (runs/ + template; default METHOD_ENV_sSEED_point)
 
 Every trial is one ``slaterec`` command writing one artifact; a trial's id is
 the artifact's path inside the sweep directory.
@@ -39,7 +40,7 @@ import yaml
 from gym_slaterec import yaml_values
 
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid", "zip",
-            "resources", "retries", "item_embeddings", "preset", "device"}
+            "resources", "retries", "item_embeddings", "preset", "device", "name_template"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
 #: the ``slaterec`` command of each stage
@@ -251,6 +252,18 @@ def check_trials(trials: list["Trial"]) -> None:
             raise GridError(f"trial {t.id}: {exc}") from None
 
 
+def templated_name(template: str, argv: list[str]) -> str:
+    """The run directory name ``template`` gives the run of ``argv`` (its resolved configuration)."""
+    from gym_slaterec.cli import build_parser
+    from sb3_slate.cli import run_config
+    from sb3_slate.runs import fill_name_template
+
+    try:
+        return fill_name_template(template, run_config(build_parser().parse_args(argv)))
+    except ValueError as exc:
+        raise GridError(f"name_template: {exc}") from None
+
+
 def grid_fingerprint(grid: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(grid, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -307,6 +320,10 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
     run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
+    template = grid.get("name_template")
+    if template is not None and (not isinstance(template, str) or re.search(r"\{(date|time)[^}]*\}", template)):
+        raise GridError(f"name_template: expected a string without {{date}} / {{time}} (a resumed sweep must find its "
+                        f"runs under the same names), got {template!r}")
     zips = _zip_groups("zip", grid.get("zip"))
     for group in zips:
         staged = [k.startswith(tuple(s + "." for s in STAGES)) for k in group]
@@ -424,7 +441,14 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                         if grid.get("name"):
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
                                                                            if point else "")]
-                        add(Trial(str(out.relative_to(sweep_dir)), "run", argv, deps, {**point, "seed": seed},
+                        if template is not None:  # the run directory named by the grid's template
+                            out = sweep_dir / "runs" / templated_name(template, argv)
+                            argv[argv.index("--out") + 1] = str(out)
+                        rel = str(out.relative_to(sweep_dir))
+                        if rel in by_id:
+                            raise GridError(f"name_template {template!r} gives {rel} to two runs; add the keys that "
+                                            "differ between them (e.g. {seed}, {agent.gamma})")
+                        add(Trial(rel, "run", argv, deps, {**point, "seed": seed},
                                   method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
     check_trials(trials)
     return trials

@@ -1,0 +1,57 @@
+"""Names of the researcher's choosing: run directories from a template of the run's own fields,
+on the command line and in grids; collisions and escapes refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from gym_slaterec.cli import main
+from slaterec_lab.grid import GridError, expand
+
+QUICK = ["--set", "val_users=2", "--set", "test_users=2", "--no-progress"]
+
+
+def test_train_names_its_run_directory_from_a_template(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    args = ["train", "random", "FocusedTopDown-v0", "--workspace", ws, "--seed", "7", "--tag", "probe",
+            "--name-template", "log_{seed}/{method}/{tag}_{env}_{date}_n{val_users}", *QUICK]
+    assert main([str(a) for a in args]) == 0
+    (run,) = [p.parent for p in ws.rglob("results.json")]
+    assert run.relative_to(ws) == Path("log_7/random") / f"probe_FocusedTopDown_{time.strftime('%Y%m%d', time.gmtime())}_n2"
+    assert json.loads((run / "config.json").read_text())["seed"] == 7
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{method}/{agent.gama}", "unknown field {agent.gama}"),
+    ("../{method}", "inside the workspace"),
+    ("/abs/{method}", "inside the workspace"),
+    ("{method} {seed}", "inside the workspace"),
+])
+def test_bad_templates_are_refused_before_anything_is_written(tmp_path, capsys, template, message):
+    code = main(["train", "sac-topk-ideal", "FocusedTopDown-v0", "--workspace", str(tmp_path / "ws"),
+                 "--name-template", template, *QUICK])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").rglob("config.json"))
+
+
+def test_out_and_a_template_are_one_name_too_many(tmp_path, capsys):
+    assert main(["train", "random", "FocusedTopDown-v0", "--out", str(tmp_path / "r"), "--name-template", "{seed}",
+                 *QUICK]) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def test_grid_name_template(tmp_path):
+    grid = {"environments": ["FocusedTopDown"], "seeds": [0, 1], "methods": {"sac-topk-ideal": {"preset": "window"}},
+            "grid": {"agent.gamma": [0.8, 0.0]}, "name_template": "log_{seed}/{method}/gamma{agent.gamma}"}
+    runs = sorted(t.id for t in expand(grid, tmp_path) if t.kind == "run")
+    assert runs == [f"runs/log_{s}/sac-topk-ideal/gamma{g}" for s in (0, 1) for g in ("0.0", "0.8")]
+    with pytest.raises(GridError, match="to two runs"):
+        expand({**grid, "name_template": "log_{seed}/{method}"}, tmp_path)
+    with pytest.raises(GridError, match="without {date}"):
+        expand({**grid, "name_template": "{method}_{date}"}, tmp_path)
