@@ -392,6 +392,32 @@ def _run_local(sweep: Sweep, bar: _Progress, retries: int, inline: bool = False)
     sweep.save()
 
 
+@contextlib.contextmanager
+def _native_output_hidden(hide: bool) -> Iterator[None]:
+    """Hide what native code writes straight to file descriptors 1 and 2 (Ray's start-up notices,
+    e.g. its token-authentication line); ``slaterec --verbose`` shows it. Failures still surface
+    as exceptions."""
+    if not hide:
+        yield
+        return
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
 class RayStartError(ValueError):
     """Ray could not be started or reached."""
 
@@ -407,7 +433,8 @@ def _run_ray(sweep: Sweep, bar: _Progress, retries: int, address: Optional[str],
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(**init)
+            with _native_output_hidden(os.environ.get("SLATEREC_VERBOSE") != "1"):
+                ray.init(**init)
         except Exception as exc:  # noqa: BLE001 - Ray's own start-up failures (timeouts, ports, a busy machine)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RayStartError(f"Ray did not start ({reason}); the same command with --executor local runs the "

@@ -221,6 +221,7 @@ def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path)
     # the same command again: finished runs are kept, the others resume/run
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Token authentication" not in text + rerun.stdout + rerun.stderr  # Ray's notices: only with --verbose
     for name, mtime in finished.items():
         assert (out / "runs" / name / "results.json").stat().st_mtime == mtime, f"{name} was redone"
     record = json.loads((out / "sweep.json").read_text())

@@ -150,7 +150,13 @@ def _out_lock(args: argparse.Namespace) -> Any:
 
 def quiet_third_party(verbose: bool) -> None:
     """Third-party info lines (d3rlpy's "Signatures have been automatically determined", through
-    structlog) are hidden unless ``verbose``; their warnings and errors still show."""
+    structlog; Ray's start-up notices) are hidden unless ``verbose`` (recorded in
+    ``$SLATEREC_VERBOSE`` for the sweep and its trials); their warnings and errors still show."""
+    import os
+
+    if verbose:
+        os.environ["SLATEREC_VERBOSE"] = "1"
+    verbose = verbose or os.environ.get("SLATEREC_VERBOSE") == "1"
     try:
         import logging
 
