@@ -82,12 +82,13 @@ def name_fields(cfg: RunConfig) -> dict[str, Any]:
     return fields
 
 
-def fill_name_template(template: str, cfg: RunConfig) -> str:
+def fill_name_template(template: str, cfg: RunConfig, extra: Optional[dict[str, Any]] = None) -> str:
     """``template`` (``log_{seed}/{method}/{tag}_{date}``, ``{env}_gamma{agent.gamma}``) with the
-    run's fields (:func:`name_fields`); an unknown field or a name leaving the workspace is refused."""
+    run's fields (:func:`name_fields`) and ``extra`` ones (a sweep's grid point); an unknown
+    field or a name leaving the workspace is refused."""
     import string
 
-    fields = name_fields(cfg)
+    fields = {**name_fields(cfg), **(extra or {})}
     parts = []
     for literal, field_name, spec, conversion in string.Formatter().parse(template):
         parts.append(literal)

@@ -18,15 +18,17 @@ shared) and lists of values to cross::
     zip: {gems.lambda_click: [0.2, 0.5], gems.latent_dim: [16, 32]}  # paired: (0.2, 16) and (0.5, 32)
     resources: {cpus: 1, gpus: 0}         # per trial (a method may override); a run's cpus are its torch threads
     device: auto                          # --device of the GeMS/MF/agent trainings (a method may override)
-    name_template: "{method}/{env}_s{seed}" # run directories (runs/ + template; default METHOD_ENV_sSEED_point)
 
 Every trial is one ``slaterec`` command writing one artifact; a trial's id is
-the artifact's path inside the sweep directory.
+the artifact's path inside the sweep directory (``runs/METHOD_ENV_sSEED_point`` for a run,
+or ``runs/`` + ``name_template`` filled with the run's fields and its grid point, e.g.
+``name_template: "{method}/g{agent.gamma}_s{seed}"``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -43,6 +45,8 @@ TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged",
             "resources", "retries", "item_embeddings", "preset", "device", "name_template"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
+#: how the keys of a stage's options begin in ``grid`` and ``zip``
+STAGE_PREFIXES = tuple(s + "." for s in STAGES)
 #: the ``slaterec`` command of each stage
 STAGE_COMMANDS = {"logged": "generate", "gems": "pretrain-gems", "mf": "train-mf"}
 GEMS_METHODS = ("sac-gems",)
@@ -226,6 +230,14 @@ def grid_name(grid: dict[str, Any]) -> Optional[str]:
     return name
 
 
+@functools.lru_cache(maxsize=1)
+def _parser() -> Any:
+    """The ``slaterec`` parser, built once for every trial a grid checks or names."""
+    from gym_slaterec.cli import build_parser
+
+    return build_parser()
+
+
 def check_trials(trials: list["Trial"]) -> None:
     """Every trial's command parsed and its options checked exactly as the command will at run
     time (``checker`` of each sub-command: configuration keys, types and ranges), so a grid
@@ -233,9 +245,7 @@ def check_trials(trials: list["Trial"]) -> None:
     import contextlib
     import io
 
-    from gym_slaterec.cli import build_parser
-
-    parser = build_parser()
+    parser = _parser()
     for t in trials:
         err = io.StringIO()
         try:
@@ -252,14 +262,14 @@ def check_trials(trials: list["Trial"]) -> None:
             raise GridError(f"trial {t.id}: {exc}") from None
 
 
-def templated_name(template: str, argv: list[str]) -> str:
-    """The run directory name ``template`` gives the run of ``argv`` (its resolved configuration)."""
-    from gym_slaterec.cli import build_parser
+def templated_name(template: str, argv: list[str], point: dict[str, Any]) -> str:
+    """The run directory name ``template`` gives the run of ``argv`` (its resolved configuration)
+    at grid ``point`` (whose keys, ``gems.lambda_kl`` say, are fields too)."""
     from sb3_slate.cli import run_config
     from sb3_slate.runs import fill_name_template
 
     try:
-        return fill_name_template(template, run_config(build_parser().parse_args(argv)))
+        return fill_name_template(template, run_config(_parser().parse_args(argv)), point)
     except ValueError as exc:
         raise GridError(f"name_template: {exc}") from None
 
@@ -319,20 +329,20 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         per_run_seed[s] = seed == "run"
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
-    run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(tuple(s + "." for s in STAGES))}
+    run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(STAGE_PREFIXES)}
     template = grid.get("name_template")
     if template is not None and (not isinstance(template, str) or re.search(r"\{(date|time)[^}]*\}", template)):
         raise GridError(f"name_template: expected a string without {{date}} / {{time}} (a resumed sweep must find its "
                         f"runs under the same names), got {template!r}")
     zips = _zip_groups("zip", grid.get("zip"))
     for group in zips:
-        staged = [k.startswith(tuple(s + "." for s in STAGES)) for k in group]
+        staged = [k.startswith(STAGE_PREFIXES) for k in group]
         if any(staged) and not all(staged):
             raise GridError(f"zip: a group pairs stage keys (logged./gems./mf.) or train keys, not both: {sorted(group)}")
         both = sorted(set(group) & set(top_grid))
         if both:
             raise GridError(f"zip: {', '.join(both)} also in grid; a key is either crossed or paired")
-    stage_zips = [g for g in zips if next(iter(g)).startswith(tuple(s + "." for s in STAGES))]
+    stage_zips = [g for g in zips if next(iter(g)).startswith(STAGE_PREFIXES)]
     run_zips = [g for g in zips if g not in stage_zips]
     for s in STAGES:
         for key in stage_grid[s]:
@@ -405,7 +415,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         method_grid = {**run_grid_top, **{str(k): _as_list(f"methods.{method}.grid.{k}", v)
                                           for k, v in _mapping(f"methods.{method}.grid", spec.get("grid")).items()}}
         for k in method_grid:
-            if k.startswith(tuple(s + "." for s in STAGES)):
+            if k.startswith(STAGE_PREFIXES):
                 raise GridError(f"methods.{method}.grid.{k}: stage keys belong in the top-level grid")
         needs = ["gems"] if method in GEMS_METHODS else []
         if method in MF_METHODS and not (method == "sac-wknn" and settings.get("agent.embeddings") == "ideal"):
@@ -442,7 +452,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
                                                                            if point else "")]
                         if template is not None:  # the run directory named by the grid's template
-                            out = sweep_dir / "runs" / templated_name(template, argv)
+                            out = sweep_dir / "runs" / templated_name(template, argv, point)
                             argv[argv.index("--out") + 1] = str(out)
                         rel = str(out.relative_to(sweep_dir))
                         if rel in by_id:

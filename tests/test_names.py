@@ -53,5 +53,10 @@ def test_grid_name_template(tmp_path):
     assert runs == [f"runs/log_{s}/sac-topk-ideal/gamma{g}" for s in (0, 1) for g in ("0.0", "0.8")]
     with pytest.raises(GridError, match="to two runs"):
         expand({**grid, "name_template": "log_{seed}/{method}"}, tmp_path)
+    # the grid point's stage keys are fields too (two GeMS settings, one run each)
+    stages = {"environments": ["FocusedTopDown"], "methods": {"sac-gems": {}}, "grid": {"gems.lambda_kl": [0.5, 1.0]},
+              "name_template": "{method}/kl{gems.lambda_kl}_s{seed}"}
+    assert sorted(t.id for t in expand(stages, tmp_path) if t.kind == "run") == [
+        "runs/sac-gems/kl0.5_s0", "runs/sac-gems/kl1.0_s0"]
     with pytest.raises(GridError, match="without {date}"):
         expand({**grid, "name_template": "{method}_{date}"}, tmp_path)
