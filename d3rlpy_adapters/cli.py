@@ -69,13 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_collect(args: argparse.Namespace) -> None:
     """Options that do not apply to the chosen policy are refused, not ignored."""
+    from gym_slaterec.cli.sim_commands import check_policy_options
+
     from .collect import is_reference_policy
 
+    check_policy_options(args)
     reference = is_reference_policy(args.policy)
-    if args.epsilon is not None and args.policy != "epsilon-greedy":
-        raise ValueError(f"--epsilon applies to --policy epsilon-greedy only, not to {args.policy!r}")
-    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
-        raise ValueError(f"--epsilon must lie in [0, 1], got {args.epsilon}")
     if reference and args.stochastic:
         raise ValueError(f"--stochastic applies to agent runs; the reference policy {args.policy!r} has no "
                          "deterministic mode to switch off")
@@ -94,8 +93,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
             print(name)
         return 0
     policy = args.policy if is_reference_policy(args.policy) else Path(args.policy)
-    ds = collect(args.env_id, policy, args.episodes, args.seed, args.out,
-                 epsilon=0.5 if args.epsilon is None else args.epsilon,
+    from gym_slaterec.cli.sim_commands import epsilon_of
+
+    ds = collect(args.env_id, policy, args.episodes, args.seed, args.out, epsilon=epsilon_of(args),
                  checkpoint=args.checkpoint, overwrite=args.overwrite, batch_size=args.batch_size,
                  deterministic=not args.stochastic, progress=not args.no_progress, item_embeddings=args.item_embeddings)
     returns = ds.returns()

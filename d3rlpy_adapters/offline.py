@@ -355,7 +355,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         state = resume
         state["status"] = "unfinished"
         state.pop("error", None)
-        _load_learner(learner, _last_model(out))
+        _load_learner(learner, _model_file(out, "last"))
         learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
         _set_rng_state(state["rng"])
     writer = SummaryWriter(str(out / "tb"))
@@ -464,9 +464,8 @@ def _modules(learner: Any) -> dict[str, Any]:
     import torch
 
     mods = learner.impl.modules
-    return {f.name: getattr(mods, f.name) for f in dataclasses.fields(mods)
-            if hasattr(getattr(mods, f.name), "state_dict") and (isinstance(getattr(mods, f.name), torch.nn.Module)
-                                                                 or hasattr(getattr(mods, f.name), "optim"))}
+    named = {f.name: getattr(mods, f.name) for f in dataclasses.fields(mods)}
+    return {name: m for name, m in named.items() if isinstance(m, torch.nn.Module) or hasattr(m, "optim")}
 
 
 def _save_learner(learner: Any, path: Path) -> None:
@@ -484,11 +483,11 @@ def _load_learner(learner: Any, path: Path) -> None:
     d3rlpy ``.d3`` file (a pickle) is refused unread."""
     import torch
 
+    from sb3_slate.checkpoints import LegacyFormatError, legacy_message
+
     path = Path(path)
     if path.suffix == ".d3":
-        raise ValueError(f"{path} is a d3rlpy model file, a pickle-based format: it may run code when read, so "
-                         f"SlateRec does not read it; if you trust where the run came from, convert it with: "
-                         f"slaterec convert-run {path.parent} --trust")
+        raise LegacyFormatError(legacy_message(path, "a d3rlpy model"))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, foreign, or holding objects other than weights
@@ -554,7 +553,7 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
                 raise ArtifactExistsError(
                     f"{out} is an unfinished offline run of another configuration or dataset/GeMS; pass --overwrite "
                     "to start afresh, or choose another --out")
-            if state.get("step", 0) > 0 and "rng" in state and _last_model(out).is_file():
+            if state.get("step", 0) > 0 and "rng" in state and _model_file(out, "last").is_file():
                 return state
             # interrupted before its first checkpoint: nothing to resume, start afresh in place
             overwrite = True
@@ -562,10 +561,12 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
     return None
 
 
-def _last_model(out: Path) -> Path:
-    """The resume point's model: ``model_last.pt``, or a run's pickle-based ``model_last.d3`` (refused on reading)."""
-    new = out / f"model_last{MODEL_SUFFIX}"
-    return new if new.is_file() or not (out / "model_last.d3").is_file() else out / "model_last.d3"
+def _model_file(run: Path, name: str) -> Path:
+    """Checkpoint ``name`` of a run: ``model_NAME.pt``, or an older run's pickle-based ``model_NAME.d3``
+    (refused when read, with the ``convert-run`` hint)."""
+    new = run / f"model_{name}{MODEL_SUFFIX}"
+    old = run / f"model_{name}.d3"
+    return new if new.is_file() or not old.is_file() else old
 
 
 def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, checkpoint: str = "best") -> OfflineAgent:
@@ -584,9 +585,7 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
     name = str(checkpoint)
     if name.isdigit() or (name.startswith("step") and name[4:].isdigit()):
         name = f"step{int(name.removeprefix('step')):07d}"
-    model = run / f"model_{name}{MODEL_SUFFIX}"
-    if not model.is_file() and (run / f"model_{name}.d3").is_file():
-        model = run / f"model_{name}.d3"
+    model = _model_file(run, name)
     if not model.is_file():
         raise FileNotFoundError(f"{run} has no checkpoint {checkpoint!r}; it has: {', '.join(offline_checkpoints(run))}")
     config = read_offline_config(run)

@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Iterator, Optional, Union
 
 try:  # POSIX; elsewhere every lock is granted (no concurrent-writer protection)
     import fcntl
@@ -151,16 +151,3 @@ def lock_owner(path: PathLike) -> Optional[str]:
         return _owner_text(fd)
     finally:
         os.close(fd)
-
-
-def is_locked(path: PathLike) -> bool:
-    return lock_owner(path) is not None
-
-
-def held_locks() -> list[str]:
-    """The lock files this process holds (for tests and diagnostics)."""
-    return list(_HELD)
-
-
-def owner_record() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname()}

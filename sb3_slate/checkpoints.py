@@ -12,7 +12,7 @@ SlateRec checkpoint holds data only:
 
 Files in SB3's pickle-based format (runs written before this format) are refused with
 a message naming ``slaterec convert-run RUN --trust``, which rewrites a trusted run in
-this format (:func:`convert_legacy_checkpoint`, :func:`convert_legacy_replay_buffer`).
+this format (:func:`convert_run`).
 """
 
 from __future__ import annotations

@@ -254,9 +254,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not args.root.is_dir():
         raise FileNotFoundError(f"no such folder: {args.root}")
     rows = [run_summary(run) for run in sorted(find_runs([args.root], allow_empty=True, include_damaged=True))]
-    env = None if args.env is None else args.env.split("/")[-1].split("-v")[0]
+    from .tables import short_env
+
+    env = None if args.env is None else short_env(args.env)
     rows = [r for r in rows if (args.method is None or r["method"] == args.method)
-            and (env is None or str(r["env_id"]).split("/")[-1].split("-v")[0] == env)
+            and (env is None or short_env(str(r["env_id"])) == env)
             and (args.status is None or r["status"] in args.status) and (args.tag is None or r["tag"] == args.tag)]
     key, best_first = RUN_SORT_KEYS[args.sort], args.sort in ("test", "best")
 

@@ -103,13 +103,22 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+#: epsilon-greedy's exploration rate when --epsilon is not given
+DEFAULT_EPSILON = 0.5
+
+
+def epsilon_of(args: argparse.Namespace) -> float:
+    """``--epsilon``, or its default when not given (None marks "not given", so that it can be refused
+    for the policies that do not read it)."""
+    return DEFAULT_EPSILON if args.epsilon is None else args.epsilon
+
+
 def check_policy_options(args: argparse.Namespace) -> None:
     """Options that only some policies read are refused for the others (never ignored silently)."""
     if args.epsilon is not None and args.policy != "epsilon-greedy":
         raise ValueError(f"--epsilon applies to --policy epsilon-greedy only, not to {args.policy!r}")
-    eps = 0.5 if args.epsilon is None else args.epsilon
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"--epsilon must lie in [0, 1], got {eps}")
+    if not 0.0 <= epsilon_of(args) <= 1.0:
+        raise ValueError(f"--epsilon must lie in [0, 1], got {epsilon_of(args)}")
 
 
 def check_generate(args: argparse.Namespace) -> None:
@@ -123,7 +132,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     ds = generate_logged_data(
         _env_id(args.env_id), args.out, policy=args.policy, episodes=args.episodes, seed=args.seed,
-        epsilon=0.5 if args.epsilon is None else args.epsilon, item_embeddings=args.item_embeddings, overwrite=args.overwrite,
+        epsilon=epsilon_of(args), item_embeddings=args.item_embeddings, overwrite=args.overwrite,
         batch_size=args.batch_size, progress=not args.no_progress,
     )
     returns = ds.returns()
@@ -138,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from ..rollouts import evaluate_reference_policy
 
         stats = evaluate_reference_policy(
-            env_id, args.policy, args.episodes, args.seed, epsilon=0.5 if args.epsilon is None else args.epsilon,
+            env_id, args.policy, args.episodes, args.seed, epsilon=epsilon_of(args),
             item_embeddings=args.item_embeddings, progress=not (args.json or args.no_progress),
         )
         result = {"env_id": env_id, "policy": args.policy, **stats.to_dict()}
