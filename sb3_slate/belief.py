@@ -91,3 +91,56 @@ class GRUBeliefExtractor(BaseFeaturesExtractor):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, h = self.gru(packed)
         return h[-1]
+
+
+class TurnFeatures(BaseFeaturesExtractor):
+    """The last turn of a one-turn history window, ``concat(E[slate] flattened, clicks)``, for
+    policies that carry their own recurrent belief (sb3-contrib's RecurrentPPO: its LSTM reads
+    these features turn by turn). Before the first turn (mask 0) the features are zeros.
+
+    :param item_embeddings: initial item table ``(N, d)``; ``None``: scratch of ``embedding_dim``.
+    :param freeze: keep the item table fixed during training.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, item_embeddings: Optional[np.ndarray] = None,
+                 embedding_dim: int = 20, freeze: bool = False) -> None:
+        if not isinstance(observation_space, spaces.Dict) or observation_space["items"].shape[0] != 1:
+            raise ValueError(f"TurnFeatures needs a one-turn history window observation; got {observation_space}")
+        items_space = observation_space["items"]
+        slate_size = items_space.shape[1]
+        num_items = int(items_space.high.max()) + 1
+        table = item_table(num_items, item_embeddings, embedding_dim, freeze)
+        super().__init__(observation_space, features_dim=slate_size * (table.embedding_dim + 1))
+        self.items = table
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        items, clicks = observations["items"][:, 0], observations["clicks"][:, 0]
+        x = torch.cat([self.items(items.long()).flatten(1), clicks.float()], dim=1)
+        return x * observations["mask"].float()[:, :1]
+
+
+class FlatGRUBeliefExtractor(GRUBeliefExtractor):
+    """:class:`GRUBeliefExtractor` over a flattened history window (:class:`sb3_slate.envs.VectorFlatWindow`).
+
+    :param window: turns in the window; :param slate_size: items per slate;
+    :param num_items: catalogue size. The other parameters as :class:`GRUBeliefExtractor`.
+    """
+
+    def __init__(self, observation_space: spaces.Box, window: int, slate_size: int, num_items: int,
+                 item_embeddings: Optional[np.ndarray] = None, embedding_dim: int = 20, freeze: bool = False,
+                 hidden_size: int = 20) -> None:
+        if observation_space.shape != (window * (2 * slate_size + 1),):
+            raise ValueError(f"a flat window of {window} turns of {slate_size} items has "
+                             f"{window * (2 * slate_size + 1)} values, got shape {observation_space.shape}")
+        from .envs import history_space
+
+        super().__init__(history_space(num_items, slate_size, window), item_embeddings, embedding_dim, freeze,
+                         hidden_size)
+        self._observation_space = observation_space
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, n = observations.shape[0], self.window * self.slate_size
+        items = observations[:, :n].round().long().reshape(b, self.window, self.slate_size)
+        clicks = observations[:, n:2 * n].reshape(b, self.window, self.slate_size)
+        mask = observations[:, 2 * n:]
+        return super().forward({"items": items, "clicks": clicks, "mask": mask})

@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'log_{seed}/{method}/{tag}_{date}' or '{env}_gamma{agent.gamma}_s{seed}' (fields: method, env, "
                    "seed, tag, date, time and every configuration key)")
     p.add_argument("--notes", help="free text recorded in the run's configuration")
-    p.add_argument("--gems", type=Path, help="GeMS checkpoint (sac-gems)")
-    p.add_argument("--mf", type=Path, help="MF embeddings (sac-topk-mf, sac-wknn)")
+    p.add_argument("--gems", type=Path, help=f"GeMS checkpoint ({', '.join(_needing('gems'))})")
+    p.add_argument("--mf", type=Path, help=f"MF embeddings ({', '.join(_needing('mf'))}; sac-wknn unless "
+                   "agent.embeddings=ideal)")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--episodes", type=positive_int, help="training budget in episodes")
     add_item_embeddings_argument(p)
@@ -48,6 +49,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train, checker=run_config)
+
+    m = sub.add_parser("methods", help="list the methods, or one method's regimes and settings with their defaults",
+                       description="The method table: what each method needs, its regimes and devices; with METHOD, "
+                       "every agent.* and belief.* setting of each regime with its default and meaning.")
+    m.add_argument("method", nargs="?", choices=METHODS)
+    m.set_defaults(handler=cmd_methods)
+
+
+def _needing(artifact: str) -> list[str]:
+    from .methods import METHOD_TABLE, artifacts_needed
+
+    return [name for name in METHOD_TABLE if artifact in artifacts_needed(name)]
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .agent_configs import BeliefConfig, describe
+    from .methods import METHOD_TABLE, artifacts_needed
+
+    if args.method is None:
+        print(f"{'method':24s} {'regimes':22s} {'needs':6s} {'devices':9s} summary")
+        for name, m in METHOD_TABLE.items():
+            regimes = "-" if m.reference else ", ".join(r + "*" * (r == m.default_regime) for r in m.regimes)
+            print(f"{name:24s} {regimes:22s} {','.join(artifacts_needed(name)) or '-':6s} "
+                  f"{'cpu,cuda' if m.cuda else 'cpu':9s} {m.summary}")
+        print("(* the default regime; `slaterec methods METHOD` lists its settings)")
+        return 0
+    m = METHOD_TABLE[args.method]
+    print(f"{m.name}: {m.summary}")
+    needs = artifacts_needed(m.name)
+    print(f"  needs: {', '.join(needs) or 'nothing'}; devices: {'cpu, cuda' if m.cuda else 'cpu'}"
+          + (f"; published (Table 2): {', '.join(f'{k} {v}' for k, v in m.published.items())}" if m.published else ""))
+    for regime, r in m.regimes.items():
+        if m.reference:
+            break
+        print(f"\n  replay={regime} ({r.config.__name__}: {r.config.__doc__.strip().splitlines()[0]})")
+        for key, default, doc in describe(r.config):
+            print(f"    {key} = {default!r}\n        {doc}")
+    if m.trains:
+        print("\n  belief")
+        for key, default, doc in describe(BeliefConfig, "belief"):
+            print(f"    {key} = {default!r}\n        {doc}")
+    return 0
 
 
 def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821

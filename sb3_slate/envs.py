@@ -138,8 +138,39 @@ class VectorHistoryWindow(VectorWrapper):
         return self._w.obs(), reward, terminated, truncated, info
 
 
-def _split(batch: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
-    return {key: value[i] for key, value in batch.items()}
+class VectorFlatWindow(VectorWrapper):
+    """A history window flattened into one float ``Box`` (``items``, ``clicks``, ``mask`` in that
+    order), for algorithms that take array observations only (sb3-contrib's CrossQ concatenates
+    observation batches); :class:`sb3_slate.belief.FlatGRUBeliefExtractor` reads it back."""
+
+    def __init__(self, env: VectorEnv) -> None:
+        super().__init__(env)
+        space = env.single_observation_space
+        if not isinstance(space, spaces.Dict) or set(space.spaces) != {"items", "clicks", "mask"}:
+            raise ValueError(f"VectorFlatWindow flattens a history window observation, got {space}")
+        self.window, self.slate_size = space["items"].shape
+        n = self.window * (2 * self.slate_size + 1)
+        self.single_observation_space = spaces.Box(0.0, float(space["items"].high.max()), (n,), dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+
+    def _flat(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        b = obs["mask"].shape[0]
+        return np.concatenate([obs["items"].reshape(b, -1), obs["clicks"].reshape(b, -1), obs["mask"]],
+                              axis=1).astype(np.float32)
+
+    def reset(self, *, seed: Optional[Any] = None, options: Optional[dict] = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._flat(obs), info
+
+    def step(self, actions: Any):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return self._flat(obs), reward, terminated, truncated, info
+
+
+def _split(batch: Any, i: int) -> Any:
+    if isinstance(batch, dict):
+        return {key: value[i] for key, value in batch.items()}
+    return batch[i]
 
 
 class SB3VecEnv(VecEnv):

@@ -1,35 +1,43 @@
-"""The methods of the benchmark (docs/method.md section 7): configuration, env stack and model per method.
+"""The methods of the benchmark (docs/method.md section 7), declared once in :data:`METHOD_TABLE`.
 
 A method is a name (``sac-gems``, ``sac-topk-ideal``, ``sac-topk-mf``, ``sac-wknn``,
-``reinforce-softmax``, ``slateq``, ``random``, ``oracle``) with default
-hyper-parameters in ``sb3_slate/configs/<method>.yaml`` (over ``common.yaml``).
-:func:`wrap_env` builds the observation/action stack of a method around a native
-SlateRec vector env; :func:`build_model` the SB3 model.
+``reinforce-softmax``, ``slateq``, ``random``, ``oracle``, and sb3-contrib's
+``recurrentppo-gems``, ``recurrentppo-topk-ideal``, ``tqc-gems``, ``crossq-gems``) with:
+the artifacts it needs (GeMS, MF), its action wrapper, the item table its belief starts
+from, its training regimes (``window``: transitions with a history window; ``episode``:
+the paper's episode replay; ``rollout``: on-policy rollouts with a recurrent policy), each
+with a typed agent configuration (:mod:`sb3_slate.agent_configs`) and a model builder,
+the devices it trains on, and its published Table 2 returns.
+
+A run's configuration (:class:`RunConfig`) is resolved in one path: dataclass defaults
+<- the method's run defaults <- a preset (``configs/presets/<name>.yaml``) <- ``--config``
+file <- ``--set`` overrides, then checked completely (:func:`resolve_config`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import yaml
 
 from gym_slaterec import yaml_values
 
-METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "reinforce-softmax", "slateq", "random", "oracle")
-SAC_METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn")
-REFERENCE_METHODS = ("random", "oracle")
+from .agent_configs import (
+    AgentConfig, BeliefConfig, CrossQConfig, EpisodeSACConfig, EpisodeWkNNConfig, NoAgentConfig, RecurrentPPOConfig,
+    ReinforceConfig, SlateQConfig, TQCConfig, WindowSACConfig, WindowWkNNConfig,
+)
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-#: Named training regimes (sb3_slate/configs/presets/<name>.yaml), applied over the method's defaults.
+#: Named training regimes (sb3_slate/configs/presets/<name>.yaml), applied over the defaults.
 PRESETS = ("paper", "window")
-#: The regime a method trains in when none is named: the one that reached the higher test
-#: return at equal wall time (BENCHMARKS.md, issue #11: SAC+GeMS over the chain's budget,
-#: SAC+TopK over 12 minutes each, SAC+WkNN over 35 minutes: the window regime led it at 12).
-DEFAULT_PRESETS = {"sac-gems": "paper", "sac-topk-ideal": "paper", "sac-topk-mf": "paper", "sac-wknn": "paper"}
+#: the version of config.json's layout: 2 = typed agent configs (keys named for what they count)
+CONFIG_SCHEMA = 2
 
 
 @dataclass
@@ -43,11 +51,12 @@ class RunConfig:
     episodes: int = 1000
     #: users simulated in parallel for training (episodes advance n_envs at a time)
     n_envs: int = 8
-    #: history window length in turns (episode_length + 1 = the whole episode); replay "window" only
+    #: history window length in turns (episode_length + 1 = the whole episode); regime "window" only
     window: int = 10
-    #: "window": SB3 SAC on transitions with a ``window``-turn history; "episode": the paper's
-    #: episode-replay recurrent SAC (:class:`sb3_slate.agents.EpisodeSAC`), SAC methods only
-    replay: str = "window"
+    #: the training regime, one of the method's (METHOD_TABLE[method].regimes): "window" (transitions
+    #: with a ``window``-turn history), "episode" (the paper's episode-replay recurrent SAC),
+    #: "rollout" (on-policy rollouts, recurrent policy); None: the method's first
+    replay: Optional[str] = None
     val_every: int = 100
     val_users: int = 200
     test_users: int = 500
@@ -64,15 +73,55 @@ class RunConfig:
     tag: Optional[str] = None
     notes: Optional[str] = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    belief: dict[str, Any] = field(default_factory=dict)
-    agent: dict[str, Any] = field(default_factory=dict)
+    belief: BeliefConfig = field(default_factory=BeliefConfig)
+    #: the regime's agent configuration (a mapping is converted to it)
+    agent: Any = None
+    config_schema: int = CONFIG_SCHEMA
+
+    def __post_init__(self) -> None:
+        m = method_of(self.method)
+        if self.replay is None:
+            self.replay = next(iter(m.regimes))
+        if self.replay not in m.regimes:
+            raise ValueError(f"{self.method} trains in regime {' or '.join(repr(r) for r in m.regimes)}, "
+                             f"not replay={self.replay!r}")
+        cls = m.regimes[self.replay].config
+        owner = f"{self.method} (replay={self.replay})"
+        self.agent = cls.from_dict({} if self.agent is None else self.agent, "agent", owner)
+        self.belief = BeliefConfig.from_dict(self.belief, "belief", self.method)
+
+    @property
+    def spec(self) -> "Method":
+        """The method's entry of :data:`METHOD_TABLE`."""
+        return METHOD_TABLE[self.method]
+
+    @property
+    def regime(self) -> "Regime":
+        return self.spec.regimes[self.replay]
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(asdict(self))
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunConfig":
+        """The configuration of a run's ``config.json``; one written before typed configs
+        (no ``config_schema``) has its old keys renamed and its absent keys filled with the
+        defaults the code of its time used."""
+        data = dict(data)
+        data.pop("format", None)
+        if "config_schema" not in data:
+            method = method_of(data.get("method"))
+            regime = data.get("replay") or "window"
+            if regime not in method.regimes:
+                raise ValueError(f"replay={regime!r} is not a regime of {method.name}")
+            data["agent"] = method.regimes[regime].config.from_legacy(data.get("agent") or {})
+            data["config_schema"] = CONFIG_SCHEMA
+        elif data["config_schema"] != CONFIG_SCHEMA:
+            raise ValueError(f"config_schema {data['config_schema']!r} is not one this version reads ({CONFIG_SCHEMA})")
+        return cls(**data)
+
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        m = method_of(self.method)
         for name in ("episodes", "n_envs", "window", "val_users", "test_users", "torch_threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -93,30 +142,23 @@ class RunConfig:
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.tag is not None and (not isinstance(self.tag, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.tag)):
             raise ValueError(f"tag must be 1-64 letters, digits, '.', '_' or '-' (it names run directories), got {self.tag!r}")
-        from .settings import AGENT_SETTINGS, BELIEF_SETTINGS, EPISODE_SAC_AGENT, WKNN_KEYS, check_section
-
-        if self.replay not in ("window", "episode"):
-            raise ValueError(f"replay must be 'window' or 'episode', got {self.replay!r}")
-        if self.replay == "episode" and self.method not in SAC_METHODS:
-            raise ValueError(f"replay=episode is implemented for the SAC methods ({', '.join(SAC_METHODS)}), "
-                             f"not {self.method}")
-        schema = AGENT_SETTINGS[self.method]
-        if self.replay == "episode":
-            schema = {**EPISODE_SAC_AGENT, **{k: v for k, v in schema.items() if k in WKNN_KEYS}}
-        check_section("agent", self.agent, schema, f"{self.method} (replay={self.replay})")
-        check_section("belief", self.belief, BELIEF_SETTINGS, self.method)
+        if not isinstance(self.agent, m.regimes[self.replay].config):
+            raise ValueError(f"agent must be a {m.regimes[self.replay].config.__name__} for {self.method} "
+                             f"(replay={self.replay}), got {type(self.agent).__name__}")
+        self.agent.check("agent")
+        self.belief.check("belief")
         if not isinstance(self.env_kwargs, dict):
             raise ValueError(f"env_kwargs must be a mapping of simulator parameters, got {self.env_kwargs!r}")
         from gym_slaterec.core.config import preset
 
         # every key and value checked now, not when the first environment is built
         preset(self.env_id).config.replace(**{k: v for k, v in self.env_kwargs.items() if k != "item_embeddings"})
-        if self.method == "sac-gems" and not self.gems:
-            raise ValueError("sac-gems needs a GeMS checkpoint (--gems FILE)")
-        if self.method == "sac-topk-mf" and not self.mf:
-            raise ValueError("sac-topk-mf needs MF embeddings (--mf FILE)")
-        if self.method == "sac-wknn" and self.agent.get("embeddings", "mf") == "mf" and not self.mf:
-            raise ValueError("sac-wknn needs MF embeddings (--mf FILE), or --set agent.embeddings=ideal (privileged)")
+        for need in m.needs(self.agent):
+            if not getattr(self, need):
+                raise ValueError(f"{self.method} needs {ARTIFACT_HELP[need]}{m.needs_hint}")
+
+
+ARTIFACT_HELP = {"gems": "a GeMS checkpoint (--gems FILE)", "mf": "MF embeddings (--mf FILE)"}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -164,19 +206,21 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
                    config_file: Optional[Path] = None, preset: Optional[str] = None) -> RunConfig:
-    """Defaults (common + method) <- preset <- config file <- overrides, checked.
+    """Defaults (RunConfig's and the method's) <- preset <- config file <- overrides, checked.
 
-    ``preset`` None: the method's default regime (:data:`DEFAULT_PRESETS`), if it has one.
+    ``preset`` None: the method's default regime (``METHOD_TABLE[method].default_preset``), if any.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    m = method_of(method)
     if preset is None:
-        preset = DEFAULT_PRESETS.get(method)
-    data = _merge(_read_yaml(CONFIG_DIR / "common.yaml"), _read_yaml(CONFIG_DIR / f"{method}.yaml"))
+        preset = m.default_preset
+    data = copy.deepcopy(m.run_defaults)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         data = _merge(data, _read_yaml(CONFIG_DIR / "presets" / f"{preset}.yaml"))
+        if data.get("replay") not in m.regimes:
+            raise ValueError(f"preset {preset!r} is the {data.get('replay')!r} regime, which {method} does not "
+                             f"have (its regimes: {', '.join(m.regimes)})")
     if config_file is not None:
         data = _merge(data, _read_yaml(Path(config_file)))
     data = _merge(data, overrides or {})
@@ -186,10 +230,13 @@ def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]]
         from gym_slaterec.core.embeddings import normalise_matrix_spec
 
         env_kwargs["item_embeddings"] = normalise_matrix_spec(env_kwargs["item_embeddings"])
-    known = {f.name for f in fields(RunConfig)}
+    known = {f.name for f in fields(RunConfig)} - {"config_schema"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for section in ("agent", "belief"):
+        if section in data and not isinstance(data[section], dict):
+            raise ValueError(f"{section} must be a mapping of settings, got {data[section]!r}")
     cfg = RunConfig(**data)
     cfg.validate()
     return cfg
@@ -213,13 +260,13 @@ class Artifacts:
 def load_artifacts(cfg: RunConfig, env_id: str, item_fingerprint: Optional[str]) -> Artifacts:
     """GeMS / MF artifacts of a run, refused when they come from another environment."""
     art = Artifacts()
-    if cfg.gems and cfg.method == "sac-gems":
+    needs = cfg.spec.needs(cfg.agent)
+    if cfg.gems and "gems" in needs:
         from gym_slaterec.gems import GeMSCheckpoint
 
         art.gems = GeMSCheckpoint.load(cfg.gems, expect_env_id=env_id, expect_item_embeddings_fingerprint=item_fingerprint,
                                        allow_partial=cfg.allow_partial)
-    needs_mf = cfg.method == "sac-topk-mf" or (cfg.method == "sac-wknn" and cfg.agent.get("embeddings", "mf") == "mf")
-    if cfg.mf and (needs_mf or cfg.belief.get("item_init") == "mf"):
+    if cfg.mf and ("mf" in needs or cfg.belief.item_init == "mf"):
         from gym_slaterec.mf import MFEmbeddings
 
         art.mf = MFEmbeddings.load(cfg.mf)
@@ -233,58 +280,56 @@ def _ideal(venv: Any) -> np.ndarray:
     return np.asarray(simulator_of(venv).items, dtype=np.float32)
 
 
+def item_table_of(kind: str, art: Artifacts, venv: Any) -> Optional[np.ndarray]:
+    """An item table by kind: ideal (the simulator's), mf, gems (GeMS's item table), scratch (None)."""
+    if kind == "scratch":
+        return None
+    if kind == "ideal":
+        return _ideal(venv)
+    if kind == "mf":
+        if art.mf is None:
+            raise ValueError("the mf item table needs MF embeddings (--mf FILE)")
+        return np.asarray(art.mf.embeddings, dtype=np.float32)
+    if kind == "gems":
+        if art.gems is None:
+            raise ValueError("the gems item table needs a GeMS checkpoint (--gems FILE)")
+        return art.gems.item_embedding_table()
+    raise ValueError(f"unknown item table {kind!r}")
+
+
 def action_table(cfg: RunConfig, art: Artifacts, venv: Any) -> Optional[np.ndarray]:
     """The item table the method acts with (TopK / WkNN), or None."""
-    if cfg.method == "sac-topk-ideal":
-        return _ideal(venv)
-    if cfg.method == "sac-topk-mf":
-        return np.asarray(art.mf.embeddings, dtype=np.float32)
-    if cfg.method == "sac-wknn":
-        return _ideal(venv) if cfg.agent.get("embeddings", "mf") == "ideal" else np.asarray(art.mf.embeddings, dtype=np.float32)
-    return None
+    kind = cfg.spec.action_items(cfg.agent)
+    return None if kind is None else item_table_of(kind, art, venv)
 
 
 def wrap_env(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
     """The method's env stack around a native SlateRec vector env: action wrapper, history window (+ privileged)."""
-    from gym_slaterec.wrappers import GeMSAction, TopKAction
+    from .agents import PrivilegedRelevance
+    from .envs import VectorFlatWindow, VectorHistoryWindow
 
-    from .agents import NearestItemPerRank, PrivilegedRelevance
-    from .envs import VectorHistoryWindow
-
-    if cfg.method == "sac-gems":
-        venv = GeMSAction(venv, art.gems)
-    elif cfg.method in ("sac-topk-ideal", "sac-topk-mf"):
-        venv = TopKAction(venv, action_table(cfg, art, venv))
-    elif cfg.method == "sac-wknn":
-        venv = NearestItemPerRank(venv, action_table(cfg, art, venv), unit=cfg.replay == "episode")
-    if cfg.replay == "episode":
+    m = cfg.spec
+    if m.act is not None:
+        venv = m.act(cfg, art, venv)
+    window = m.regimes[cfg.replay].window
+    if window is None:
         return venv  # the recurrent agent reads raw (slate, clicks) turns and carries its belief
-    venv = VectorHistoryWindow(venv, cfg.window)
-    if cfg.method == "slateq":
+    venv = VectorHistoryWindow(venv, cfg.window if window == "config" else window)
+    if m.privileged:
         venv = PrivilegedRelevance(venv)
+    if m.regimes[cfg.replay].flat:
+        venv = VectorFlatWindow(venv)
     return venv
 
 
 def belief_table(cfg: RunConfig, art: Artifacts, venv: Any) -> Optional[np.ndarray]:
     """Initial item table of the belief encoder (None: scratch)."""
-    init = cfg.belief.get("item_init", "auto")
+    init = cfg.belief.item_init
     if init == "auto":
-        init = {"sac-gems": "gems", "sac-topk-ideal": "ideal", "sac-topk-mf": "mf", "slateq": "ideal"}.get(cfg.method, "scratch")
-        if cfg.method == "sac-wknn":
-            init = cfg.agent.get("embeddings", "mf")
-    if init == "scratch":
-        return None
-    if init == "ideal":
-        return _ideal(venv)
-    if init == "mf":
-        if art.mf is None:
-            raise ValueError("belief.item_init=mf needs MF embeddings (--mf FILE)")
-        return np.asarray(art.mf.embeddings, dtype=np.float32)
-    if init == "gems":
-        if art.gems is None:
-            raise ValueError("belief.item_init=gems needs a GeMS checkpoint (--gems FILE)")
-        return art.gems.item_embedding_table()
-    raise ValueError(f"belief.item_init must be auto, scratch, ideal, mf or gems; got {init!r}")
+        init = cfg.spec.belief_items(cfg.agent)
+    if init in ("mf", "gems") and getattr(art, init) is None:
+        raise ValueError(f"belief.item_init={init} needs {ARTIFACT_HELP[init]}")
+    return item_table_of(init, art, venv)
 
 
 def _policy_kwargs(cfg: RunConfig, art: Artifacts, venv: Any) -> dict[str, Any]:
@@ -293,13 +338,9 @@ def _policy_kwargs(cfg: RunConfig, art: Artifacts, venv: Any) -> dict[str, Any]:
     b = cfg.belief
     return {
         "features_extractor_class": GRUBeliefExtractor,
-        "features_extractor_kwargs": {
-            "item_embeddings": belief_table(cfg, art, venv),
-            "embedding_dim": int(b.get("embedding_dim", 20)),
-            "freeze": bool(b.get("freeze", False)),
-            "hidden_size": int(b.get("hidden_size", 20)),
-        },
-        "net_arch": list(cfg.agent.get("net_arch", [256])),
+        "features_extractor_kwargs": {"item_embeddings": belief_table(cfg, art, venv), "embedding_dim": b.embedding_dim,
+                                      "freeze": b.freeze, "hidden_size": b.hidden_size},
+        "net_arch": list(cfg.agent.net_arch),
     }
 
 
@@ -309,65 +350,31 @@ def episode_length(cfg: RunConfig) -> int:
     return int(cfg.env_kwargs.get("episode_length", preset(cfg.env_id).config.episode_length))
 
 
-def model_class(cfg: RunConfig) -> type:
-    from .agents import REINFORCE, EpisodeSAC, SlateQ, SlateSAC, WolpertingerSAC
-
-    if cfg.replay == "episode":
-        return EpisodeSAC
-    return {"sac-wknn": WolpertingerSAC, "reinforce-softmax": REINFORCE, "slateq": SlateQ}.get(cfg.method, SlateSAC)
+# ------------------------------------------------------------------ builders (one per regime)
+Builder = Callable[[RunConfig, Artifacts, Any, Any, str], Any]
 
 
-#: methods whose models train on CUDA too (the others run on the CPU only)
-CUDA_METHODS = ("sac-gems", "sac-topk-ideal", "sac-topk-mf")
+def _window_sac(cls_name: str) -> Builder:
+    def build(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+        from . import agents
 
-
-def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str = "cpu") -> Any:
-    """A fresh SB3 model of the method on the SB3 vec env ``vec_env`` (``wrapped``: its gymnasium
-    stack), its networks on ``device`` (a resolved torch device name)."""
-    a = dict(cfg.agent)
-    T = episode_length(cfg)
-    cls = model_class(cfg)
-    if cfg.replay == "episode":
-        return build_episode_sac(cfg, art, wrapped, device)
-    pk = _policy_kwargs(cfg, art, wrapped)
-    if cfg.method in SAC_METHODS:
-        if cfg.method == "sac-wknn":
-            pk.update(item_table=action_table(cfg, art, wrapped), k_neighbours=int(a.get("k_neighbours", 10)))
+        a = cfg.agent
+        pk = _policy_kwargs(cfg, art, wrapped)
+        if isinstance(a, WindowWkNNConfig):
+            pk.update(item_table=action_table(cfg, art, wrapped), k_neighbours=a.k_neighbours)
         pk["share_features_extractor"] = False
-        return cls(
-            "MultiInputPolicy", vec_env,
-            learning_rate=float(a.get("learning_rate", 1e-3)),
-            actor_learning_rate=float(a.get("actor_learning_rate", 3e-3)),
-            gamma=float(a.get("gamma", 0.8)), tau=float(a.get("tau", 0.002)),
-            batch_size=int(a.get("batch_size", 256)), buffer_size=int(a.get("buffer_size", 1_000_000)),
-            learning_starts=int(a.get("warmup_episodes", 0)) * T,
-            train_freq=int(a.get("train_freq", 1)), gradient_steps=int(a.get("gradient_steps", 1)),
-            ent_coef=a.get("ent_coef", "auto"), target_entropy=a.get("target_entropy", "auto"),
+        return getattr(agents, cls_name)(
+            "MultiInputPolicy", vec_env, learning_rate=float(a.learning_rate),
+            actor_learning_rate=float(a.actor_learning_rate), gamma=float(a.gamma), tau=float(a.tau),
+            batch_size=a.batch_transitions, buffer_size=a.buffer_transitions,
+            learning_starts=a.warmup_episodes * episode_length(cfg), train_freq=a.train_freq,
+            gradient_steps=a.gradient_steps, ent_coef=a.ent_coef, target_entropy=a.target_entropy,
             policy_kwargs=pk, seed=cfg.seed, device=device, verbose=0,
         )
-    if cfg.method == "reinforce-softmax":
-        return cls(
-            "MultiInputPolicy", vec_env, learning_rate=float(a.get("learning_rate", 1e-3)), n_steps=T,
-            gamma=float(a.get("gamma", 0.8)), ent_coef=float(a.get("ent_coef", 0.0)),
-            policy_kwargs=pk, seed=cfg.seed, device="cpu",
-        )
-    if cfg.method == "slateq":
-        from gym_slaterec.policies import simulator_of
-
-        pk["examination"] = simulator_of(wrapped).examination.astype(np.float32)
-        return cls(
-            "MultiInputPolicy", vec_env, learning_rate=float(a.get("learning_rate", 1e-3)),
-            buffer_size=int(a.get("buffer_size", 50_000)), learning_starts=int(a.get("warmup_episodes", 0)) * T,
-            batch_size=int(a.get("batch_size", 64)), tau=float(a.get("tau", 0.005)), gamma=float(a.get("gamma", 0.8)),
-            train_freq=int(a.get("train_freq", 1)), gradient_steps=int(a.get("gradient_steps", 1)),
-            exploration_fraction=float(a.get("exploration_fraction", 0.2)),
-            exploration_final_eps=float(a.get("exploration_final_eps", 0.05)),
-            policy_kwargs={k: v for k, v in pk.items()}, seed=cfg.seed, device="cpu",
-        )
-    raise ValueError(f"{cfg.method} has no trainable model")
+    return build
 
 
-def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any, device: str = "cpu") -> Any:
+def _episode_sac(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
     """The paper-regime :class:`~sb3_slate.agents.EpisodeSAC` acting in ``wrapped``'s action space."""
     from gym_slaterec.policies import simulator_of
 
@@ -379,13 +386,273 @@ def build_episode_sac(cfg: RunConfig, art: Artifacts, wrapped: Any, device: str 
     return EpisodeSAC(
         num_items=sim.num_items, slate_size=sim.slate_size, episode_length=episode_length(cfg),
         action_dim=int(np.prod(wrapped.single_action_space.shape)), actor_items=table, critic_items=table,
-        embedding_dim=int(b.get("embedding_dim", 20)), belief_size=int(b.get("hidden_size", 20)),
-        freeze_items=bool(b.get("freeze", False)), net_arch=list(a.get("net_arch", [256])),
-        gamma=float(a.get("gamma", 0.8)), tau=float(a.get("tau", 0.002)),
-        learning_rate=float(a.get("learning_rate", 1e-3)), actor_learning_rate=float(a.get("actor_learning_rate", 3e-3)),
-        ent_coef=a.get("ent_coef", "auto"), target_entropy=a.get("target_entropy", "auto"),
-        batch_size=int(a.get("batch_size", 20)), buffer_size=int(a.get("buffer_size", 10_000)),
-        warmup_episodes=int(a.get("warmup_episodes", 2_000)), gradient_steps=float(a.get("gradient_steps", 1)),
-        wolpertinger_items=action_table(cfg, art, wrapped) if cfg.method == "sac-wknn" else None,
-        k_neighbours=int(a.get("k_neighbours", 10)), seed=cfg.seed, device=device,
+        embedding_dim=b.embedding_dim, belief_size=b.hidden_size, freeze_items=b.freeze, net_arch=list(a.net_arch),
+        gamma=float(a.gamma), tau=float(a.tau), learning_rate=float(a.learning_rate),
+        actor_learning_rate=float(a.actor_learning_rate), ent_coef=a.ent_coef, target_entropy=a.target_entropy,
+        batch_size=a.batch_episodes, buffer_size=a.buffer_episodes, warmup_episodes=a.warmup_episodes,
+        gradient_steps=float(a.updates_per_episode),
+        wolpertinger_items=action_table(cfg, art, wrapped) if isinstance(a, EpisodeWkNNConfig) else None,
+        k_neighbours=getattr(a, "k_neighbours", 10), seed=cfg.seed, device=device,
     )
+
+
+def _reinforce(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+    from .agents import REINFORCE
+
+    a = cfg.agent
+    return REINFORCE("MultiInputPolicy", vec_env, learning_rate=float(a.learning_rate), n_steps=episode_length(cfg),
+                     gamma=float(a.gamma), ent_coef=float(a.ent_coef), policy_kwargs=_policy_kwargs(cfg, art, wrapped),
+                     seed=cfg.seed, device="cpu")
+
+
+def _slateq(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+    from gym_slaterec.policies import simulator_of
+
+    from .agents import SlateQ
+
+    a = cfg.agent
+    pk = _policy_kwargs(cfg, art, wrapped)
+    pk["examination"] = simulator_of(wrapped).examination.astype(np.float32)
+    return SlateQ(
+        "MultiInputPolicy", vec_env, learning_rate=float(a.learning_rate), buffer_size=a.buffer_transitions,
+        learning_starts=a.warmup_episodes * episode_length(cfg), batch_size=a.batch_transitions, tau=float(a.tau),
+        gamma=float(a.gamma), train_freq=a.train_freq, gradient_steps=a.gradient_steps,
+        exploration_fraction=float(a.exploration_fraction), exploration_final_eps=float(a.exploration_final_eps),
+        policy_kwargs=pk, seed=cfg.seed, device="cpu",
+    )
+
+
+def _recurrent_ppo(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+    from sb3_contrib import RecurrentPPO
+
+    from .belief import TurnFeatures
+
+    a, b = cfg.agent, cfg.belief
+    pk = {"features_extractor_class": TurnFeatures,
+          "features_extractor_kwargs": {"item_embeddings": belief_table(cfg, art, wrapped),
+                                        "embedding_dim": b.embedding_dim, "freeze": b.freeze},
+          "lstm_hidden_size": b.hidden_size, "net_arch": {"pi": list(a.net_arch), "vf": list(a.net_arch)}}
+    return RecurrentPPO("MultiInputLstmPolicy", vec_env, learning_rate=float(a.learning_rate), n_steps=a.rollout_turns,
+                        batch_size=a.batch_transitions, n_epochs=a.epochs, gamma=float(a.gamma),
+                        gae_lambda=float(a.gae_lambda), clip_range=float(a.clip_range), ent_coef=float(a.ent_coef),
+                        policy_kwargs=pk, seed=cfg.seed, device=device, verbose=0)
+
+
+def _off_policy_contrib(cls_name: str) -> Builder:
+    def build(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+        import sb3_contrib
+
+        a = cfg.agent
+        pk = _policy_kwargs(cfg, art, wrapped)
+        pk["share_features_extractor"] = False
+        extra: dict[str, Any] = {}
+        if isinstance(a, TQCConfig):
+            pk.update(n_quantiles=a.n_quantiles, n_critics=a.n_critics)
+            extra = {"tau": float(a.tau), "top_quantiles_to_drop_per_net": a.top_quantiles_to_drop_per_net}
+        policy: Any = "MultiInputPolicy"
+        if isinstance(a, CrossQConfig):
+            from sb3_contrib.crossq.policies import CrossQPolicy
+
+            from .belief import FlatGRUBeliefExtractor
+            from gym_slaterec.policies import simulator_of
+
+            extra, policy = {"policy_delay": a.policy_delay}, CrossQPolicy
+            sim = simulator_of(wrapped)
+            pk["features_extractor_class"] = FlatGRUBeliefExtractor
+            pk["features_extractor_kwargs"].update(window=wrapped.window, slate_size=sim.slate_size,
+                                                   num_items=sim.num_items)
+        return getattr(sb3_contrib, cls_name)(
+            policy, vec_env, learning_rate=float(a.learning_rate),
+            gamma=float(a.gamma), batch_size=a.batch_transitions, buffer_size=a.buffer_transitions,
+            learning_starts=a.warmup_episodes * episode_length(cfg), train_freq=a.train_freq,
+            gradient_steps=a.gradient_steps, ent_coef=a.ent_coef, policy_kwargs=pk, seed=cfg.seed, device=device,
+            verbose=0, **extra,
+        )
+    return build
+
+
+def _own_format_episode_sac(path: Path, device: str, vec_env: Any) -> Any:
+    from .agents import EpisodeSAC
+    from .runs import load_sb3_model
+
+    return load_sb3_model(EpisodeSAC, path, device, env=vec_env)
+
+
+# ------------------------------------------------------------------ the method table
+@dataclass(frozen=True)
+class Regime:
+    """How a method trains in one regime: its agent configuration and model builder."""
+
+    config: type[AgentConfig]
+    build: Optional[Builder] = None
+    #: history window the model observes: "config" (RunConfig.window turns), a fixed number of
+    #: turns, or None (raw turns: the model keeps its own belief over the episode)
+    window: Any = "config"
+    #: the window flattened into one array (algorithms without dict observations)
+    flat: bool = False
+    #: the model steps the gymnasium vector env itself (no SB3 VecEnv)
+    own_loop: bool = False
+    #: loads its own checkpoint format, (path, device, vec_env) -> model (else sb3_slate.checkpoints)
+    load: Optional[Callable[[Path, str, Any], Any]] = None
+    #: the model's class, by name: "SlateSAC" (sb3_slate.agents), "sb3_contrib.TQC"
+    model: str = ""
+
+    def model_class(self) -> type:
+        import importlib
+
+        module, _, name = self.model.rpartition(".")
+        return getattr(importlib.import_module(module or "sb3_slate.agents"), name)
+
+
+def _gems(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
+    from gym_slaterec.wrappers import GeMSAction
+
+    return GeMSAction(venv, art.gems)
+
+
+def _topk(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
+    from gym_slaterec.wrappers import TopKAction
+
+    return TopKAction(venv, action_table(cfg, art, venv))
+
+
+def _wknn(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
+    from .agents import NearestItemPerRank
+
+    return NearestItemPerRank(venv, action_table(cfg, art, venv), unit=cfg.replay == "episode")
+
+
+def _none(agent: AgentConfig) -> tuple[str, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the benchmark, declared once."""
+
+    name: str
+    summary: str
+    #: training regimes (the first is the default when no preset names one)
+    regimes: dict[str, Regime]
+    #: run-level defaults that differ from RunConfig's
+    run_defaults: dict[str, Any] = field(default_factory=dict)
+    default_preset: Optional[str] = None
+    #: input artifacts ("gems", "mf") the method needs under an agent configuration
+    needs: Callable[[AgentConfig], tuple[str, ...]] = _none
+    needs_hint: str = ""
+    #: action wrapper around the native vector env (None: the agent picks slates itself)
+    act: Optional[Callable[[RunConfig, Artifacts, Any], Any]] = None
+    #: the item table the method acts with (TopK, WkNN): "ideal", "mf" or None
+    action_items: Callable[[AgentConfig], Optional[str]] = lambda agent: None
+    #: the item table its belief starts from under belief.item_init=auto
+    belief_items: Callable[[AgentConfig], str] = lambda agent: "scratch"
+    #: observes the true relevances and click model (SlateQ)
+    privileged: bool = False
+    #: trains on CUDA too (the others run on the CPU only)
+    cuda: bool = False
+    #: a reference policy: nothing to train, validated and tested through the same protocol
+    reference: bool = False
+    #: published test returns (Deffayet et al. 2023, Table 2; docs/method.md section 8)
+    published: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def trains(self) -> bool:
+        return not self.reference
+
+    @property
+    def default_regime(self) -> str:
+        """The regime a run trains in when no preset or ``replay`` is given."""
+        if self.default_preset is not None:
+            return _read_yaml(CONFIG_DIR / "presets" / f"{self.default_preset}.yaml")["replay"]
+        return next(iter(self.regimes))
+
+
+_EPISODE = {"window": None, "own_loop": True, "load": _own_format_episode_sac, "model": "EpisodeSAC"}
+_SAC_REGIMES = {"window": Regime(WindowSACConfig, _window_sac("SlateSAC"), model="SlateSAC"),
+                "episode": Regime(EpisodeSACConfig, _episode_sac, **_EPISODE)}
+_SAC_RUN = {"n_envs": 4}  # 1 gradient step per 4 turns in the window regime
+_REFERENCE = {"window": Regime(NoAgentConfig, model="ReferenceAgent")}
+_REFERENCE_RUN = {"episodes": 1, "save_replay_buffer": False}
+
+METHOD_TABLE: dict[str, Method] = {m.name: m for m in [
+    Method("sac-gems", "SAC in GeMS's latent space (the paper's method)", _SAC_REGIMES, _SAC_RUN, "paper",
+           needs=lambda a: ("gems",), act=_gems, belief_items=lambda a: "gems", cuda=True,
+           published={"FocusedTopDown": 305.3, "FocusedMixed": 242.6, "FocusedDivPen": 254.1}),
+    Method("sac-topk-ideal", "SAC scoring items against the simulator's item table (privileged)", _SAC_REGIMES,
+           _SAC_RUN, "paper", act=_topk, action_items=lambda a: "ideal", belief_items=lambda a: "ideal", cuda=True,
+           published={"FocusedTopDown": 429.0, "FocusedMixed": 384.1, "FocusedDivPen": 386.3}),
+    Method("sac-topk-mf", "SAC scoring items against MF embeddings", _SAC_REGIMES, _SAC_RUN, "paper",
+           needs=lambda a: ("mf",), act=_topk, action_items=lambda a: "mf", belief_items=lambda a: "mf", cuda=True,
+           published={"FocusedTopDown": 254.4, "FocusedMixed": 232.7, "FocusedDivPen": 242.2}),
+    Method("sac-wknn", "SAC+WkNN (Wolpertinger): a proto-slate refined among each rank's nearest items",
+           {"window": Regime(WindowWkNNConfig, _window_sac("WolpertingerSAC"), model="WolpertingerSAC"),
+            "episode": Regime(EpisodeWkNNConfig, _episode_sac, **_EPISODE)},
+           _SAC_RUN, "paper", needs=lambda a: ("mf",) if a.embeddings == "mf" else (),
+           needs_hint=", or --set agent.embeddings=ideal (privileged)", act=_wknn,
+           action_items=lambda a: a.embeddings, belief_items=lambda a: a.embeddings),
+    Method("reinforce-softmax", "REINFORCE with a softmax over the items", {"window": Regime(ReinforceConfig, _reinforce, model="REINFORCE")},
+           published={"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1}),
+    Method("slateq", "SlateQ (privileged: true relevances and click model)", {"window": Regime(SlateQConfig, _slateq, model="SlateQ")},
+           belief_items=lambda a: "ideal", privileged=True),
+    Method("random", "uniformly random slates (reference)", _REFERENCE, _REFERENCE_RUN, reference=True),
+    Method("oracle", "the short-term oracle: the k most relevant items (reference, privileged)", _REFERENCE,
+           _REFERENCE_RUN, reference=True, published={"FocusedTopDown": 107.7}),
+    # sb3-contrib's algorithms, each a few lines: a regime (config + builder) over an existing action wrapper
+    Method("recurrentppo-gems", "sb3-contrib RecurrentPPO in GeMS's latent space (its LSTM is the belief)",
+           {"rollout": Regime(RecurrentPPOConfig, _recurrent_ppo, window=1, model="sb3_contrib.RecurrentPPO")}, needs=lambda a: ("gems",), act=_gems,
+           belief_items=lambda a: "gems"),
+    Method("recurrentppo-topk-ideal", "sb3-contrib RecurrentPPO scoring items against the ideal table (privileged)",
+           {"rollout": Regime(RecurrentPPOConfig, _recurrent_ppo, window=1, model="sb3_contrib.RecurrentPPO")}, act=_topk,
+           action_items=lambda a: "ideal", belief_items=lambda a: "ideal"),
+    Method("tqc-gems", "sb3-contrib TQC in GeMS's latent space, GRU belief over a history window",
+           {"window": Regime(TQCConfig, _off_policy_contrib("TQC"), model="sb3_contrib.TQC")}, _SAC_RUN, needs=lambda a: ("gems",), act=_gems,
+           belief_items=lambda a: "gems"),
+    Method("crossq-gems", "sb3-contrib CrossQ in GeMS's latent space, GRU belief over a history window",
+           {"window": Regime(CrossQConfig, _off_policy_contrib("CrossQ"), flat=True, model="sb3_contrib.CrossQ")}, _SAC_RUN, needs=lambda a: ("gems",),
+           act=_gems, belief_items=lambda a: "gems"),
+]}
+METHODS = tuple(METHOD_TABLE)
+#: reference policies (nothing to train)
+REFERENCE_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.reference)
+#: the paper's SAC methods (the window and episode regimes)
+SAC_METHODS = tuple(m.name for m in METHOD_TABLE.values() if set(m.regimes) == {"window", "episode"})
+
+
+def method_of(name: Any) -> Method:
+    """The table entry of method ``name``; an unknown name is refused with the list."""
+    if name not in METHOD_TABLE:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHOD_TABLE)}")
+    return METHOD_TABLE[name]
+
+
+def artifacts_needed(method: str, agent_settings: Optional[dict[str, Any]] = None) -> tuple[str, ...]:
+    """The input artifacts (``gems``, ``mf``) a run of ``method`` needs with these ``agent.*`` settings
+    (a mapping of some keys; the rest default)."""
+    m = method_of(method)
+    cls = next(iter(m.regimes.values())).config
+    known = {f.name for f in dataclasses.fields(cls)}
+    agent = cls(**{k: v for k, v in (agent_settings or {}).items() if k in known})
+    return m.needs(agent)
+
+
+def model_class(cfg: RunConfig) -> type:
+    """The class of a run's model (its method and regime)."""
+    return cfg.regime.model_class()
+
+
+def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str = "cpu") -> Any:
+    """A fresh model of the method on the SB3 vec env ``vec_env`` (``wrapped``: its gymnasium
+    stack), its networks on ``device`` (a resolved torch device name)."""
+    regime = cfg.regime
+    if regime.build is None:
+        raise ValueError(f"{cfg.method} has no trainable model")
+    return regime.build(cfg, art, vec_env, wrapped, device)
+
+
+def trainable_methods() -> list[tuple[str, bool]]:
+    """(method, is one of the paper's SAC methods) of the methods that train (scripts/check_same_curves.py)."""
+    return [(m, m in SAC_METHODS) for m in METHODS if METHOD_TABLE[m].trains]
+
+
+def window_batch_key() -> str:
+    return "batch_transitions"

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from gym_slaterec.policies import simulator_of
 from gym_slaterec.rollouts import return_stats
@@ -176,6 +177,8 @@ class ProtocolCallback(BaseCallback):
         if cfg.max_wall_s is not None and wall >= cfg.max_wall_s:
             state["stopped_by_wall_budget"] = True
             return False  # SB3 ends learn(); the runner validates and tests
+        if episodes >= self.total_episodes and isinstance(self.model, OnPolicyAlgorithm):
+            return False  # a rollout would run past the budget (off-policy learn() stops on its own, after its update)
         return True
 
     def _on_training_end(self) -> None:

@@ -39,7 +39,7 @@ from gym_slaterec.provenance import (
     write_json_atomic,
 )
 
-from .methods import REFERENCE_METHODS, Artifacts, RunConfig, episode_length, load_artifacts, model_class, wrap_env
+from .methods import Artifacts, RunConfig, episode_length, load_artifacts, method_of, wrap_env
 from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_agent, training_seed
 
 RUN_FORMAT = "slaterec.sb3_run/1"
@@ -162,15 +162,17 @@ def rebuild_model(cfg: RunConfig, art: Artifacts, path: Path, device: str = "cpu
                   wrapped: Any = None) -> Any:
     """The model of checkpoint ``path``: built from the run's configuration (on ``vec_env`` /
     ``wrapped``, or a one-user env for acting only), then its weights loaded without unpickling."""
-    from .agents import EpisodeSAC
+    import dataclasses
+
+    from .agent_configs import acting_only
     from .checkpoints import load_checkpoint
     from .envs import SB3VecEnv
     from .methods import build_model
 
-    if model_class(cfg) is EpisodeSAC:
-        return load_sb3_model(EpisodeSAC, path, device, env=vec_env)
+    if cfg.regime.load is not None:
+        return cfg.regime.load(path, device, vec_env)
     if vec_env is None:  # acting only: no replay memory to allocate
-        cfg = RunConfig(**{**cfg.to_dict(), "agent": {**cfg.agent, "buffer_size": 1}})
+        cfg = dataclasses.replace(cfg, agent=acting_only(cfg.agent))
         wrapped = wrap_env(cfg, art, base_env(cfg, 1, analysis=False))
         vec_env = SB3VecEnv(wrapped, seed=0)
     return load_checkpoint(build_model(cfg, art, vec_env, wrapped, device), path)
@@ -195,7 +197,7 @@ class RunAgent:
 
     @property
     def gems_path(self) -> Optional[str]:
-        return self.config.gems if self.method == "sac-gems" else None
+        return self.config.gems if "gems" in self.config.spec.needs(self.config.agent) else None
 
     def artifacts(self) -> Artifacts:
         if self._artifacts is None:
@@ -212,7 +214,7 @@ class RunAgent:
     def wrap_env(self, vector_env: Any) -> Any:
         """``vector_env`` (native SlateRec vector env) wrapped exactly as in training."""
         env = wrap_env(self.config, self.artifacts(), vector_env)
-        if self.method in REFERENCE_METHODS:
+        if self.config.spec.reference:
             self.model.bind(env)
         return env
 
@@ -237,7 +239,7 @@ def list_checkpoints(run_dir: PathLike) -> list[str]:
 
 def _checkpoint_file(run_dir: Path, method: str, checkpoint: Union[str, int]) -> tuple[Path, str]:
     name = f"ep{int(checkpoint):07d}" if isinstance(checkpoint, int) or str(checkpoint).isdigit() else str(checkpoint)
-    suffix = ".json" if method in REFERENCE_METHODS else ".zip"
+    suffix = ".json" if method_of(method).reference else ".zip"
     path = run_dir / "checkpoints" / f"{name}{suffix}"
     if not path.is_file():
         have = ", ".join(list_checkpoints(run_dir)) or "none"
@@ -255,9 +257,8 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
     data = read_run_json(run_dir / "config.json")
     if not isinstance(data, dict):
         raise ValueError(f"{run_dir / 'config.json'} is damaged: expected a JSON object")
-    data.pop("format", None)
     try:
-        cfg = RunConfig(**data)
+        cfg = RunConfig.from_json(data)
         cfg.validate()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'config.json'} is damaged or from another version: {exc}") from exc
@@ -278,7 +279,7 @@ def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best", warn_unf
                       f"{checkpoint!r} checkpoint is a partial result", UserWarning, stacklevel=2)
     path, name = _checkpoint_file(run_dir, cfg.method, checkpoint)
     agent = RunAgent(run_dir, cfg, prov, None, name)
-    if cfg.method in REFERENCE_METHODS:
+    if cfg.spec.reference:
         try:
             agent.model = ReferenceAgent.load(path)
         except (KeyError, TypeError, ValueError) as exc:
@@ -404,7 +405,7 @@ class Run:
         from .envs import SB3VecEnv
 
         wrapped = wrap_env(self.config, self.artifacts, base_env(self.config, self.config.n_envs))
-        if self.config.replay == "episode":  # EpisodeSAC steps the gymnasium vector env itself
+        if self.config.regime.own_loop:  # e.g. EpisodeSAC steps the gymnasium vector env itself
             return wrapped, wrapped
         seed = training_seed(self.config.seed, self.state["episodes"])
         return SB3VecEnv(wrapped, seed=seed), wrapped
@@ -420,7 +421,7 @@ class Run:
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self._t0 = time.time()
-        if cfg.method in REFERENCE_METHODS:
+        if cfg.spec.reference:
             self.model = ReferenceAgent(cfg.method, seed=cfg.seed)
             if not self.state["validation"]:
                 self.validate()
@@ -432,7 +433,7 @@ class Run:
             self.model.num_timesteps = int(self.state["turns"])
         else:
             self.model = build_model(cfg, self.artifacts, vec_env, wrapped, self.device)
-        if cfg.replay == "episode":
+        if cfg.regime.own_loop:
             self.model.episodes_done = int(self.state["episodes"])
             self.model.set_env(wrapped, lambda done: training_seed(cfg.seed, done))
         self.model.set_logger(configure(str(self.dir / "tb"), ["tensorboard", "csv"]))
@@ -504,16 +505,17 @@ def diverged_parameters(model: Any) -> list[str]:
 
 def run_device(method: str, spec: str = "auto") -> str:
     """The torch device a run of ``method`` trains on: ``spec`` resolved (auto: CUDA when
-    present), except that methods outside :data:`~sb3_slate.methods.CUDA_METHODS` run on
-    the CPU (an explicit cuda for them is refused)."""
+    present), except that methods not declared ``cuda`` in the method table run on the CPU
+    (an explicit cuda for them is refused)."""
     from gym_slaterec.devices import resolve_device
 
-    from .methods import CUDA_METHODS
+    from .methods import METHOD_TABLE
 
     device = resolve_device(spec)
-    if device.startswith("cuda") and method not in CUDA_METHODS:
+    if device.startswith("cuda") and not method_of(method).cuda:
         if spec != "auto":
-            raise ValueError(f"{method} trains on the CPU only (CUDA: {', '.join(CUDA_METHODS)}); use --device cpu or auto")
+            cuda = ", ".join(m.name for m in METHOD_TABLE.values() if m.cuda)
+            raise ValueError(f"{method} trains on the CPU only (CUDA: {cuda}); use --device cpu or auto")
         device = "cpu"
     return device
 
@@ -541,10 +543,13 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         if not (out / "state.json").is_file() or not (out / "config.json").is_file():
             raise ArtifactExistsError(f"{out} exists and is not a resumable run directory; choose a new --out")
         state = read_state(out)
-        saved = read_run_json(out / "config.json")
-        saved.pop("format", None)
+        raw = read_run_json(out / "config.json")
         if state.get("status") == "complete":
             raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
+        try:  # an older layout is read as the configuration it was written with
+            saved = json.loads(json.dumps(RunConfig.from_json(raw).to_dict()))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
         if saved != json.loads(json.dumps(cfg.to_dict())):
             diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
             raise ValueError(f"{out} holds an unfinished run with another configuration (differs in: {', '.join(diff)}); "

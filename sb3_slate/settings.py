@@ -1,6 +1,5 @@
-"""The settings each method accepts under ``agent.`` and ``belief.``, with their types
-and ranges: a configuration is checked completely, naming the key, before a run
-directory is created."""
+"""The checks of configuration values (what a value must be, and the test), used as the
+field metadata of the typed configs (:mod:`sb3_slate.agent_configs`)."""
 
 from __future__ import annotations
 
@@ -44,54 +43,3 @@ def _auto_value(v: str) -> bool:
 
 def one_of(*values: str) -> tuple[str, Check]:
     return f"one of {', '.join(values)}", lambda v: v in values
-
-
-SAC_AGENT = {
-    "gamma": DISCOUNT, "tau": SMOOTHING, "learning_rate": POSITIVE, "actor_learning_rate": POSITIVE,
-    "net_arch": LAYERS, "ent_coef": ENT_COEF, "target_entropy": TARGET_ENTROPY, "batch_size": POSITIVE_INT,
-    "buffer_size": POSITIVE_INT, "warmup_episodes": NON_NEGATIVE_INT, "train_freq": POSITIVE_INT,
-    "gradient_steps": POSITIVE_INT,
-}
-#: The episode-replay SAC: batch_size and buffer_size count episodes, gradient_steps
-#: is per collected episode.
-EPISODE_SAC_AGENT = {
-    **{k: SAC_AGENT[k] for k in ("gamma", "tau", "learning_rate", "actor_learning_rate", "net_arch", "ent_coef",
-                                 "target_entropy", "batch_size", "buffer_size", "warmup_episodes")},
-    "gradient_steps": POSITIVE,
-}
-#: SAC+WkNN's own keys, kept in both regimes
-WKNN_KEYS = ("k_neighbours", "embeddings")
-AGENT_SETTINGS: dict[str, dict[str, tuple[str, Check]]] = {
-    "sac-gems": SAC_AGENT,
-    "sac-topk-ideal": SAC_AGENT,
-    "sac-topk-mf": SAC_AGENT,
-    "sac-wknn": {**SAC_AGENT, "k_neighbours": POSITIVE_INT, "embeddings": one_of("mf", "ideal")},
-    "reinforce-softmax": {"gamma": DISCOUNT, "learning_rate": POSITIVE, "net_arch": LAYERS, "ent_coef": NON_NEGATIVE},
-    "slateq": {
-        "gamma": DISCOUNT, "learning_rate": POSITIVE, "tau": SMOOTHING, "net_arch": LAYERS, "batch_size": POSITIVE_INT,
-        "buffer_size": POSITIVE_INT, "warmup_episodes": NON_NEGATIVE_INT, "exploration_fraction": UNIT,
-        "exploration_final_eps": UNIT, "train_freq": POSITIVE_INT, "gradient_steps": POSITIVE_INT,
-    },
-    "random": {},
-    "oracle": {},
-}
-BELIEF_SETTINGS = {
-    "item_init": one_of("auto", "scratch", "ideal", "mf", "gems"),
-    "freeze": BOOL,
-    "hidden_size": POSITIVE_INT,
-    "embedding_dim": POSITIVE_INT,
-}
-
-
-def check_section(section: str, values: Any, schema: dict[str, tuple[str, Check]], method: str) -> None:
-    """Raise ``ValueError`` naming the first unknown key or ill-typed value of ``section``."""
-    if not isinstance(values, dict):
-        raise ValueError(f"{section} must be a mapping of settings, got {values!r}")
-    unknown = sorted(set(values) - set(schema))
-    if unknown:
-        known = ", ".join(sorted(schema)) or "none"
-        raise ValueError(f"unknown setting {section}.{unknown[0]} for {method} (its {section} settings: {known})")
-    for key, value in values.items():
-        what, ok = schema[key]
-        if not ok(value):
-            raise ValueError(f"{section}.{key} must be {what}, got {value!r}")

@@ -42,7 +42,7 @@ def main() -> None:
 
     cfg = resolve_config("sac-gems", args.env_id, {
         "gems": args.gems, "n_envs": args.n_envs, "window": args.window,
-        "agent": {"batch_size": args.batch_size, "gradient_steps": args.gradient_steps,
+        "agent": {"batch_transitions": args.batch_size, "gradient_steps": args.gradient_steps,
                   "train_freq": args.train_freq, "warmup_episodes": 0},
     }, preset="window")
     base = make_vector_env(args.env_id, args.n_envs, analysis_info=True)

@@ -30,7 +30,7 @@ def slate_statistics(run_dir: Path, users: int = 200, first_seed: Optional[int] 
 
     res = evaluate_agent(agent, lambda n: base_env(agent.config, n, True), users,
                          TEST_SEED if first_seed is None else first_seed, on_turn=on_turn)
-    return {"run": str(run_dir), "method": agent.method, "gamma": (agent.config.agent or {}).get("gamma"),
+    return {"run": str(run_dir), "method": agent.method, "gamma": getattr(agent.config.agent, "gamma", None),
             "scores": np.concatenate(scores), "bored_items": np.concatenate(bored_items),
             "return_mean": float(res.returns.mean()), "boredom": res.boredom, "users": users}
 

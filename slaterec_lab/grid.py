@@ -49,8 +49,6 @@ STAGES = ("logged", "gems", "mf")
 STAGE_PREFIXES = tuple(s + "." for s in STAGES)
 #: the ``slaterec`` command of each stage
 STAGE_COMMANDS = {"logged": "generate", "gems": "pretrain-gems", "mf": "train-mf"}
-GEMS_METHODS = ("sac-gems",)
-MF_METHODS = ("sac-topk-mf", "sac-wknn")
 
 
 class GridError(ValueError):
@@ -281,7 +279,7 @@ def grid_fingerprint(grid: dict[str, Any]) -> str:
 def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     """The trials of ``grid`` in dependency order (stages before the runs that use them)."""
     from gym_slaterec.core.config import preset
-    from sb3_slate.methods import METHODS, PRESETS, REFERENCE_METHODS
+    from sb3_slate.methods import METHODS, PRESETS, artifacts_needed, method_of
 
     grid = copy.deepcopy(grid)
     unknown = set(grid) - TOP_KEYS
@@ -417,9 +415,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         for k in method_grid:
             if k.startswith(STAGE_PREFIXES):
                 raise GridError(f"methods.{method}.grid.{k}: stage keys belong in the top-level grid")
-        needs = ["gems"] if method in GEMS_METHODS else []
-        if method in MF_METHODS and not (method == "sac-wknn" and settings.get("agent.embeddings") == "ideal"):
-            needs.append("mf")
+        needs = [s for s in STAGES[1:] if s in artifacts_needed(
+            method, {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")})]
         relevant = ["logged"] * bool(needs) + needs
         relevant_stage_grid = {k: v for s in relevant for k, v in stage_grid[s].items()}
         relevant_zips = _restricted(stage_zips, lambda k: k.split(".", 1)[0] in relevant)
@@ -446,7 +443,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             argv += ["--item-embeddings", items]
                         if spec.get("device", device) is not None:
                             argv += ["--device", str(spec.get("device", device))]
-                        threads = {} if res["cpus"] < 2 or method in REFERENCE_METHODS else {"torch_threads": int(res["cpus"])}
+                        threads = {} if res["cpus"] < 2 or method_of(method).reference else {"torch_threads": int(res["cpus"])}
                         argv += _set_args({**threads, **settings, **run_point})  # a trial's cpus are its torch threads
                         if grid.get("name"):
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"

@@ -11,14 +11,14 @@ from typing import Optional
 from .results import RunRecord
 from .stats import summarise, welch_p
 
-#: Published test returns (Deffayet et al. 2023, Table 2; docs/method.md section 8).
-PAPER = {
-    "sac-topk-ideal": {"FocusedTopDown": 429.0, "FocusedMixed": 384.1, "FocusedDivPen": 386.3},
-    "sac-gems": {"FocusedTopDown": 305.3, "FocusedMixed": 242.6, "FocusedDivPen": 254.1},
-    "sac-topk-mf": {"FocusedTopDown": 254.4, "FocusedMixed": 232.7, "FocusedDivPen": 242.2},
-    "reinforce-softmax": {"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1},
-    "oracle": {"FocusedTopDown": 107.7},
-}
+def _published() -> dict[str, dict[str, float]]:
+    """Published test returns per method (the method table's, Deffayet et al. 2023, Table 2)."""
+    from sb3_slate.methods import METHOD_TABLE
+
+    return {name: dict(m.published) for name, m in METHOD_TABLE.items() if m.published}
+
+
+PAPER = _published()
 
 
 def paper_value(label: str, env: str) -> Optional[float]:

@@ -34,7 +34,7 @@ def sac_learning_run(out: Path, seed: int, episodes: int = 300) -> dict[str, Any
     cfg = resolve_config("sac-topk-ideal", ENV, {
         "replay": "episode", "episodes": episodes, "n_envs": 20, "val_every": 60, "checkpoint_every": 0,
         "val_users": 100, "test_users": 100, "env_kwargs": dict(SHORT), "seed": seed,
-        "agent": {"batch_size": 16, "buffer_size": 400, "warmup_episodes": 40, "net_arch": [64], "gradient_steps": 8},
+        "agent": {"batch_episodes": 16, "buffer_episodes": 400, "warmup_episodes": 40, "net_arch": [64], "updates_per_episode": 8},
     })
     res = train_run(cfg, out / "run", progress=False)
     rand = random_test_return(out / "random", SHORT)

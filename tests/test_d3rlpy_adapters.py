@@ -104,7 +104,7 @@ def agent_run(work, tiny_gems):
     cfg = resolve_config("sac-gems", ENV, {
         "episodes": 8, "n_envs": 4, "window": 3, "val_every": 4, "val_users": 4, "test_users": 4,
         "checkpoint_every": 4, "env_kwargs": dict(SHORT), "gems": str(gems),
-        "agent": {"warmup_episodes": 4, "batch_size": 16, "net_arch": [32]},
+        "agent": {"warmup_episodes": 4, "batch_transitions": 16, "net_arch": [32]},
     }, preset="window")
     runs.train_run(cfg, work / "sac_run", progress=False)
     return work / "sac_run", Path(gems)

@@ -77,7 +77,7 @@ def test_online_runs_record_their_device_and_cpu_only_methods_stay_on_the_cpu(tm
 
     cfg = resolve_config("sac-topk-ideal", ENV, {"episodes": 4, "n_envs": 2, "val_users": 3, "test_users": 3,
                                                 "val_every": 2, "replay": "episode",
-                                                "agent": {"warmup_episodes": 2, "batch_size": 2}})
+                                                "agent": {"warmup_episodes": 2, "batch_episodes": 2}})
     train_run(cfg, tmp_path / "run", progress=False, device="cpu")
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cpu"
     assert json.loads((tmp_path / "run" / "state.json").read_text())["device"] == "cpu"
@@ -101,7 +101,7 @@ def test_sac_trains_on_cuda_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, re
 
     cfg = resolve_config("sac-topk-ideal", ENV, {"episodes": 8, "n_envs": 2, "val_users": 3, "test_users": 3,
                                                 "val_every": 4, "env_kwargs": SHORT,
-                                                "agent": {"warmup_episodes": 2, "batch_size": 4}},
+                                                "agent": {"warmup_episodes": 2, ("batch_episodes" if replay == "episode" else "batch_transitions"): 4}},
                          preset="paper" if replay == "episode" else "window")
     res = train_run(cfg, tmp_path / "run", progress=False, device="cuda")
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["device"] == "cuda"

@@ -175,7 +175,7 @@ SMALL = {"episode_length": 10}
 def paper_config(method="sac-topk-ideal", agent=None, **extra):
     over = {"replay": "episode", "episodes": 40, "n_envs": 10, "val_every": 20, "checkpoint_every": 20,
             "val_users": 12, "test_users": 12, "env_kwargs": dict(SMALL),
-            "agent": {"batch_size": 4, "buffer_size": 100, "warmup_episodes": 10, "net_arch": [32], **(agent or {})}}
+            "agent": {"batch_episodes": 4, "buffer_episodes": 100, "warmup_episodes": 10, "net_arch": [32], **(agent or {})}}
     over.update(extra)
     return resolve_config(method, ENV, over)
 
@@ -229,11 +229,16 @@ def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path,
 def test_paper_preset_and_regime_settings_are_checked():
     cfg = resolve_config("sac-gems", ENV, {"gems": "/nonexistent.pt"}, preset="paper")
     assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.val_every == 1000
-    assert cfg.agent["batch_size"] == 20 and cfg.agent["buffer_size"] == 10_000 and cfg.agent["warmup_episodes"] == 2000
+    assert cfg.agent.batch_episodes == 20 and cfg.agent.buffer_episodes == 10_000 and cfg.agent.warmup_episodes == 2000
     assert resolve_config("sac-topk-ideal", ENV, {}, preset="window").replay == "window"
-    with pytest.raises(ValueError, match="replay=episode is implemented for"):
+    with pytest.raises(ValueError, match="slateq trains in regime 'window', not replay='episode'"):
         resolve_config("slateq", ENV, {"replay": "episode", "agent": {}})
-    assert paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 3}).agent["k_neighbours"] == 3
+    # keys say what they count: the regime's name for a batch is given in the refusal
+    with pytest.raises(ValueError, match=r"agent.batch_size is now agent.batch_episodes .*whole episodes"):
+        resolve_config("sac-gems", ENV, {"gems": "g.pt", "agent": {"batch_size": 4}})
+    with pytest.raises(ValueError, match=r"agent.batch_size is now agent.batch_transitions .*transitions"):
+        resolve_config("sac-gems", ENV, {"gems": "g.pt", "agent": {"batch_size": 4}}, preset="window")
+    assert paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 3}).agent.k_neighbours == 3
     with pytest.raises(ValueError, match="k_neighbours"):
         paper_config("sac-wknn", {"embeddings": "ideal", "k_neighbours": 0})
     with pytest.raises(ValueError, match="unknown setting agent.train_freq"):

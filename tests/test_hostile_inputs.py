@@ -200,7 +200,7 @@ def stopped_run(tmp_path, capsys) -> Path:
             "--preset", "window",
             "--set", "env_kwargs.episode_length=10", "--set", "n_envs=2", "--set", "val_every=2",
             "--set", "checkpoint_every=2", "--set", "val_users=4", "--set", "test_users=4",
-            "--set", "agent.warmup_episodes=2", "--set", "agent.batch_size=8", "--set", "agent.net_arch=[8]", "--json"]
+            "--set", "agent.warmup_episodes=2", "--set", "agent.batch_transitions=8", "--set", "agent.net_arch=[8]", "--json"]
     assert run_cli(args, capsys)[0] == 0
     state = json.loads((out / "state.json").read_text())
     state["status"] = "running"

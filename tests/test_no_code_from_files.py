@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
     train_args = ["train", "sac-topk-ideal", ENV, "--out", online, "--no-progress", "--episodes", "8", "--preset", "window",
                   "--set", "env_kwargs.episode_length=10", "--set", "n_envs=2", "--set", "val_every=2",
                   "--set", "checkpoint_every=2", "--set", "val_users=4", "--set", "test_users=4",
-                  "--set", "agent.warmup_episodes=2", "--set", "agent.batch_size=8", "--set", "agent.net_arch=[8]"]
+                  "--set", "agent.warmup_episodes=2", "--set", "agent.batch_transitions=8", "--set", "agent.net_arch=[8]"]
     assert main([str(a) for a in train_args]) == 0
     from gym_slaterec.gems import GeMSConfig, train_gems
     from gym_slaterec.rollouts import generate_logged_data
@@ -227,7 +227,7 @@ def test_payload_in_an_episode_regime_checkpoint_never_runs(tmp_path, capsys):
     args = ["train", "sac-topk-ideal", ENV, "--out", run, "--no-progress", "--episodes", "4",
             "--set", "env_kwargs.episode_length=10", "--set", "n_envs=2", "--set", "val_every=2",
             "--set", "val_users=2", "--set", "test_users=2", "--set", "agent.warmup_episodes=2",
-            "--set", "agent.batch_size=2", "--set", "agent.net_arch=[8]"]
+            "--set", "agent.batch_episodes=2", "--set", "agent.net_arch=[8]"]
     assert main([str(a) for a in args]) == 0
     marker = tmp_path / "PWNED"
     best = run / "checkpoints" / "best.zip"

@@ -88,7 +88,7 @@ def test_scientific_notation_is_a_number_everywhere(tmp_path, capsys):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("agent:\n  learning_rate: 3e-4\n")
     cfg = resolve_config("sac-topk-ideal", "SlateRec/" + ENV, config_file=cfg_file)
-    assert cfg.agent["learning_rate"] == pytest.approx(3e-4)
+    assert cfg.agent.learning_rate == pytest.approx(3e-4)
     grid = {"environments": [ENV], "methods": {"sac-topk-ideal": {"set": {"agent.learning_rate": "1e-3"}}}}
     grid_file = tmp_path / "g.yaml"
     grid_file.write_text(yaml.safe_dump(grid).replace("'1e-3'", "1e-3"))

@@ -34,11 +34,18 @@ def artifacts(tmp_path_factory):
     return {"gems": str(gems.path), "mf": str(mf.path), "dir": d}
 
 
+SMALL_SAC = {"warmup_episodes": 4, "batch_transitions": 16, "net_arch": [32]}
+#: the sb3-contrib methods' settings for 8 episodes of 10 turns
+SMALL_AGENT = {"recurrentppo-gems": {"rollout_turns": 10, "batch_transitions": 20, "net_arch": [32]},
+               "recurrentppo-topk-ideal": {"rollout_turns": 10, "batch_transitions": 20, "net_arch": [32]},
+               "tqc-gems": SMALL_SAC, "crossq-gems": SMALL_SAC}
+
+
 def small_config(method: str, artifacts: dict, **extra) -> "RunConfig":  # noqa: F821
     over = {
         "episodes": 8, "n_envs": 4, "window": 3, "val_every": 4, "val_users": 8, "test_users": 12,
         "checkpoint_every": 4, "env_kwargs": dict(SMALL), "gems": artifacts["gems"], "mf": artifacts["mf"],
-        "agent": {"warmup_episodes": 4, "batch_size": 16, "net_arch": [32]} if method not in ("random", "oracle", "reinforce-softmax") else {},
+        "agent": SMALL_AGENT.get(method, SMALL_SAC if method in SAC_METHODS else {}),
     }
     if method in ("random", "oracle"):
         over["episodes"] = 1
@@ -144,14 +151,14 @@ def test_refuses_gems_from_another_environment(artifacts, tmp_path):
 def test_default_regimes_are_the_measured_winners(artifacts):
     paper = resolve_config("sac-gems", ENV, {"gems": artifacts["gems"]})
     assert paper.replay == "episode" and paper.episodes == 100_000 and paper.n_envs == 100
-    assert paper.agent["batch_size"] == 20 and paper.agent["warmup_episodes"] == 2000
+    assert paper.agent.batch_episodes == 20 and paper.agent.warmup_episodes == 2000
     window = resolve_config("sac-gems", ENV, {"gems": artifacts["gems"]}, preset="window")
-    assert window.replay == "window" and window.window == 10 and window.agent["batch_size"] == 64
+    assert window.replay == "window" and window.window == 10 and window.agent.batch_transitions == 64
     # overrides still win over the default regime
     assert resolve_config("sac-gems", ENV, {"gems": artifacts["gems"], "episodes": 300}).episodes == 300
     for method in ("sac-topk-ideal", "sac-topk-mf"):
         cfg = resolve_config(method, ENV, {"mf": artifacts["mf"]})
-        assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.agent["batch_size"] == 20
+        assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.agent.batch_episodes == 20
         assert resolve_config(method, ENV, {"mf": artifacts["mf"]}, preset="window").replay == "window"
     assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}).replay == "episode"
     assert resolve_config("sac-wknn", ENV, {"mf": artifacts["mf"]}, preset="window").replay == "window"

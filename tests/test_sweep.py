@@ -33,7 +33,7 @@ GRID = {
     "methods": {
         "random": {},
         "sac-topk-ideal": {"episodes": 16, "preset": "window",
-                           "set": {"val_every": 4, "agent.warmup_episodes": 4, "agent.batch_size": 32}},
+                           "set": {"val_every": 4, "agent.warmup_episodes": 4, "agent.batch_transitions": 32}},
     },
     "retries": 0,
 }
