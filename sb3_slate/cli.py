@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from gym_slaterec.cli import add_no_progress, positive_int, seed_arg

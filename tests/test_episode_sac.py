@@ -35,9 +35,9 @@ def test_replay_buffer_keeps_the_newest_whole_episodes_as_ids():
     np.testing.assert_array_equal(buf.slates[[0, 1]], second[0][[1, 2]])
     np.testing.assert_array_equal(buf.slates[[2, 3, 4]], np.concatenate([first[0][2:], second[0][:1]]))
     batch = buf.sample(64, np.random.default_rng(1))
-    assert batch["slates"].shape == (64, 7, 3) and batch["actions"].shape == (64, 6, 2)
+    assert batch.slates.shape == (64, 7, 3) and batch.actions.shape == (64, 6, 2)
     stored = {buf.slates[i].tobytes(): i for i in range(5)}
-    for s, a, r in zip(batch["slates"].numpy(), batch["actions"].numpy(), batch["rewards"].numpy()):
+    for s, a, r in zip(batch.slates.numpy(), batch.actions.numpy(), batch.rewards.numpy()):
         i = stored[s.astype(np.int16).tobytes()]  # every sample is one stored episode, whole
         np.testing.assert_array_equal(a, buf.actions[i])
         np.testing.assert_array_equal(r, buf.rewards[i])
@@ -289,7 +289,7 @@ def test_wolpertinger_refinement_takes_the_best_of_each_ranks_nearest_items():
 def test_wolpertinger_search_by_parts_chooses_what_the_whole_q_chooses(net_arch):
     """The split first layer (candidates projected once per rank) makes the same greedy
     choices as evaluating the Q head on every trial slate."""
-    from sb3_slate.agents.episode_sac import MLP
+    from sb3_slate.agents.episode_sac.policies import MLP
     from sb3_slate.agents.wolpertinger import greedy_item_choice
 
     class Whole(torch.nn.Module):  # not a Sequential: greedy_item_choice evaluates it whole

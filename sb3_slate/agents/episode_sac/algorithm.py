@@ -1,0 +1,302 @@
+"""The episode-replay recurrent SAC algorithm (the module docstring of
+:mod:`sb3_slate.agents.episode_sac` describes what it computes)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from gym_slaterec.provenance import TrainingDiverged
+
+from . import checkpoint
+from .buffer import EpisodeReplayBuffer
+from .policies import SlateBelief, SquashedGaussianActor, TwinQ, WolpertingerRefiner, unroll_pair
+
+
+class EpisodeSAC:
+    """SAC over whole-episode replay with GRU beliefs (see the module docstring).
+
+    :param num_items, slate_size, episode_length, action_dim: the problem's sizes.
+    :param actor_items, critic_items: initial item tables of the two beliefs (None: scratch).
+    :param batch_size: episodes per gradient step (paper 20).
+    :param buffer_size: episodes kept (paper 10,000).
+    :param warmup_episodes: episodes of uniform random actions first (paper 2,000).
+    :param gradient_steps: gradient steps per collected episode (paper 1).
+    :param wolpertinger_items: (N, d) item table of SAC+WkNN's per-rank targets (None: act with
+        the actor's action as it is); the env must map unit actions to the table's box
+        (:class:`~sb3_slate.agents.NearestItemPerRank` with ``unit=True``).
+    :param k_neighbours: candidate items per rank (SAC+WkNN).
+    """
+
+    recurrent = True
+
+    def __init__(
+        self,
+        num_items: int,
+        slate_size: int,
+        episode_length: int,
+        action_dim: int,
+        actor_items: Optional[np.ndarray] = None,
+        critic_items: Optional[np.ndarray] = None,
+        embedding_dim: int = 20,
+        belief_size: int = 20,
+        freeze_items: bool = False,
+        net_arch: Optional[list[int]] = None,
+        gamma: float = 0.8,
+        tau: float = 0.002,
+        learning_rate: float = 1e-3,
+        actor_learning_rate: float = 3e-3,
+        ent_coef: Union[str, float] = "auto",
+        target_entropy: Union[str, float] = "auto",
+        batch_size: int = 20,
+        buffer_size: int = 10_000,
+        warmup_episodes: int = 2_000,
+        gradient_steps: float = 1.0,
+        wolpertinger_items: Optional[np.ndarray] = None,
+        k_neighbours: int = 10,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.kwargs = dict(
+            num_items=num_items, slate_size=slate_size, episode_length=episode_length, action_dim=action_dim,
+            embedding_dim=embedding_dim, belief_size=belief_size, freeze_items=freeze_items,
+            net_arch=list(net_arch or [256]), gamma=gamma, tau=tau, learning_rate=learning_rate,
+            actor_learning_rate=actor_learning_rate, ent_coef=ent_coef, target_entropy=target_entropy,
+            batch_size=batch_size, buffer_size=buffer_size, warmup_episodes=warmup_episodes,
+            gradient_steps=gradient_steps, wolpertinger=wolpertinger_items is not None, k_neighbours=int(k_neighbours),
+            seed=seed, device=device,
+        )
+        self.num_items, self.slate_size, self.T, self.action_dim = num_items, slate_size, episode_length, action_dim
+        self.gamma, self.tau = float(gamma), float(tau)
+        self.batch_size, self.warmup_episodes = int(batch_size), int(warmup_episodes)
+        self.gradient_steps = float(gradient_steps)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)
+        arch = self.kwargs["net_arch"]
+        beliefs = [SlateBelief(num_items, slate_size, table, embedding_dim, belief_size, freeze_items)
+                   for table in (actor_items, critic_items)]
+        self.actor = SquashedGaussianActor(beliefs[0], belief_size, action_dim, arch).to(self.device)
+        self.critic_belief = beliefs[1].to(self.device)
+        self.critic = TwinQ(belief_size, action_dim, arch).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_learning_rate)
+        self.critic_optimizer = torch.optim.Adam([*self.critic_belief.parameters(), *self.critic.parameters()],
+                                                 lr=learning_rate)
+        self.target_entropy = float(-action_dim if target_entropy == "auto" else target_entropy)
+        if isinstance(ent_coef, str) and ent_coef.startswith("auto"):
+            init = float(ent_coef.split("_")[1]) if "_" in ent_coef else 1.0
+            self.log_alpha = torch.tensor(math.log(init), requires_grad=True, device=self.device)
+            self.alpha_optimizer: Optional[torch.optim.Optimizer] = torch.optim.Adam([self.log_alpha], lr=learning_rate)
+        else:
+            self.log_alpha = torch.tensor(math.log(float(ent_coef)), device=self.device)
+            self.alpha_optimizer = None
+        self.refiner: Optional[WolpertingerRefiner] = None
+        if wolpertinger_items is not None:
+            self.refiner = WolpertingerRefiner(wolpertinger_items, slate_size, k_neighbours).to(self.device)
+            if self.refiner.action_dim != action_dim:
+                raise ValueError(f"wolpertinger_items of shape {tuple(self.refiner.items.shape)} give {slate_size} ranks x "
+                                 f"{self.refiner.items.shape[1]} = {self.refiner.action_dim} action values, not {action_dim}")
+        self.replay_buffer = EpisodeReplayBuffer(buffer_size, episode_length, slate_size, action_dim, num_items)
+        self.rng = np.random.default_rng(self.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.num_timesteps = 0
+        self.episodes_done = 0
+        self.n_updates = 0
+        #: seconds spent acting in the env (collect) and in gradient steps (train), over the run
+        self.seconds = {"collect": 0.0, "train": 0.0}
+        self.logger: Any = None
+        self.env: Any = None
+        self.first_user_seed: Callable[[int], int] = lambda episodes: episodes
+
+    # ------------------------------------------------------------- plumbing
+    def set_logger(self, logger: Any) -> None:
+        self.logger = logger
+
+    def get_env(self) -> Any:
+        return self.env
+
+    def set_env(self, env: Any, first_user_seed: Optional[Callable[[int], int]] = None) -> None:
+        """``env``: a gymnasium vector env acting in ``[-1, 1]^A``; ``first_user_seed(episodes_done)``
+        gives the seed of the first user of each new batch of episodes."""
+        self.env = env
+        if first_user_seed is not None:
+            self.first_user_seed = first_user_seed
+
+    def _obs_tensors(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(np.asarray(obs["slate"]), dtype=torch.long, device=self.device),
+                torch.as_tensor(np.asarray(obs["clicks"]), dtype=torch.float32, device=self.device))
+
+    # --------------------------------------------------------------- acting
+    def predict(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor] = None,
+                episode_start: Optional[np.ndarray] = None, deterministic: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+        """Actions for a batch of users from their newest observation; ``state`` is the
+        belief before it (None, or zeroed where ``episode_start``, at the first turn)."""
+        slates, clicks = self._obs_tensors(obs)
+        with torch.inference_mode():
+            if state is not None and episode_start is not None:
+                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
+                                       device=self.device)[:, None]
+                state = state * keep
+            if self.refiner is None:
+                h = self.actor.belief.step(slates, clicks, state)
+                return self.actor.act(h, deterministic, self.generator).cpu().numpy(), h
+            # SAC+WkNN: the state holds both beliefs, the critic's to refine the actor's targets
+            ha = self.actor.belief.gru.hidden_size
+            h_actor = self.actor.belief.step(slates, clicks, None if state is None else state[:, :ha])
+            h_critic = self.critic_belief.step(slates, clicks, None if state is None else state[:, ha:])
+            proto = self.actor.act(h_actor, deterministic, self.generator)
+            action = self.refiner.refine(proto, h_critic, self.critic.q1)
+        return action.cpu().numpy(), torch.cat([h_actor, h_critic], dim=1)
+
+    # ------------------------------------------------------------- training
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    def train_step(self) -> dict[str, float]:
+        """One gradient step on ``batch_size`` sampled episodes (every turn of each)."""
+        S, C, A, R = self.replay_buffer.sample(self.batch_size, self.rng).to(self.device)
+        done = torch.zeros_like(R)
+        done[:, -1] = 1.0  # the session ends after its last turn (termination, not truncation)
+        # (B, T+1, H) each: both GRUs unrolled once, together, over every sampled episode
+        b_actor, b_critic = unroll_pair(self.actor.belief, self.critic_belief, S, C)
+        alpha = self.alpha
+        # the policy head once over all T+1 beliefs: turns 1..T for the target, 0..T-1 for the actor loss
+        mean, log_std = self.actor.distribution(b_actor)
+        with torch.no_grad():
+            a_next, logp_next = self.actor.sample_from(mean[:, 1:].detach(), log_std[:, 1:].detach(), self.generator)
+            q1_t, q2_t = self.critic_target.values(b_critic[:, 1:].detach(), a_next)
+            target = R + self.gamma * (1.0 - done) * (torch.min(q1_t, q2_t) - alpha * logp_next)
+        q1, q2 = self.critic.values(b_critic[:, :-1], A)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        a_pi, logp = self.actor.sample_from(mean[:, :-1], log_std[:, :-1], self.generator)
+        self.critic.requires_grad_(False)  # the actor's loss must not train the critic
+        q1_pi, q2_pi = self.critic.values(b_critic[:, :-1].detach(), a_pi)
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
+        # The two losses touch disjoint parameters (the target and the actor's Q values
+        # see detached beliefs), so one backward pass through the shared unroll gives
+        # each optimiser exactly its own loss's gradients.
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()
+        self.critic_optimizer.step()
+        self.actor_optimizer.step()
+        metrics = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "ent_coef": alpha.item(),
+                   "entropy": -logp.detach().mean().item()}
+        if not (math.isfinite(metrics["critic_loss"]) and math.isfinite(metrics["actor_loss"])):
+            raise TrainingDiverged(f"training diverged at gradient step {self.n_updates + 1} (critic loss "
+                                   f"{metrics['critic_loss']}, actor loss {metrics['actor_loss']}); lower the learning rate")
+        if self.alpha_optimizer is not None:
+            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+        with torch.no_grad():
+            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
+                tp.mul_(1.0 - self.tau).add_(p, alpha=self.tau)
+        self.n_updates += 1
+        return metrics
+
+    def learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
+              progress_bar: bool = False) -> "EpisodeSAC":
+        """Collect and train for ``total_timesteps`` more turns (whole batches of ``n_envs`` episodes).
+
+        ``callback`` is an SB3 ``BaseCallback``; it is called once per batch of
+        episodes with ``infos`` holding each finished episode's ``"episode"`` record.
+        """
+        if self.env is None:
+            raise ValueError("no environment: call set_env(env) before learn()")
+        env, T, A = self.env, self.T, self.action_dim
+        n = env.num_envs
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        target = self.num_timesteps + int(total_timesteps)
+        if callback is not None:
+            callback.init_callback(self)
+            callback.on_training_start(locals(), globals())
+        updates_per_turn = self.gradient_steps * n / T
+        owed = 0.0
+        last_metrics: dict[str, float] = {}
+        stop = False
+        clock = time.perf_counter
+        while self.num_timesteps < target and not stop:
+            batch_start, train_s = clock(), 0.0
+            obs, _ = env.reset(seed=self.first_user_seed(self.episodes_done))
+            slates = np.empty((n, T + 1, self.slate_size), dtype=np.int64)
+            clicks = np.empty((n, T + 1, self.slate_size), dtype=np.uint8)
+            actions = np.empty((n, T, A), dtype=np.float32)
+            rewards = np.empty((n, T), dtype=np.float32)
+            bored, diversity = np.zeros(n), np.zeros(n)
+            slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
+            warm = self.episodes_done < self.warmup_episodes
+            state = None
+            for t in range(T):
+                if warm:
+                    action = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
+                else:
+                    action, state = self.predict(obs, state, deterministic=False)
+                    if not np.isfinite(action).all():
+                        raise TrainingDiverged(f"training diverged at gradient step {self.n_updates} (the policy's "
+                                               "actions are not finite); lower the learning rate")
+                obs, reward, terminated, truncated, info = env.step(action)
+                slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
+                actions[:, t], rewards[:, t] = action, reward
+                if "bored" in info:
+                    bored += np.asarray(info["bored"]).any(axis=1)
+                if "diversity" in info:
+                    diversity += np.asarray(info["diversity"])
+                self.num_timesteps += n
+                if len(self.replay_buffer) and self.episodes_done >= self.warmup_episodes:
+                    owed += updates_per_turn
+                    while owed >= 1.0:
+                        step_start = clock()
+                        last_metrics = self.train_step()
+                        train_s += clock() - step_start
+                        owed -= 1.0
+            if not np.asarray(terminated).all():
+                raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
+            self.replay_buffer.add(slates, clicks, actions, rewards)
+            self.episodes_done += n
+            self.seconds["train"] += train_s
+            self.seconds["collect"] += clock() - batch_start - train_s
+            if self.logger is not None:
+                for key, value in last_metrics.items():
+                    self.logger.record(f"train/{key}", value)
+                self.logger.record("train/n_updates", self.n_updates)
+                for key, value in self.seconds.items():
+                    self.logger.record(f"time/{key}_s", value)
+            if callback is not None:
+                returns = rewards.sum(axis=1)
+                infos = [{"episode": {"r": float(returns[i]), "l": T, "clicks_per_turn": float(returns[i] / T),
+                                      "boredom": float(bored[i] / T), "diversity": float(diversity[i] / T)}}
+                         for i in range(n)]
+                callback.update_locals({"infos": infos})
+                stop = not callback.on_step()
+        if callback is not None:
+            callback.on_training_end()
+        return self
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path: Union[str, Path]) -> None:
+        """A zip of ``config.json`` (constructor arguments) and ``state.pt`` (tensors only)."""
+        checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], env: Any = None, device: str = "cpu") -> "EpisodeSAC":
+        """The model of checkpoint ``path`` (read weights-only), acting on ``env`` when given."""
+        return checkpoint.load(cls, path, env, device)
+
+    def save_replay_buffer(self, path: Union[str, Path]) -> None:
+        self.replay_buffer.save(path)
+
+    def load_replay_buffer(self, path: Union[str, Path]) -> None:
+        self.replay_buffer.load(path)
