@@ -84,16 +84,17 @@ def load_policy_agent(run_dir: PathLike, checkpoint: str = "best"):
             f"--policy must be one of {', '.join(POLICY_NAMES)} or an agent run directory; {run_dir} is neither"
         )
     from gym_slaterec.provenance import identify_artifact
+    from gym_slaterec.run_dirs import list_checkpoints
 
     if identify_artifact(run_dir)[0] == "offline_run":
-        from .offline import load_offline_policy, offline_checkpoints
+        from .offline import load_offline_policy
 
-        name = resolve_checkpoint(offline_checkpoints(run_dir), checkpoint)
+        name = resolve_checkpoint(list_checkpoints(run_dir), checkpoint)
         agent = load_offline_policy(run_dir, checkpoint=name)
         return agent, agent.checkpoint
-    from sb3_slate.runs import list_checkpoints, load_agent
+    from sb3_slate.runs import load_agent
 
-    available = list(list_checkpoints(run_dir))
+    available = list_checkpoints(run_dir)
     name = resolve_checkpoint(available, checkpoint) if available else str(checkpoint)
     agent = load_agent(run_dir, checkpoint=name)
     return agent, getattr(agent, "checkpoint", name)

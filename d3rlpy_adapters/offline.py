@@ -348,12 +348,12 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         out.mkdir(parents=True)
         write_json_atomic(out / "config.json", config.to_dict())
         write_json_atomic(out / "provenance.json", prov)
-        state: dict[str, Any] = {"status": "unfinished", "step": 0, "validation": [], "best": {"mean": -math.inf, "step": 0},
+        state: dict[str, Any] = {"status": "running", "step": 0, "validation": [], "best": {"mean": -math.inf, "step": 0},
                                  "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
         write_json_atomic(out / "state.json", state)  # the run's status from its first step (slaterec runs)
     else:
         state = resume
-        state["status"] = "unfinished"
+        state["status"] = "running"
         state.pop("error", None)
         _load_learner(learner, _model_file(out, "last"))
         learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
@@ -537,22 +537,24 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
 def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], overwrite: bool) -> Optional[dict[str, Any]]:
     """The saved state of an unfinished run of this configuration and these inputs in
     ``out`` (None: start afresh, after the usual overwrite checks)."""
+    from gym_slaterec import run_dirs
     from gym_slaterec.provenance import identify_artifact
 
     if out.is_dir() and not (out / "results.json").exists() and (out / "state.json").is_file() and not overwrite:
         kind, _ = identify_artifact(out)
         if kind == "offline_run":
             try:
-                state = json.loads((out / "state.json").read_text())
-                saved_cfg = json.loads((out / "config.json").read_text())
-                saved_inputs = json.loads((out / "provenance.json").read_text()).get("inputs")
+                state = run_dirs.read_state(out, run_dirs.LAYOUTS["offline_run"])
+                saved_cfg = run_dirs.read_run_json(out / "config.json")
+                saved_inputs = run_dirs.read_run_json(out / "provenance.json").get("inputs")
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{out} is an unfinished offline run whose state cannot be read ({exc}); "
                                  "pass --overwrite to start it afresh") from exc
-            if saved_cfg != json.loads(json.dumps(config.to_dict())) or saved_inputs != inputs:
-                raise ArtifactExistsError(
-                    f"{out} is an unfinished offline run of another configuration or dataset/GeMS; pass --overwrite "
-                    "to start afresh, or choose another --out")
+            try:
+                run_dirs.check_same_run(out, saved_cfg, config.to_dict())
+                run_dirs.check_same_run(out, saved_inputs or {}, inputs, "dataset or GeMS")
+            except ValueError as exc:
+                raise ArtifactExistsError(f"{exc}; or pass --overwrite to start afresh") from None
             if state.get("step", 0) > 0 and "rng" in state and _model_file(out, "last").is_file():
                 return state
             # interrupted before its first checkpoint: nothing to resume, start afresh in place
@@ -574,20 +576,17 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
 
     The learner is rebuilt from the run's ``config.json`` and its weights read without
     unpickling; a pickle-based ``.d3`` model is refused with the ``convert-run`` hint."""
+    from gym_slaterec import run_dirs
     from gym_slaterec.gems import GeMSCheckpoint
-    from sb3_slate.runs import read_run_json
+    from gym_slaterec.run_dirs import read_run_json
 
     run = Path(run_dir)
     prov_file = run / "provenance.json"
     if not prov_file.is_file() or not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run} is not an offline run directory (no provenance.json / config.json)")
     prov = read_run_json(prov_file)
-    name = str(checkpoint)
-    if name.isdigit() or (name.startswith("step") and name[4:].isdigit()):
-        name = f"step{int(name.removeprefix('step')):07d}"
+    model, name = run_dirs.checkpoint_file(run, checkpoint)
     model = _model_file(run, name)
-    if not model.is_file():
-        raise FileNotFoundError(f"{run} has no checkpoint {checkpoint!r}; it has: {', '.join(offline_checkpoints(run))}")
     config = read_offline_config(run)
     try:
         o = prov["observation"]
@@ -611,7 +610,7 @@ def load_offline_policy(run_dir: PathLike, gems: Optional[PathLike] = None, chec
 
 def read_offline_config(run_dir: PathLike) -> OfflineConfig:
     """The checked :class:`OfflineConfig` of an offline run directory."""
-    from sb3_slate.runs import read_run_json
+    from gym_slaterec.run_dirs import read_run_json
 
     path = Path(run_dir) / "config.json"
     data = read_run_json(path)
@@ -623,13 +622,6 @@ def read_offline_config(run_dir: PathLike) -> OfflineConfig:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} is damaged or from another version: {exc}") from exc
     return config
-
-
-def offline_checkpoints(run_dir: PathLike) -> list[str]:
-    """The checkpoint names of an offline run: best, last and stepN (periodic)."""
-    names = sorted({p.name[len("model_"):].rsplit(".", 1)[0] for suffix in (MODEL_SUFFIX, ".d3")
-                    for p in Path(run_dir).glob(f"model_*{suffix}")})
-    return [n for n in ("best", "last") if n in names] + [n for n in names if n.startswith("step")]
 
 
 def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int, item_embeddings: Any = None,

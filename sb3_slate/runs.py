@@ -39,6 +39,9 @@ from gym_slaterec.provenance import (
     write_json_atomic,
 )
 
+from gym_slaterec import run_dirs
+from gym_slaterec.run_dirs import RUN_STATUSES, list_checkpoints, read_run_json  # noqa: F401  (re-exported)
+
 from .methods import Artifacts, RunConfig, episode_length, load_artifacts, method_of, wrap_env
 from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_agent, training_seed
 
@@ -46,8 +49,7 @@ RUN_FORMAT = "slaterec.sb3_run/1"
 #: the replay memory of the last checkpoint (npz; runs before the pickle-free format wrote a .pkl)
 REPLAY_FILE = "last_replay_buffer.npz"
 LEGACY_REPLAY_FILE = "last_replay_buffer.pkl"
-#: state.json's status: running (or killed while running), interrupted (Ctrl-C / SIGTERM), failed (diverged), complete
-RUN_STATUSES = ("running", "interrupted", "failed", "complete")
+LAYOUT = run_dirs.LAYOUTS["sb3_run"]
 
 
 def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None, template: Optional[str] = None) -> Path:
@@ -115,37 +117,9 @@ def base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any
     return make_vector_env(cfg.env_id, n, item_embeddings, analysis_info=analysis, **cfg.env_kwargs)
 
 
-def read_run_json(path: Path) -> Any:
-    """A JSON file of a run directory; a damaged one is named (ValueError), not a traceback."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON (damaged run directory?): {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a text file (damaged run directory?)") from exc
-
-
-#: state.json keys and the checks a resumable state must pass.
-_STATE_FIELDS = {
-    "status": lambda v: v in RUN_STATUSES,
-    "episodes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-    "turns": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-    "validation": lambda v: isinstance(v, list) and all(isinstance(e, dict) and "episodes" in e and "mean" in e for e in v),
-}
-
-
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """A run's state.json, checked field by field (a damaged file is named, not a KeyError)."""
-    path = run_dir / "state.json"
-    state = read_run_json(path)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is damaged: expected a JSON object, got {type(state).__name__}")
-    for key, ok in _STATE_FIELDS.items():
-        if key not in state:
-            raise ValueError(f"{path} is damaged: it lacks {key!r}; the run cannot be resumed (start a new --out)")
-        if not ok(state[key]):
-            raise ValueError(f"{path} is damaged: {key} = {state[key]!r} is not valid; the run cannot be resumed")
-    return state
+    """A run's state.json, checked field by field (:func:`gym_slaterec.run_dirs.read_state`)."""
+    return run_dirs.read_state(run_dir, LAYOUT)
 
 
 def load_sb3_model(cls: type, path: Path, device: str = "cpu", **kwargs: Any) -> Any:
@@ -228,25 +202,6 @@ class RunAgent:
         return list_checkpoints(self.run_dir)
 
 
-def list_checkpoints(run_dir: PathLike) -> list[str]:
-    """Checkpoint names of a run: best, last and the periodic epNNNNNNN ones."""
-    ck = Path(run_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    return sorted({p.name.split(".")[0] for p in ck.iterdir()
-                   if p.suffix in (".zip", ".json") and not p.name.startswith(".")})
-
-
-def _checkpoint_file(run_dir: Path, method: str, checkpoint: Union[str, int]) -> tuple[Path, str]:
-    name = f"ep{int(checkpoint):07d}" if isinstance(checkpoint, int) or str(checkpoint).isdigit() else str(checkpoint)
-    suffix = ".json" if method_of(method).reference else ".zip"
-    path = run_dir / "checkpoints" / f"{name}{suffix}"
-    if not path.is_file():
-        have = ", ".join(list_checkpoints(run_dir)) or "none"
-        raise FileNotFoundError(f"run {run_dir} has no checkpoint {name!r} (available: {have})")
-    return path, name
-
-
 def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -277,7 +232,7 @@ def load_agent(run_dir: PathLike, checkpoint: Union[str, int] = "best", warn_unf
         state = read_state(run_dir) if (run_dir / "state.json").is_file() else {"episodes": "?"}
         warnings.warn(f"run {run_dir} is unfinished ({state['episodes']} of {cfg.episodes} episodes): its "
                       f"{checkpoint!r} checkpoint is a partial result", UserWarning, stacklevel=2)
-    path, name = _checkpoint_file(run_dir, cfg.method, checkpoint)
+    path, name = run_dirs.checkpoint_file(run_dir, checkpoint)
     agent = RunAgent(run_dir, cfg, prov, None, name)
     if cfg.spec.reference:
         try:
@@ -547,13 +502,10 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         if state.get("status") == "complete":
             raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
         try:  # an older layout is read as the configuration it was written with
-            saved = json.loads(json.dumps(RunConfig.from_json(raw).to_dict()))
+            saved = RunConfig.from_json(raw).to_dict()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
-        if saved != json.loads(json.dumps(cfg.to_dict())):
-            diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
-            raise ValueError(f"{out} holds an unfinished run with another configuration (differs in: {', '.join(diff)}); "
-                             "resume it with the same arguments or choose a new --out")
+        run_dirs.check_same_run(out, saved, cfg.to_dict())
         run = Run(out, cfg, progress, device)
         prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():

@@ -72,12 +72,6 @@ def find_runs(paths: Iterable[Path], allow_empty: bool = False, include_damaged:
 STATUSES = ("complete", "running", "unfinished", "dead", "failed", "damaged")
 
 
-def _best_checkpoint_exists(run: Path, offline: bool) -> bool:
-    if offline:
-        return any((run / f"model_best{s}").is_file() for s in (".pt", ".d3"))
-    return any((run / "checkpoints" / f"best{s}").is_file() for s in (".zip", ".json"))
-
-
 def run_status(run: Path) -> tuple[str, str]:
     """``(status, detail)`` of a run directory:
 
@@ -89,6 +83,7 @@ def run_status(run: Path) -> tuple[str, str]:
     - failed: training diverged (detail: the error);
     - damaged: a file it needs is missing or unreadable (detail: which).
     """
+    from gym_slaterec import run_dirs
     from gym_slaterec.locks import lock_owner
 
     owner = lock_owner(run)
@@ -98,7 +93,7 @@ def run_status(run: Path) -> tuple[str, str]:
         prov = _read(run / "provenance.json")
     except ValueError as exc:
         return "damaged", str(exc)
-    offline = prov.get("kind") == "offline_run"
+    layout = run_dirs.LAYOUTS.get(prov.get("kind"), run_dirs.LAYOUTS["sb3_run"])
     if (run / "results.json").exists():
         try:
             results = _read(run / "results.json")
@@ -106,22 +101,21 @@ def run_status(run: Path) -> tuple[str, str]:
             return "damaged", str(exc)
         if not isinstance(results.get("test"), dict) or not isinstance(results["test"].get("mean"), (int, float)):
             return "damaged", f"{run / 'results.json'} has no test return"
-        if not _best_checkpoint_exists(run, offline):
+        if "best" not in run_dirs.list_checkpoints(run):
             return "damaged", "results.json names a best checkpoint that is missing"
         return "complete", ""
     try:
-        state = _read(run / "state.json")
-    except ValueError as exc:
+        state = run_dirs.read_state(run, layout)
+    except (OSError, ValueError) as exc:
         return "damaged", str(exc)
-    status = state.get("status")
-    where = f"step {state.get('step', 0)}" if offline else f"episode {state.get('episodes', 0)}"
+    status, where = state["status"], run_dirs.position(state, layout)
     if status == "failed":
         return "failed", str(state.get("error", "training failed"))
     if status == "interrupted":
         return "unfinished", f"stopped at {where}; the same command resumes it"
-    if status in ("running", "unfinished"):  # the offline runs' in-progress word is "unfinished"
+    if status == "running":
         return "dead", f"its process ended at {where} without stopping cleanly (killed?); the same command resumes it"
-    return "damaged", f"{run / 'state.json'} has status {status!r}"
+    return "damaged", f"{run / 'state.json'} says complete but has no results.json"
 
 
 def run_summary(run: Path) -> dict[str, Any]:

@@ -439,11 +439,12 @@ def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_on
     assert [v["mean"] for v in resumed["validation"]] == [v["mean"] for v in whole["validation"]]
     assert resumed["test"]["mean"] == whole["test"]["mean"] and resumed["best"] == whole["best"]
     assert json.loads((out / "state.json").read_text())["status"] == "complete"
-    from d3rlpy_adapters.offline import load_offline_policy, offline_checkpoints
+    from d3rlpy_adapters.offline import load_offline_policy
+    from gym_slaterec.run_dirs import list_checkpoints as offline_checkpoints
 
     assert offline_checkpoints(out) == ["best", "last", "step0000006", "step0000012"]
     assert load_offline_policy(out, checkpoint="step6") is not None
-    with pytest.raises(FileNotFoundError, match="has no checkpoint 'step7'; it has: best, last, step0000006"):
+    with pytest.raises(FileNotFoundError, match=r"has no checkpoint 'step0000007' \(available: best, last, step0000006"):
         load_offline_policy(out, checkpoint="step7")
     with pytest.raises(ArtifactExistsError):  # a finished run is not trained again
         train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from . import add_no_progress, positive_int, seed_arg
@@ -60,23 +59,6 @@ def add_item_embeddings_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--item-embeddings", metavar="NAME|FILE",
                    help="item matrix replacing the environment's: a shipped name (focused, diffuse, peaked) "
                         "or an N x d .npy / .pt file (the reference code's tensors load as they are)")
-
-
-def run_evaluator(run_dir: Path):
-    """The ``evaluate_run_dir`` of the package that wrote ``run_dir`` (by its provenance kind),
-    found through the ``slaterec.run_evaluators`` entry points: this package imports none
-    of the packages above it."""
-    from importlib.metadata import entry_points
-
-    try:
-        kind = json.loads((run_dir / "provenance.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        raise ValueError(f"{run_dir} is not a run directory (no readable provenance.json)") from None
-    found = {ep.name: ep for ep in entry_points(group="slaterec.run_evaluators")}
-    if kind not in found:
-        raise ValueError(f"{run_dir} holds a {kind!r}, which no installed package can evaluate "
-                         f"(known run kinds: {', '.join(sorted(found)) or 'none'})")
-    return found[kind].load()
 
 
 def _env_id(name: str) -> str:
@@ -155,7 +137,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run_dir = Path(args.policy)
         if not run_dir.is_dir():
             raise ValueError(f"--policy must be one of {', '.join(POLICY_NAMES)} or an agent run directory; {run_dir} is neither")
-        evaluate_run_dir = run_evaluator(run_dir)
+        from gym_slaterec.run_dirs import evaluator_of
+
+        evaluate_run_dir = evaluator_of(run_dir)
         result = evaluate_run_dir(run_dir, env_id, args.episodes, args.seed, item_embeddings=args.item_embeddings,
                                   checkpoint=args.checkpoint)
     if args.json:
