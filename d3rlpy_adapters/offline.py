@@ -47,6 +47,9 @@ from gym_slaterec.provenance import (ArtifactExistsError, PathLike, ProvenanceMi
                                     TrainingDiverged, provenance, run_status_on_exit, strict_json,
                                     write_json_atomic)
 
+from sb3_slate.agent_configs import AgentConfig, setting
+from sb3_slate.settings import BOOL, DISCOUNT, NON_NEGATIVE, OPEN_UNIT, OPTIONAL_POSITIVE, POSITIVE_INT, SEED, one_of
+
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
 from gym_slaterec.progress import progress as progress_bar
@@ -56,73 +59,41 @@ RESULTS_FORMAT = "slaterec.offline_run/1"
 
 
 @dataclass
-class OfflineConfig:
-    """Hyper-parameters of an offline run (d3rlpy defaults unless set).
+class OfflineConfig(AgentConfig):
+    """Hyper-parameters of an offline run (d3rlpy defaults unless set): the only code defaults,
+    each field documented and checked (:mod:`sb3_slate.agent_configs`).
 
-    ``gamma`` defaults to the paper's online SAC value (0.8, docs/method.md section 7).
     ``eval_every`` counts gradient steps; validation uses ``val_users`` fixed users,
     the final test ``test_users`` fixed users (the online protocol's sets).
     """
 
-    algo: str = "td3bc"
-    steps: int = 10_000
-    seed: int = 0
-    batch_size: int = 256
-    gamma: float = 0.8
-    eval_every: int = 1_000
-    #: resume points (model_last.pt + state.json) every this many gradient steps
-    checkpoint_every: int = 1_000
-    val_users: int = 200
-    test_users: int = 500
-    item_dim: int = 20
-    gru_hidden: int = 20
-    feature_size: int = 256
-    actor_lr: Optional[float] = None
-    critic_lr: Optional[float] = None
-    td3bc_alpha: float = 10.0  # best on validation users (BENCHMARKS.md); d3rlpy's default is 2.5
-    cql_conservative_weight: float = 5.0
-    iql_expectile: float = 0.7
-    bcq_action_samples: int = 10
-    log_every: int = 50
-    #: accept a GeMS checkpoint whose training was interrupted (--allow-partial)
-    allow_partial: bool = False
+    algo: str = setting("td3bc", "offline algorithm: " + ", ".join(ALGORITHMS), one_of(*ALGORITHMS))
+    steps: int = setting(10_000, "gradient steps of the run", POSITIVE_INT)
+    seed: int = setting(0, "seed of d3rlpy, torch and the batch sampling", SEED)
+    batch_size: int = setting(256, "transitions per gradient batch", POSITIVE_INT)
+    gamma: float = setting(0.8, "discount factor (the paper's online SAC value, docs/method.md section 7)", DISCOUNT)
+    eval_every: int = setting(1_000, "gradient steps between validations on the validation users", POSITIVE_INT)
+    checkpoint_every: int = setting(1_000, "gradient steps between resume points (model_last.pt + state.json)",
+                                    POSITIVE_INT)
+    val_users: int = setting(200, "fixed validation users (the online protocol's)", POSITIVE_INT)
+    test_users: int = setting(500, "fixed test users (the online protocol's)", POSITIVE_INT)
+    item_dim: int = setting(20, "dimension of the history encoder's item table", POSITIVE_INT)
+    gru_hidden: int = setting(20, "hidden size of the history encoder's GRU (the belief)", POSITIVE_INT)
+    feature_size: int = setting(256, "width of the encoder's output layer", POSITIVE_INT)
+    actor_lr: Optional[float] = setting(None, "learning rate of the actor (None: d3rlpy's default)", OPTIONAL_POSITIVE)
+    critic_lr: Optional[float] = setting(None, "learning rate of the critics (None: d3rlpy's default)",
+                                         OPTIONAL_POSITIVE)
+    td3bc_alpha: float = setting(10.0, "TD3+BC's alpha: best on the validation users (BENCHMARKS.md); d3rlpy's "
+                                 "default is 2.5", NON_NEGATIVE)
+    cql_conservative_weight: float = setting(5.0, "CQL's weight of the conservative loss", NON_NEGATIVE)
+    iql_expectile: float = setting(0.7, "IQL's expectile of the value loss", OPEN_UNIT)
+    bcq_action_samples: int = setting(10, "BCQ's actions sampled from the generative model per state", POSITIVE_INT)
+    log_every: int = setting(50, "gradient steps between TensorBoard scalars", POSITIVE_INT)
+    allow_partial: bool = setting(False, "accept a GeMS checkpoint whose training was interrupted (--allow-partial)",
+                                  BOOL)
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):  # types first, so that range checks below cannot raise TypeError
-            v, default = getattr(self, f.name), f.default
-            if isinstance(default, bool) and not isinstance(v, bool):
-                raise ValueError(f"OfflineConfig.{f.name} must be true or false, got {v!r}")
-            if isinstance(default, (int, float)) and not isinstance(default, bool) or f.name in ("actor_lr", "critic_lr"):
-                if v is None and default is None:
-                    continue
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ValueError(f"OfflineConfig.{f.name} must be a finite number, got {v!r}")
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"unknown offline algorithm {self.algo!r}; choose one of {ALGORITHMS}")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "val_users", "test_users", "item_dim", "gru_hidden",
-                     "feature_size", "bcq_action_samples", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"OfflineConfig.{name} must be a positive integer, got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"OfflineConfig.seed must be a non-negative integer, got {self.seed!r}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"OfflineConfig.gamma must lie in [0, 1), got {self.gamma}")
-        for name in ("actor_lr", "critic_lr"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and 0 < v < math.inf):
-                raise ValueError(f"OfflineConfig.{name} must be a positive number, got {v!r}")
-
-        for name in ("td3bc_alpha", "cql_conservative_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"OfflineConfig.{name} must be a finite number >= 0, got {v!r}")
-        if isinstance(self.iql_expectile, bool) or not isinstance(self.iql_expectile, (int, float)) \
-                or not 0.0 < self.iql_expectile < 1.0:
-            raise ValueError(f"OfflineConfig.iql_expectile must lie in (0, 1), got {self.iql_expectile!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        self.check("OfflineConfig")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "OfflineConfig":
         """A copy with ``{field: value}`` applied; unknown fields are refused by name."""

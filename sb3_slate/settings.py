@@ -43,3 +43,8 @@ def _auto_value(v: str) -> bool:
 
 def one_of(*values: str) -> tuple[str, Check]:
     return f"one of {', '.join(values)}", lambda v: v in values
+
+
+SEED = ("an integer in [0, 2**32 - 1]", lambda v: _int(v) and 0 <= v <= 2**32 - 1)
+OPTIONAL_POSITIVE = ("a positive number or null (the library's default)", lambda v: v is None or (_number(v) and v > 0))
+OPEN_UNIT = ("a number in (0, 1)", lambda v: _number(v) and 0 < v < 1)

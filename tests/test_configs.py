@@ -23,8 +23,10 @@ RENAMES = {"window": {"batch_size": "batch_transitions", "buffer_size": "buffer_
 
 
 def config_classes() -> list[type]:
-    return sorted({r.config for m in METHOD_TABLE.values() for r in m.regimes.values()} | {agent_configs.BeliefConfig},
-                  key=lambda c: c.__name__)
+    from d3rlpy_adapters.offline import OfflineConfig
+
+    return sorted({r.config for m in METHOD_TABLE.values() for r in m.regimes.values()}
+                  | {agent_configs.BeliefConfig, OfflineConfig}, key=lambda c: c.__name__)
 
 
 @pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)

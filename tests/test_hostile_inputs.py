@@ -381,7 +381,7 @@ def test_unfinished_runs_are_flagged_when_consumed(stopped_run, tmp_path, capsys
 def test_bad_offline_settings_name_the_key(tmp_path, capsys):
     code, err = run_cli(["train-offline", "td3bc", tmp_path / "x.h5", "--gems", tmp_path / "g.pt", "--out",
                          tmp_path / "o", "--set", "gamma=abc"], capsys)
-    assert code == 2 and "OfflineConfig.gamma must be a finite number, got 'abc'" in err
+    assert code == 2 and "OfflineConfig.gamma must be a number in [0, 1), got 'abc'" in err
     assert not (tmp_path / "o").exists()
 
 
