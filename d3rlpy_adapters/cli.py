@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from gym_slaterec.trackers import add_tracker_argument, check_trackers
 import json
 from pathlib import Path
 
@@ -63,8 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other OfflineConfig field, e.g. --set td3bc_alpha=1.0 (repeatable)")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--tag", help="a short label recorded with the run (tracker tag)")
+    p.add_argument("--notes", help="free text recorded with the run (tracker notes)")
+    add_tracker_argument(p)
     add_no_progress(p)
-    p.set_defaults(handler=cmd_train_offline)
+    p.set_defaults(handler=cmd_train_offline, checker=lambda a: check_trackers(a.trackers))
 
 
 def check_collect(args: argparse.Namespace) -> None:
@@ -135,7 +140,7 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
 
         cfg = cfg.with_overrides(parse_set(args.set_))
     res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite, device=args.device,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, trackers=args.trackers, tag=args.tag, notes=args.notes)
     t = res["test"]
     print(f"offline {args.algo}: best validation {res['best']['validation_return']:.2f} at step {res['best']['step']}; "
           f"test return {t['mean']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}] over {t['episodes']} users "

@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
@@ -229,32 +229,42 @@ def train_offline(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
+    trackers: Optional[Sequence[str]] = None,
+    tag: Optional[str] = None,
+    notes: Optional[str] = None,
 ) -> dict[str, Any]:
     """Train ``algo`` on the exported ``dataset`` and write the run directory ``out``; returns results.
 
     ``device``: auto (CUDA when present), cpu or cuda[:N]; recorded in the provenance (a
-    run may resume on another device)."""
+    run may resume on another device). ``trackers``: where the scalars go besides
+    TensorBoard's default (:mod:`gym_slaterec.trackers`), the run named after ``out``,
+    tagged with ``tag``, described by ``notes``."""
+    from gym_slaterec.trackers import check_trackers
+
     from gym_slaterec.devices import resolve_device
     from gym_slaterec.locks import remove_debris, writer_lock
 
     config = dataclasses.replace(config or OfflineConfig(), algo=algo)
     config.validate()
+    trackers = check_trackers(trackers)
     device = resolve_device(device)
     out = Path(out)
     with writer_lock(out):  # one writer per run directory
         replacing = overwrite and out.exists()  # the new run is built aside: an interruption leaves the old one
         try:
             with run_status_on_exit(out, enabled=not replacing):
-                return _train_offline_into(config, dataset, gems, out, overwrite, progress, device)
+                return _train_offline_into(config, dataset, gems, out, overwrite, progress, device,
+                                           (trackers, tag, notes))
         finally:
             remove_debris(out)  # a staged replacement that did not complete
 
 
 def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLike, out: Path, overwrite: bool,
-                        progress: bool, device: str) -> dict[str, Any]:
+                        progress: bool, device: str, tracking: tuple = (("tensorboard",), None, None)) -> dict[str, Any]:
     import d3rlpy
     import torch
-    from torch.utils.tensorboard import SummaryWriter
+
+    from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag
 
     from gym_slaterec.gems import GeMSCheckpoint
 
@@ -329,7 +339,10 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         _load_learner(learner, _model_file(out, "last"))
         learner._grad_step = int(state["step"])  # d3rlpy's own counter (TD3's delayed actor updates)
         _set_rng_state(state["rng"])
-    writer = SummaryWriter(str(out / "tb"))
+    names, tag, notes = tracking
+    writer = ScalarWriter(names, out / "tb", RunIdentity(
+        final, final.name, [f"offline-{config.algo}", env_tag(data.env_id), f"seed{config.seed}", *([tag] if tag else [])],
+        notes, {"config": config.to_dict(), "provenance": prov}))
     curve: list[dict[str, Any]] = state["validation"]
     best: dict[str, Any] = state["best"]
     running: dict[str, list[float]] = {}

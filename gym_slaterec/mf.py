@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -202,6 +202,7 @@ def train_mf(
     logdir: Optional[PathLike] = None,
     max_seconds: Optional[float] = None,
     device: str = "auto",
+    trackers: Optional[Sequence[str]] = None,
 ) -> MFEmbeddings:
     """BPR matrix factorisation on the clicks of ``dataset``; returns (and writes) the item table.
 
@@ -212,8 +213,11 @@ def train_mf(
     cpu or cuda[:N].
     """
     from .devices import resolve_device
+    from .trackers import RunIdentity, artifact_writer, check_trackers, env_tag
 
     device = resolve_device(device)
+    if trackers:
+        check_trackers(trackers)
 
     check_mf_options(epochs=epochs, patience=patience, dim=dim, batch_size=batch_size, lr=lr, val_fraction=val_fraction)
     ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset, verify=True)
@@ -253,11 +257,11 @@ def train_mf(
             auc = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
         return loss, auc
 
-    writer = None
-    if logdir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(logdir))
+    writer = artifact_writer(trackers, None if logdir is None else Path(logdir), RunIdentity(
+        Path(out).parent if out is not None else Path(logdir or "."), Path(out).stem if out is not None else "mf",
+        ["mf", env_tag(ds.env_id), f"seed{seed}"],
+        config={"mf": {"dim": dim, "lr": lr, "batch_size": batch_size, "epochs": epochs, "patience": patience,
+                       "seed": seed}, "dataset": str(ds.path), "env_id": ds.env_id}))
     best = {"loss": math.inf, "items": item_emb.weight.detach().clone(), "epoch": 0, "auc": 0.5}
     history = []
     bad = 0

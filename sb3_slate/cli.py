@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gym_slaterec.cli import add_no_progress, positive_int, seed_arg
 from gym_slaterec.devices import DEVICE_HELP, device_arg
+from gym_slaterec.trackers import add_tracker_argument, check_trackers
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP + " (networks of the SAC "
                    "methods with GeMS/TopK; the others run on the CPU)")
+    add_tracker_argument(p)
     add_no_progress(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(handler=cmd_train, checker=run_config)
@@ -114,6 +116,7 @@ def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821
     for key in ("tag", "notes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    check_trackers(args.trackers)
     return resolve_config(args.method, env_id, overrides, args.config, preset=args.preset)
 
 
@@ -125,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None and args.name_template is not None:
         raise ValueError("--out and --name-template both name the run directory; give one")
     out = args.out if args.out is not None else default_run_dir(cfg, args.workspace, args.name_template)
-    results = train_run(cfg, out, progress=not args.no_progress, device=args.device)
+    results = train_run(cfg, out, progress=not args.no_progress, device=args.device, trackers=args.trackers)
     if args.json:
         from gym_slaterec.provenance import dumps_strict
         print(dumps_strict({k: results[k] for k in ("method", "env_id", "seed", "budget", "wall_time_s", "best", "test")}))

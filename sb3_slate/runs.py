@@ -19,11 +19,10 @@ refuses otherwise.
 from __future__ import annotations
 
 import json
-import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -55,58 +54,31 @@ LAYOUT = run_dirs.LAYOUTS["sb3_run"]
 def default_run_dir(cfg: RunConfig, workspace: Optional[PathLike] = None, template: Optional[str] = None) -> Path:
     """``WORKSPACE/METHOD_ENV_sSEED[_TAG]_YYYYmmdd-HHMMSS`` (UTC), or ``WORKSPACE/`` + ``template``
     filled by :func:`fill_name_template`; the workspace defaults to ``$SLATEREC_WORKSPACE``, else ``./runs``."""
-    import datetime as dt
-    import os
+    from gym_slaterec.names import workspace as workspace_of
 
-    root = Path(workspace if workspace is not None else os.environ.get("SLATEREC_WORKSPACE", "runs"))
+    root = workspace_of(workspace)
     if template is not None:
         return root / fill_name_template(template, cfg)
-    env = cfg.env_id.split("/")[-1].split("-v")[0]
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return root / "_".join([cfg.method, env, f"s{cfg.seed}", *([cfg.tag] if cfg.tag else []), stamp])
+    f = name_fields(cfg)
+    return root / "_".join([cfg.method, f["env"], f"s{cfg.seed}", *([cfg.tag] if cfg.tag else []), f"{f['date']}-{f['time']}"])
 
 
 def name_fields(cfg: RunConfig) -> dict[str, Any]:
     """What a name template may use: ``method``, ``env`` (short), ``env_id``, ``seed``, ``tag``,
     ``date`` (YYYYmmdd), ``time`` (HHMMSS, UTC) and every configuration key, dotted
     (``episodes``, ``agent.gamma``, ``belief.hidden_size``...)."""
-    import datetime as dt
+    from gym_slaterec.names import common_fields, flat_fields
 
-    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(node, dict):
-            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: node}
-
-    now = dt.datetime.now(dt.timezone.utc)
-    fields = flat(cfg.to_dict())
-    fields.update(env=cfg.env_id.split("/")[-1].split("-v")[0], date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"),
-                  tag=cfg.tag or "")
-    return fields
+    return {**flat_fields(cfg.to_dict()), **common_fields(cfg.env_id), "tag": cfg.tag or ""}
 
 
 def fill_name_template(template: str, cfg: RunConfig, extra: Optional[dict[str, Any]] = None) -> str:
     """``template`` (``log_{seed}/{method}/{tag}_{date}``, ``{env}_gamma{agent.gamma}``) with the
     run's fields (:func:`name_fields`) and ``extra`` ones (a sweep's grid point); an unknown
     field or a name leaving the workspace is refused."""
-    import string
+    from gym_slaterec.names import fill_template
 
-    fields = {**name_fields(cfg), **(extra or {})}
-    parts = []
-    for literal, field_name, spec, conversion in string.Formatter().parse(template):
-        parts.append(literal)
-        if field_name is None:
-            continue
-        if field_name not in fields:
-            raise ValueError(f"name template {template!r}: unknown field {{{field_name}}}; available: "
-                             f"{', '.join(sorted(fields))}")
-        value = fields[field_name]
-        parts.append(format(value if conversion is None else repr(value) if conversion == "r" else str(value), spec or ""))
-    name = "".join(parts)
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts or any(
-            not re.fullmatch(r"[A-Za-z0-9._=+-]+", part) for part in Path(name).parts):
-        raise ValueError(f"name template {template!r} gives {name!r}: a relative path of letters, digits and "
-                         "'._=+-' inside the workspace is needed")
-    return name
+    return fill_template(template, {**name_fields(cfg), **(extra or {})})
 
 
 def base_env(cfg: RunConfig, n: int, analysis: bool = True, item_embeddings: Any = None) -> Any:
@@ -257,11 +229,13 @@ def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int,
 class Run:
     """One training run in its directory (created or resumed by :func:`train_run`)."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, progress: bool = True, device: str = "cpu") -> None:
+    def __init__(self, run_dir: Path, config: RunConfig, progress: bool = True, device: str = "cpu",
+                 trackers: tuple[str, ...] = ("tensorboard",)) -> None:
         self.dir = run_dir
         self.config = config
         self.progress = progress
         self.device = device
+        self.trackers = trackers
         self.state: dict[str, Any] = {}
         self.model: Any = None
         probe = base_env(config, 1, analysis=False)
@@ -367,7 +341,6 @@ class Run:
 
     def train(self, resume: bool) -> dict[str, Any]:
         import torch
-        from stable_baselines3.common.logger import configure
 
         from .agents import ReferenceAgent
         from .methods import build_model
@@ -391,7 +364,16 @@ class Run:
         if cfg.regime.own_loop:
             self.model.episodes_done = int(self.state["episodes"])
             self.model.set_env(wrapped, lambda done: training_seed(cfg.seed, done))
-        self.model.set_logger(configure(str(self.dir / "tb"), ["tensorboard", "csv"]))
+        self.model.set_logger(self._logger())
+        try:
+            self._learn(resume)
+        finally:
+            self.model.logger.close()  # flushes TensorBoard and ends the trackers' runs
+        vec_env.close()
+        return self.finish()
+
+    def _learn(self, resume: bool) -> None:
+        cfg = self.config
         if not self.state["validation"]:
             self.validate()  # the untrained policy: episode 0 of the learning curve
         total_turns = cfg.episodes * self.T
@@ -411,8 +393,22 @@ class Run:
             if self.state["validation"][-1]["episodes"] != self.state["episodes"]:
                 self.validate()
             self.save_checkpoint("last")
-        vec_env.close()
-        return self.finish()
+
+    def _logger(self) -> Any:
+        """SB3's logger: progress.csv, and TensorBoard and the other chosen trackers (same scalars)."""
+        from stable_baselines3.common.logger import configure
+
+        from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag, sb3_output_format
+
+        logger = configure(str(self.dir / "tb"), ["csv"] + ["tensorboard"] * ("tensorboard" in self.trackers))
+        others = [t for t in self.trackers if t != "tensorboard"]
+        if others:
+            cfg = self.config
+            tags = [cfg.method, env_tag(cfg.env_id), f"seed{cfg.seed}", *([cfg.tag] if cfg.tag else [])]
+            writer = ScalarWriter(others, self.dir / "tb", RunIdentity(self.dir, self.dir.name, tags, cfg.notes, {
+                "config": cfg.to_dict(), "provenance": read_run_json(self.dir / "provenance.json")}))
+            logger.output_formats.append(sb3_output_format(writer))
+        return logger
 
     def finish(self) -> dict[str, Any]:
         """Test the best-validation checkpoint on the fixed test users; write results.json."""
@@ -475,24 +471,28 @@ def run_device(method: str, spec: str = "auto") -> str:
     return device
 
 
-def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str = "auto") -> dict[str, Any]:
+def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str = "auto",
+              trackers: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out`` (new) or resume the unfinished run there.
 
     Refuses a directory that holds something else, a finished run, or a run with
     another configuration. Returns the results (also in ``out/results.json``).
     ``device`` (auto, cpu, cuda[:N]) is where the networks train; it is recorded in the
-    provenance and the state, and a run may resume on another device.
+    provenance and the state, and a run may resume on another device. ``trackers``: where the
+    scalars go besides progress.csv (:mod:`gym_slaterec.trackers`; default TensorBoard).
     """
     from gym_slaterec.locks import writer_lock
+    from gym_slaterec.trackers import check_trackers
 
     cfg.validate()
+    trackers = check_trackers(trackers)
     device = run_device(cfg.method, device)
     out = Path(out)
     with writer_lock(out), run_status_on_exit(out):  # one writer per run directory; a stop is recorded
-        return _train_into(cfg, out, progress, device)
+        return _train_into(cfg, out, progress, device, trackers)
 
 
-def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[str, Any]:
+def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers: tuple[str, ...]) -> dict[str, Any]:
     resume = False
     if out.exists():
         if not (out / "state.json").is_file() or not (out / "config.json").is_file():
@@ -506,7 +506,7 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
         run_dirs.check_same_run(out, saved, cfg.to_dict())
-        run = Run(out, cfg, progress, device)
+        run = Run(out, cfg, progress, device, trackers)
         prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():
             if prov.get("inputs", {}).get(role) not in (None, fp):
@@ -523,7 +523,7 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str) -> dict[
         run.state["status"] = "running"
         run.state.pop("error", None)
     else:
-        run = Run(out, cfg, progress, device)  # loads and checks the artifacts before anything is written
+        run = Run(out, cfg, progress, device, trackers)  # loads and checks the artifacts before anything is written
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)

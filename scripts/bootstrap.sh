@@ -19,4 +19,4 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION}"
   fi
 fi
-"$VENV/bin/python" -m pip install -q -e ".[test,minari,plot,ray]"
+"$VENV/bin/python" -m pip install -q -e ".[test,minari,plot,ray,swanlab,wandb,mlflow]"

@@ -28,6 +28,7 @@ or ``runs/`` + ``name_template`` filled with the run's fields and its grid point
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -42,7 +43,7 @@ import yaml
 from gym_slaterec import yaml_values
 
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid", "zip",
-            "resources", "retries", "item_embeddings", "preset", "device", "name_template"}
+            "resources", "retries", "item_embeddings", "preset", "device", "name_template", "trackers"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
 #: how the keys of a stage's options begin in ``grid`` and ``zip``
@@ -53,6 +54,19 @@ STAGE_COMMANDS = {"logged": "generate", "gems": "pretrain-gems", "mf": "train-mf
 
 class GridError(ValueError):
     """A grid file that cannot be expanded (the message names the key)."""
+
+
+def _trackers(value: Any) -> list[str]:
+    """``trackers: [tensorboard, wandb]`` -> the training commands' ``--tracker`` arguments."""
+    from gym_slaterec.trackers import TRACKERS
+
+    if value is None:
+        return []
+    names = _as_list("trackers", value)
+    bad = [n for n in names if n not in TRACKERS]
+    if bad:
+        raise GridError(f"trackers: unknown tracker {bad[0]!r}; choose among {', '.join(TRACKERS)}")
+    return [a for n in dict.fromkeys(names) for a in ("--tracker", str(n))]
 
 
 @dataclass
@@ -272,6 +286,41 @@ def templated_name(template: str, argv: list[str], point: dict[str, Any]) -> str
         raise GridError(f"name_template: {exc}") from None
 
 
+def stage_template_name(template: str, argv: list[str], env_id: str, point: dict[str, Any]) -> str:
+    """The file name ``template`` gives the GeMS / MF stage of ``argv`` (its resolved options,
+    ``latent_dim``, ``lambda_kl``..., plus ``env`` and the grid point)."""
+    from gym_slaterec.names import common_fields, fill_template
+
+    args = _parser().parse_args(argv)
+    if args.command == "pretrain-gems":
+        from gym_slaterec.cli.gems_commands import gems_config
+
+        args.out = Path("unused.pt")  # the name is what is being made: no dataset read here
+        fields = {**dataclasses.asdict(gems_config(args)), "max_steps": args.max_steps}
+    else:
+        fields = {k: getattr(args, k) for k in ("seed", "epochs", "patience", "dim", "lr", "batch_size")}
+    try:
+        return fill_template(template, {**fields, **common_fields(env_id), **point})
+    except ValueError as exc:
+        raise GridError(f"name_template: {exc}") from None
+
+
+def _name_templates(value: Any) -> dict[str, str]:
+    """``name_template``: a string (run directories) or ``{runs: ..., gems: ..., mf: ...}``."""
+    if value is None:
+        return {}
+    found = {"runs": value} if isinstance(value, str) else value
+    if not isinstance(found, dict) or set(found) - {"runs", "gems", "mf"}:
+        raise GridError(f"name_template: expected a string (run directories) or a mapping with some of runs, gems, "
+                        f"mf, got {value!r}")
+    for key, template in found.items():
+        if not isinstance(template, str) or re.search(r"\{(date|time)[^}]*\}", template):
+            raise GridError(f"name_template{'' if isinstance(value, str) else '.' + key}: expected a string without "
+                            f"{{date}} / {{time}} (a resumed sweep must find its artifacts under the same names), "
+                            f"got {template!r}")
+    return found
+
+
 def grid_fingerprint(grid: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(grid, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -301,6 +350,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         if m not in METHODS:
             raise GridError(f"methods: unknown method {m!r}; choose among {', '.join(METHODS)}")
     base_res = _resources("resources", grid.get("resources"), {"cpus": 1.0, "gpus": 0.0})
+    tracker_args = _trackers(grid.get("trackers"))
     common_set = _flat_set("set", grid.get("set"))
     top_preset = grid.get("preset")
     items = grid.get("item_embeddings")
@@ -328,10 +378,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     top_grid = {str(k): _as_list(f"grid.{k}", v) for k, v in _mapping("grid", grid.get("grid")).items()}
     stage_grid = {s: {k: v for k, v in top_grid.items() if k.startswith(s + ".")} for s in STAGES}
     run_grid_top = {k: v for k, v in top_grid.items() if not k.startswith(STAGE_PREFIXES)}
-    template = grid.get("name_template")
-    if template is not None and (not isinstance(template, str) or re.search(r"\{(date|time)[^}]*\}", template)):
-        raise GridError(f"name_template: expected a string without {{date}} / {{time}} (a resumed sweep must find its "
-                        f"runs under the same names), got {template!r}")
+    templates = _name_templates(grid.get("name_template"))
+    template = templates.get("runs")
     zips = _zip_groups("zip", grid.get("zip"))
     for group in zips:
         staged = [k.startswith(STAGE_PREFIXES) for k in group]
@@ -354,6 +402,9 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         if trial.id not in by_id:
             by_id[trial.id] = trial
             trials.append(trial)
+        elif by_id[trial.id].argv != trial.argv:
+            raise GridError(f"name_template {templates.get(trial.kind)!r} gives {trial.id} to two different "
+                            f"{trial.kind} trials; add the options that differ between them")
         return by_id[trial.id]
 
     def stage_trial(stage: str, env_id: str, point: dict[str, Any], seed: Optional[int] = None) -> Trial:
@@ -391,7 +442,11 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
             suffix = ".pt" if stage == "gems" else ".npz"
             out = sweep_dir / stage / (name + suffix)
             argv = [STAGE_COMMANDS[stage], str(sweep_dir / logged.id), "--out", str(out), "--no-progress"] \
-                + _options(stage, settings)
+                + _options(stage, settings) + tracker_args
+            if stage in templates:  # the file named by the grid's template for this stage
+                filled = stage_template_name(templates[stage], argv, env_id, {**own, **logged_point})
+                out = sweep_dir / stage / (filled if filled.endswith(suffix) else filled + suffix)
+                argv[argv.index("--out") + 1] = str(out)
         rel = str(out.relative_to(sweep_dir))
         return add(Trial(rel, stage, argv, deps, {**own, **logged_point}, env_id=env_id,
                          cpus=base_res["cpus"], gpus=base_res["gpus"]))
@@ -434,7 +489,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                         name = _name([method, env_short, f"s{seed}"] + [f"{_short(k)}={_fmt(v)}" for k, v in point.items()])
                         out = sweep_dir / "runs" / name
                         argv = ["train", method, env_id, "--seed", str(seed), "--out", str(out), "--no-progress"]
-                        argv += stage_args
+                        argv += stage_args + tracker_args
                         if episodes is not None:
                             argv += ["--episodes", str(episodes)]
                         if method_preset is not None:

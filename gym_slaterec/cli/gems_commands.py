@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import multiprocessing
 from pathlib import Path
 
+from ..trackers import add_tracker_argument
 from ..devices import DEVICE_HELP, device_arg
 from . import add_no_progress, positive_int, seed_arg
 
@@ -18,7 +19,8 @@ DEFAULT_THREAD_MODE = "processes" if "fork" in multiprocessing.get_all_start_met
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-mf", help="BPR matrix-factorisation item embeddings from a logged dataset")
     p.add_argument("dataset", type=Path, help="logged dataset folder (slaterec generate)")
-    p.add_argument("--out", required=True, type=Path, help="MF embeddings file to create (.npz)")
+    p.add_argument("--out", type=Path, help="MF embeddings file to create (.npz); or --name-template")
+    add_name_template_arguments(p, "MF_{env}_dim{dim}_seed{seed}")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200: lr 1e-4 needs ~100-200 epochs, see BENCHMARKS.md)")
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)")
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
+    add_tracker_argument(p)
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     add_no_progress(p)
@@ -33,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("pretrain-gems", help="train the GeMS slate VAE on a logged dataset")
     p.add_argument("dataset", type=Path, help="logged dataset folder (slaterec generate)")
-    p.add_argument("--out", required=True, type=Path, help="GeMS checkpoint file to create (.pt)")
+    p.add_argument("--out", type=Path, help="GeMS checkpoint file to create (.pt); or --name-template")
+    add_name_template_arguments(p, "GeMS_{env}_latentdim{latent_dim}_beta{lambda_kl}_lambdaclick{lambda_click}_seed{seed}")
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--lambda-kl", type=float, default=1.0)
     p.add_argument("--lambda-click", type=float, default=0.5)
@@ -52,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(GeMS of several budgets from one run)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
+    add_tracker_argument(p)
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default 1)")
     p.add_argument("--thread-mode", choices=["ops", "shards", "processes"], default=DEFAULT_THREAD_MODE,
                    help="with --threads > 1: processes (default where processes can fork): each of N processes "
@@ -69,10 +74,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_gems_info)
 
 
+def add_name_template_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--name-template", help=f"the file under the workspace, from the settings, e.g. '{example}' (fields: "
+                   "every option by its name, env, env_id, dataset, date, time)")
+    p.add_argument("--workspace", type=Path, help="root of --name-template (default: $SLATEREC_WORKSPACE, else ./runs)")
+
+
+def resolve_out(args: argparse.Namespace, fields: dict, suffix: str) -> None:
+    """``args.out`` from ``--name-template`` (filled with ``fields``, the dataset's environment and the
+    date), so the writer lock and the refusal to overwrite see the final path."""
+    from ..logged_data import LoggedDataset
+    from ..names import common_fields, fill_template, workspace
+
+    if getattr(args, "out_from_template", False):
+        return  # resolved by the checker already
+    if args.out is not None and args.name_template is not None:
+        raise ValueError("--out and --name-template both name the file; give one")
+    if args.name_template is None:
+        if args.out is None:
+            raise ValueError("give --out FILE or --name-template TEMPLATE")
+        return
+    ds = LoggedDataset.load(args.dataset, check=False)
+    name = fill_template(args.name_template, {**fields, **common_fields(ds.env_id), "dataset": Path(args.dataset).name})
+    args.out = workspace(args.workspace) / (name if name.endswith(suffix) else name + suffix)
+    args.out_from_template = True
+
+
 def check_train_mf(args: argparse.Namespace) -> None:
     """Every option of ``train-mf`` checked as the command will use it (reads and writes nothing)."""
     from ..mf import DEFAULT_EPOCHS, DEFAULT_PATIENCE, check_mf_options
 
+    resolve_out(args, {k: getattr(args, k) for k in ("seed", "epochs", "patience", "dim", "lr", "batch_size")}, ".npz")
     check_mf_options(epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
                      patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
                      dim=args.dim, batch_size=args.batch_size, lr=args.lr)
@@ -86,7 +118,7 @@ def cmd_train_mf(args: argparse.Namespace) -> int:
         epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
         dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
-        logdir=args.logdir, device=args.device,
+        logdir=args.logdir, device=args.device, trackers=args.trackers,
     )
     m = mf.metrics
     print(
@@ -102,11 +134,14 @@ def gems_config(args: argparse.Namespace) -> "GeMSConfig":  # noqa: F821
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {args.max_steps}")
-    return GeMSConfig(
+    config = GeMSConfig(
         latent_dim=args.latent_dim, lambda_kl=args.lambda_kl, lambda_click=args.lambda_click, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, val_max_samples=args.val_max_samples,
     )
+    config.validate()
+    resolve_out(args, {**dataclasses.asdict(config), "max_steps": args.max_steps}, ".pt")
+    return config
 
 
 def cmd_pretrain_gems(args: argparse.Namespace) -> int:
@@ -122,7 +157,8 @@ def cmd_pretrain_gems(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps, init_from=args.init_from, device=args.device,
                           snapshots=args.snapshots, progress=not args.no_progress,
                           workers=1 if args.thread_mode == "ops" else args.threads,
-                          shards="processes" if args.thread_mode == "processes" else "threads")
+                          shards="processes" if args.thread_mode == "processes" else "threads",
+                          trackers=args.trackers)
     except TrainingInterrupted as exc:  # a Ctrl-C before training starts is the CLI's plain interruption
         import sys
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -188,6 +189,7 @@ def train_gems(
     snapshots: Sequence[int] = (),
     workers: int = 1,
     shards: str = "threads",
+    trackers: Optional[Sequence[str]] = None,
 ) -> GeMSCheckpoint:
     """Train GeMS on ``dataset``; keep the weights with the best validation loss.
 
@@ -212,8 +214,11 @@ def train_gems(
     torch's intra-op threads are set to 1 meanwhile); equal to one worker up to float
     rounding. Ignored on CUDA. ``shards``: where those shares run, ``threads`` or
     ``processes`` (one per worker beyond the first, forked; no shared GIL).
+    ``trackers``: where the scalars go (:mod:`gym_slaterec.trackers`; default: TensorBoard in
+    ``logdir`` when given).
     """
     from ..devices import resolve_device
+    from ..trackers import check_trackers
 
     config = config or GeMSConfig()
     config.validate()
@@ -225,6 +230,8 @@ def train_gems(
     if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in snapshots):
         raise ValueError(f"snapshots must be positive step counts, got {snapshots!r}")
     check_workers(workers)  # before any work
+    if trackers:
+        check_trackers(trackers)
     check_shards(shards)
     if snapshots and out is None:
         raise ValueError("snapshots are written beside out: give out")
@@ -272,11 +279,12 @@ def train_gems(
     if snapshots and snapshots[-1] >= total_steps:
         raise ValueError(f"snapshots must come before the last step ({total_steps}), got {snapshots}")
     eval_every = config.eval_every or steps_per_epoch
-    writer = None
-    if logdir is not None:
-        from torch.utils.tensorboard import SummaryWriter
+    from ..trackers import RunIdentity, artifact_writer, env_tag
 
-        writer = SummaryWriter(str(logdir))
+    writer = artifact_writer(trackers, None if logdir is None else Path(logdir), RunIdentity(
+        Path(out).parent if out is not None else Path(logdir or "."), Path(out).stem if out is not None else "gems",
+        ["gems", env_tag(ds.env_id), f"seed{config.seed}"],
+        config={"gems": dataclasses.asdict(config), "dataset": str(ds.path), "env_id": ds.env_id}))
     bar = progress_bar(progress, total=total_steps, unit="step", desc="GeMS")
     best: dict[str, Any] = {"loss": math.inf, "state": copy.deepcopy(model.state_dict()), "metrics": {}, "step": 0}
     history: list[dict[str, Any]] = []
