@@ -60,6 +60,17 @@ class RunIdentity:
         return os.environ.get("SLATEREC_PROJECT") or "slaterec"
 
 
+def _quiet() -> Any:
+    """Hides a tracker library's notices on stdout (its warnings on stderr stay) unless
+    ``--verbose`` / ``$SLATEREC_VERBOSE``."""
+    import contextlib
+    import io
+
+    if os.environ.get("SLATEREC_VERBOSE") == "1":
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 class Tracker:
     """A tracker's run: scalars by step, then finish."""
 
@@ -91,14 +102,16 @@ class SwanLabTracker(Tracker):
 
         mode = os.environ.get("SWANLAB_MODE") or "offline"
         logdir = os.environ.get("SWANLAB_LOG_DIR") or str(run.run_dir / "swanlog")
-        self.run = swanlab.init(project=run.project, experiment_name=run.name, description=run.notes or "",
-                                tags=run.tags, config=run.config, mode=mode, logdir=logdir)
+        with _quiet():
+            self.run = swanlab.init(project=run.project, experiment_name=run.name, description=run.notes or "",
+                                    tags=run.tags, config=run.config, mode=mode, logdir=logdir)
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
 
     def finish(self) -> None:
-        self.run.finish()
+        with _quiet():
+            self.run.finish()
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,7 +122,12 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 class MLflowTracker(Tracker):
     def __init__(self, run: RunIdentity) -> None:
+        import logging
+
         import mlflow
+
+        if os.environ.get("SLATEREC_VERBOSE") != "1":
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating a new experiment" and the like
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # a local store beside the run, as MLflow's own ./mlruns
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -45,6 +45,8 @@ def test_every_tracker_gets_tensorboards_scalars_and_the_runs_identity(offline_m
     args = ["train", "sac-topk-ideal", ENV, "--out", str(out), "--tag", "trk", "--notes", "tracker check",
             "--tracker", "tensorboard", "--tracker", "mlflow", "--tracker", "wandb", "--tracker", "swanlab", *TINY]
     assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "swanlab:" not in printed.out and "mlflow" not in printed.err  # their notices only with --verbose
     tb = tensorboard_scalars(out / "tb")
     assert "validation/return" in tb and "train/critic_loss" in tb and "train/ent_coef" in tb
 
