@@ -231,11 +231,10 @@ class RecurrentPPOConfig(AgentConfig):
 
 
 @dataclass
-class TQCConfig(AgentConfig):
-    """sb3-contrib's TQC (truncated quantile critics) on history-window transitions."""
+class ContribOffPolicyConfig(AgentConfig):
+    """What sb3-contrib's off-policy algorithms share on history-window transitions."""
 
     gamma: float = setting(0.8, *_GAMMA)
-    tau: float = setting(0.002, "target-network smoothing coefficient", SMOOTHING)
     learning_rate: float = setting(1e-3, "learning rate (actor, critics, entropy coefficient)", POSITIVE)
     net_arch: list = setting([256], *_NET)
     ent_coef: Any = setting("auto", "entropy coefficient: a number, 'auto' or 'auto_<initial value>'", ENT_COEF)
@@ -244,6 +243,13 @@ class TQCConfig(AgentConfig):
     warmup_episodes: int = setting(40, "episodes of random actions before learning starts", NON_NEGATIVE_INT)
     train_freq: int = setting(1, "vector-env steps between updates", POSITIVE_INT)
     gradient_steps: int = setting(1, "gradient steps per update", POSITIVE_INT)
+
+
+@dataclass
+class TQCConfig(ContribOffPolicyConfig):
+    """sb3-contrib's TQC (truncated quantile critics) on history-window transitions."""
+
+    tau: float = setting(0.002, "target-network smoothing coefficient", SMOOTHING)
     n_quantiles: int = setting(25, "quantiles per critic", POSITIVE_INT)
     n_critics: int = setting(2, "critic networks", POSITIVE_INT)
     top_quantiles_to_drop_per_net: int = setting(2, "largest quantiles dropped per critic in the target",
@@ -251,18 +257,9 @@ class TQCConfig(AgentConfig):
 
 
 @dataclass
-class CrossQConfig(AgentConfig):
+class CrossQConfig(ContribOffPolicyConfig):
     """sb3-contrib's CrossQ (batch-renormalised critics, no target network) on history-window transitions."""
 
-    gamma: float = setting(0.8, *_GAMMA)
-    learning_rate: float = setting(1e-3, "learning rate (actor, critics, entropy coefficient)", POSITIVE)
-    net_arch: list = setting([256], *_NET)
-    ent_coef: Any = setting("auto", "entropy coefficient: a number, 'auto' or 'auto_<initial value>'", ENT_COEF)
-    batch_transitions: int = setting(64, "transitions per gradient batch", POSITIVE_INT)
-    buffer_transitions: int = setting(100_000, "transitions kept in the replay memory", POSITIVE_INT)
-    warmup_episodes: int = setting(40, "episodes of random actions before learning starts", NON_NEGATIVE_INT)
-    train_freq: int = setting(1, "vector-env steps between updates", POSITIVE_INT)
-    gradient_steps: int = setting(1, "gradient steps per update", POSITIVE_INT)
     policy_delay: int = setting(3, "critic updates per actor update", POSITIVE_INT)
 
 
