@@ -198,3 +198,25 @@ def test_the_grid_modules_example_expands(tmp_path):
     spec = yaml.safe_load("\n".join(line[4:] for line in example.splitlines()))
     trials = grid.expand(spec, tmp_path)
     assert {t.kind for t in trials} == {"logged", "gems", "run"} and spec["environments"] == ["FocusedTopDown"]
+
+
+def test_every_command_runs_on_the_threads_it_is_given(monkeypatch, capsys):
+    """One intra-op thread by default (a shared core must not collapse two waiting threads);
+    $SLATEREC_THREADS sets another count; nonsense is refused by name."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("SLATEREC_THREADS", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert main(["methods"]) == 0
+        assert torch.get_num_threads() == 1
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+        monkeypatch.setenv("SLATEREC_THREADS", "2")
+        assert main(["methods"]) == 0 and torch.get_num_threads() == 2
+        monkeypatch.setenv("SLATEREC_THREADS", "two")
+        assert main(["methods"]) == 2
+        assert "SLATEREC_THREADS must be a positive integer, got 'two'" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

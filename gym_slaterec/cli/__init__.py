@@ -167,6 +167,32 @@ def quiet_third_party(verbose: bool) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
 
 
+def default_threads() -> int:
+    """Intra-op threads of torch and BLAS for every command: ``$SLATEREC_THREADS``, else
+    ``$OMP_NUM_THREADS`` (a sweep sets it to a trial's cpus), else 1.
+
+    Two threads that wait on each other collapse when another process holds one of the
+    cores (a paper-regime SAC: 3.1 gradient steps/s on 2 threads with a second job running,
+    ~18 on 1; BENCHMARKS.md "Threads under load"), and a researcher's machine is always
+    shared: one thread per process, one process per core. Commands with a thread setting of
+    their own (``pretrain-gems --threads``, ``train``'s ``torch_threads``) apply it on top."""
+    import os
+
+    name = "SLATEREC_THREADS" if "SLATEREC_THREADS" in os.environ else "OMP_NUM_THREADS"
+    raw = os.environ.get(name, "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise CLIError(f"{name} must be a positive integer, got {raw!r}")
+    n = int(raw)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))  # read by torch when it is first imported
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)  # numpy's BLAS, already loaded (kept for the process)
+    return n
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -175,6 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     quiet_third_party(args.verbose)
     try:
+        default_threads()
         checker = getattr(args, "checker", None)
         if checker is not None:  # every option checked before anything is locked, read or created
             checker(args)
