@@ -1,0 +1,196 @@
+"""Feasibility of fused seeds (issue #22): N paper-regime SAC gradient steps computed as one.
+
+The fused step computes, for N independent :class:`~sb3_slate.agents.EpisodeSAC` models
+(their own replay memories, random streams and optimisers), what their N ``train_step``
+calls compute, in shared operations:
+
+- the 2N belief GRUs (actor and critic of every seed) are one GRU whose weights are
+  block-diagonal per gate (the unroll of :func:`~sb3_slate.agents.episode_sac.unroll_pair`
+  generalised from 2 to 2N beliefs), over the seeds' inputs side by side;
+- every MLP head is applied to all seeds at once by batched matrix products over the seed
+  dimension (weights stacked per layer);
+- the N losses are summed: the seeds' parameters are disjoint, so one backward pass gives
+  every seed exactly its own gradients; each seed's optimisers then step as before.
+
+The weights are stacked from the N models at every step (a real implementation would keep
+them stacked), so the timing is a lower bound of what fusing gains.
+
+    python scripts/bench_fused_seeds.py --seeds 1 5 10 --steps 20
+
+It first checks, for each N, that one fused step leaves every model where N separate
+``train_step`` calls leave it (parameters equal up to float rounding), then times
+gradient steps per second per seed, separate against fused, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from sb3_slate.agents.episode_sac import EpisodeSAC
+from sb3_slate.agents.episode_sac.policies import LOG_STD_MAX, LOG_STD_MIN
+from sb3_slate.agents.gru_sequence import unroll_gru
+
+T, K, N_ITEMS, LATENT, BATCH = 100, 10, 1000, 32, 20
+
+
+def make_models(n: int, seed0: int = 0) -> list[EpisodeSAC]:
+    models = []
+    for i in range(n):
+        m = EpisodeSAC(N_ITEMS, K, T, LATENT, batch_size=BATCH, buffer_size=200, warmup_episodes=0, seed=seed0 + i)
+        rng = np.random.default_rng(100 + i)
+        m.replay_buffer.add(rng.integers(0, N_ITEMS, (200, T + 1, K)), rng.integers(0, 2, (200, T + 1, K)).astype(np.uint8),
+                            rng.uniform(-1, 1, (200, T, LATENT)).astype(np.float32),
+                            rng.integers(0, 4, (200, T)).astype(np.float32))
+        models.append(m)
+    return models
+
+
+def block_diagonal_gates(ws: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([torch.block_diag(*[w.chunk(3, 0)[g] for w in ws]) for g in range(3)], dim=0)
+
+
+def stacked_gates(bs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([torch.cat([b.chunk(3)[g] for b in bs]) for g in range(3)])
+
+
+def stacked_mlp(mlps: list[torch.nn.Sequential], x: torch.Tensor) -> torch.Tensor:
+    """``mlps[i](x[i])`` for every seed at once: x (N, M, in) -> (N, M, out)."""
+    linears = [[layer for layer in mlp if isinstance(layer, torch.nn.Linear)] for mlp in mlps]
+    for depth in range(len(linears[0])):
+        w = torch.stack([ls[depth].weight for ls in linears])  # (N, out, in)
+        b = torch.stack([ls[depth].bias for ls in linears])  # (N, out)
+        x = torch.baddbmm(b[:, None, :], x, w.transpose(1, 2))
+        if depth < len(linears[0]) - 1:
+            x = torch.relu(x)
+    return x
+
+
+def sample_from(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u = mean + log_std.exp() * noise
+    logp = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), logp
+
+
+def fused_step(models: list[EpisodeSAC]) -> None:
+    """What ``[m.train_step() for m in models]`` does, in shared operations."""
+    n = len(models)
+    batches = [m.replay_buffer.sample(m.batch_size, m.rng) for m in models]
+    beliefs = [b for m in models for b in (m.actor.belief, m.critic_belief)]
+    x = torch.cat([b.inputs(batch.slates, batch.clicks) for m, batch in zip(models, batches)
+                   for b in (m.actor.belief, m.critic_belief)], dim=2)
+    grus = [b.gru for b in beliefs]
+    out = unroll_gru(x, block_diagonal_gates([g.weight_ih_l0 for g in grus]),
+                     block_diagonal_gates([g.weight_hh_l0 for g in grus]),
+                     stacked_gates([g.bias_ih_l0 for g in grus]), stacked_gates([g.bias_hh_l0 for g in grus]))
+    h = grus[0].hidden_size
+    bsz, length = out.shape[:2]
+    per = out.view(bsz, length, 2 * n, h).permute(2, 0, 1, 3)  # (2N, B, L, H)
+    b_actor, b_critic = per[0::2], per[1::2]  # (N, B, L, H) each
+    A = torch.stack([b.actions for b in batches])
+    R = torch.stack([b.rewards for b in batches])
+    done = torch.zeros_like(R)
+    done[..., -1] = 1.0
+    alpha = torch.stack([m.alpha for m in models])[:, None, None]
+    gamma = models[0].gamma
+    raw = stacked_mlp([m.actor.net for m in models], b_actor.reshape(n, bsz * length, h)).view(n, bsz, length, -1)
+    mean, log_std = raw.chunk(2, dim=-1)
+    log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+    shape = (bsz, length - 1, A.shape[-1])
+    noise_next, noise_pi = [], []
+    for m in models:  # each seed's own generator, in the order train_step draws
+        noise_next.append(torch.randn(shape, generator=m.generator))
+        noise_pi.append(torch.randn(shape, generator=m.generator))
+
+    def q_values(heads: list, bel: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        inp = torch.cat([bel, act], dim=-1).reshape(n, -1, bel.shape[-1] + act.shape[-1])
+        return stacked_mlp(heads, inp).view(n, bsz, length - 1)
+
+    with torch.no_grad():
+        a_next, logp_next = sample_from(mean[:, :, 1:], log_std[:, :, 1:], torch.stack(noise_next))
+        bc_next = b_critic[:, :, 1:]
+        q1_t = q_values([m.critic_target.q1 for m in models], bc_next, a_next)
+        q2_t = q_values([m.critic_target.q2 for m in models], bc_next, a_next)
+        target = R + gamma * (1.0 - done) * (torch.min(q1_t, q2_t) - alpha * logp_next)
+    bc = b_critic[:, :, :-1]
+    q1 = q_values([m.critic.q1 for m in models], bc, A)
+    q2 = q_values([m.critic.q2 for m in models], bc, A)
+    critic_loss = ((q1 - target) ** 2).mean(dim=(1, 2)) + ((q2 - target) ** 2).mean(dim=(1, 2))
+    a_pi, logp = sample_from(mean[:, :, :-1], log_std[:, :, :-1], torch.stack(noise_pi))
+    for m in models:
+        m.critic.requires_grad_(False)
+    q1_pi = q_values([m.critic.q1 for m in models], bc.detach(), a_pi)
+    q2_pi = q_values([m.critic.q2 for m in models], bc.detach(), a_pi)
+    for m in models:
+        m.critic.requires_grad_(True)
+    actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean(dim=(1, 2))
+    for m in models:
+        m.critic_optimizer.zero_grad(set_to_none=True)
+        m.actor_optimizer.zero_grad(set_to_none=True)
+    (critic_loss + actor_loss).sum().backward()
+    for m in models:
+        m.critic_optimizer.step()
+        m.actor_optimizer.step()
+    for i, m in enumerate(models):
+        if m.alpha_optimizer is not None:
+            alpha_loss = -(m.log_alpha * (logp[i].detach() + m.target_entropy)).mean()
+            m.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            m.alpha_optimizer.step()
+        with torch.no_grad():
+            for p, tp in zip(m.critic.parameters(), m.critic_target.parameters()):
+                tp.mul_(1.0 - m.tau).add_(p, alpha=m.tau)
+        m.n_updates += 1
+
+
+def max_difference(a: list[EpisodeSAC], b: list[EpisodeSAC]) -> float:
+    worst = 0.0
+    for x, y in zip(a, b):
+        for mod in ("actor", "critic_belief", "critic", "critic_target"):
+            for p, q in zip(getattr(x, mod).parameters(), getattr(y, mod).parameters()):
+                worst = max(worst, float((p.detach() - q.detach()).abs().max()))
+        worst = max(worst, float((x.log_alpha.detach() - y.log_alpha.detach()).abs()))
+    return worst
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    for n in args.seeds:
+        separate = make_models(n)
+        fused = copy.deepcopy(separate)
+        for _ in range(3):
+            for m in separate:
+                m.train_step()
+            fused_step(fused)
+        print(f"N={n}: after 3 steps, largest parameter difference fused vs separate {max_difference(separate, fused):.2e}",
+              flush=True)
+        rates = {"separate": [], "fused": []}
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                for m in separate:
+                    m.train_step()
+            rates["separate"].append(args.steps * n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                fused_step(fused)
+            rates["fused"].append(args.steps * n / (time.perf_counter() - t0))
+        sep, fus = np.median(rates["separate"]), np.median(rates["fused"])
+        print(f"N={n}: gradient steps/s per seed: separate {sep:.1f}, fused {fus:.1f} (x{fus / sep:.2f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
