@@ -60,6 +60,28 @@ def stacked_gates(bs: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.cat([b.chunk(3)[g] for b in bs]) for g in range(3)])
 
 
+def batched_gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                b_hh: torch.Tensor) -> torch.Tensor:
+    """G independent GRUs at once, batched over a leading dimension (plain autograd): x (G, B, L, in),
+    weights (G, 3H, in), (G, 3H, H), biases (G, 3H) -> (G, B, L, H)."""
+    g, b, length, _ = x.shape
+    hidden = w_hh.shape[2]
+    gi = torch.baddbmm(b_ih[:, None, :], x.reshape(g, b * length, -1), w_ih.transpose(1, 2)).view(g, b, length, -1)
+    w_hh_t = w_hh.transpose(1, 2)
+    h = x.new_zeros(g, b, hidden)
+    out = []
+    for t in range(length):
+        gh = torch.baddbmm(b_hh[:, None, :], h, w_hh_t)
+        i_r, i_z, i_n = gi[:, :, t].chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)
+        out.append(h)
+    return torch.stack(out, dim=2)
+
+
 def stacked_mlp(mlps: list[torch.nn.Sequential], x: torch.Tensor) -> torch.Tensor:
     """``mlps[i](x[i])`` for every seed at once: x (N, M, in) -> (N, M, out)."""
     linears = [[layer for layer in mlp if isinstance(layer, torch.nn.Linear)] for mlp in mlps]
@@ -79,20 +101,27 @@ def sample_from(mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor) 
     return torch.tanh(u), logp
 
 
-def fused_step(models: list[EpisodeSAC]) -> None:
-    """What ``[m.train_step() for m in models]`` does, in shared operations."""
+def fused_step(models: list[EpisodeSAC], gru: str = "block") -> None:
+    """What ``[m.train_step() for m in models]`` does, in shared operations; ``gru``: "block" (one
+    block-diagonal GRU, the hand-written unroll) or "batched" (the 2N GRUs batched, autograd)."""
     n = len(models)
     batches = [m.replay_buffer.sample(m.batch_size, m.rng) for m in models]
     beliefs = [b for m in models for b in (m.actor.belief, m.critic_belief)]
-    x = torch.cat([b.inputs(batch.slates, batch.clicks) for m, batch in zip(models, batches)
-                   for b in (m.actor.belief, m.critic_belief)], dim=2)
+    inputs = [b.inputs(batch.slates, batch.clicks) for m, batch in zip(models, batches)
+              for b in (m.actor.belief, m.critic_belief)]
     grus = [b.gru for b in beliefs]
-    out = unroll_gru(x, block_diagonal_gates([g.weight_ih_l0 for g in grus]),
-                     block_diagonal_gates([g.weight_hh_l0 for g in grus]),
-                     stacked_gates([g.bias_ih_l0 for g in grus]), stacked_gates([g.bias_hh_l0 for g in grus]))
     h = grus[0].hidden_size
-    bsz, length = out.shape[:2]
-    per = out.view(bsz, length, 2 * n, h).permute(2, 0, 1, 3)  # (2N, B, L, H)
+    if gru == "block":
+        out = unroll_gru(torch.cat(inputs, dim=2), block_diagonal_gates([g.weight_ih_l0 for g in grus]),
+                         block_diagonal_gates([g.weight_hh_l0 for g in grus]),
+                         stacked_gates([g.bias_ih_l0 for g in grus]), stacked_gates([g.bias_hh_l0 for g in grus]))
+        bsz, length = out.shape[:2]
+        per = out.view(bsz, length, 2 * n, h).permute(2, 0, 1, 3)  # (2N, B, L, H)
+    else:
+        per = batched_gru(torch.stack(inputs), torch.stack([g.weight_ih_l0 for g in grus]),
+                          torch.stack([g.weight_hh_l0 for g in grus]), torch.stack([g.bias_ih_l0 for g in grus]),
+                          torch.stack([g.bias_hh_l0 for g in grus]))
+        bsz, length = per.shape[1:3]
     b_actor, b_critic = per[0::2], per[1::2]  # (N, B, L, H) each
     A = torch.stack([b.actions for b in batches])
     R = torch.stack([b.rewards for b in batches])
@@ -165,6 +194,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--gru", choices=["block", "batched"], default="batched",
+                   help="how the 2N belief GRUs are fused (block: one block-diagonal GRU)")
     args = p.parse_args()
     torch.set_num_threads(1)
     for n in args.seeds:
@@ -173,7 +204,7 @@ def main() -> int:
         for _ in range(3):
             for m in separate:
                 m.train_step()
-            fused_step(fused)
+            fused_step(fused, args.gru)
         print(f"N={n}: after 3 steps, largest parameter difference fused vs separate {max_difference(separate, fused):.2e}",
               flush=True)
         rates = {"separate": [], "fused": []}
@@ -185,7 +216,7 @@ def main() -> int:
             rates["separate"].append(args.steps * n / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                fused_step(fused)
+                fused_step(fused, args.gru)
             rates["fused"].append(args.steps * n / (time.perf_counter() - t0))
         sep, fus = np.median(rates["separate"]), np.median(rates["fused"])
         print(f"N={n}: gradient steps/s per seed: separate {sep:.1f}, fused {fus:.1f} (x{fus / sep:.2f})", flush=True)
