@@ -285,6 +285,10 @@ def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: 
     retries = retries_of(grid) if retries is None else retries
     sweep_dir = Path(sweep_dir).resolve()
     sweep = Sweep.open(grid, Path(grid_file), sweep_dir)
+    if grid.get("trackers"):  # the trackers' project of every trial: the grid's name unless one is set
+        from .grid import grid_name
+
+        os.environ.setdefault("SLATEREC_PROJECT", grid_name(grid) or sweep_dir.name)
     with writer_lock(sweep_dir), sigterm_as_interrupt():
         for t in sweep.trials.values():  # what the disk says wins over a record left by a killed driver
             done = is_done(sweep_dir, t)

@@ -120,3 +120,23 @@ def test_grids_name_their_trackers_for_every_training_trial(tmp_path):
     with pytest.raises(GridError, match="trackers: unknown tracker 'tensorbored'"):
         expand({**grid, "trackers": ["tensorbored"]}, tmp_path)
     assert json.dumps(sorted(trials))  # expandable, JSON-clean ids
+
+
+def test_a_sweeps_trials_report_to_the_grids_project(offline_modes, monkeypatch):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    from slaterec_lab.sweep import run_sweep
+
+    monkeypatch.delenv("SLATEREC_PROJECT", raising=False)
+    grid = {"name": "tracked_grid", "environments": [ENV], "seeds": [0], "trackers": ["mlflow"],
+            "set": {"env_kwargs.episode_length": 10, "n_envs": 2, "val_every": 2, "val_users": 2, "test_users": 2,
+                    "agent.warmup_episodes": 1, "agent.batch_transitions": 4, "agent.net_arch": [8]},
+            "methods": {"sac-topk-ideal": {"episodes": 4, "preset": "window"}}}
+    sweep_dir = offline_modes / "sweep"
+    state = run_sweep(grid, offline_modes / "g.yaml", sweep_dir, executor="inline", progress=False)
+    assert state.counts()["done"] == 1
+    client = mlflow.tracking.MlflowClient(tracking_uri=(sweep_dir / "runs" / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked_grid").experiment_id])
+    assert run.info.run_name == "sac-topk-ideal_FocusedTopDown_s0"
+    assert client.get_metric_history(run.info.run_id, "validation/return")
