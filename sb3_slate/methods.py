@@ -647,12 +647,3 @@ def build_model(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, devi
     if regime.build is None:
         raise ValueError(f"{cfg.method} has no trainable model")
     return regime.build(cfg, art, vec_env, wrapped, device)
-
-
-def trainable_methods() -> list[tuple[str, bool]]:
-    """(method, is one of the paper's SAC methods) of the methods that train (scripts/check_same_curves.py)."""
-    return [(m, m in SAC_METHODS) for m in METHODS if METHOD_TABLE[m].trains]
-
-
-def window_batch_key() -> str:
-    return "batch_transitions"

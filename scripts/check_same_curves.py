@@ -30,13 +30,14 @@ def artifacts(d: Path) -> dict[str, str]:
 
 
 def cases(art: dict[str, str]) -> dict[str, tuple[str, dict, str | None]]:
-    from sb3_slate.methods import trainable_methods, window_batch_key
+    from sb3_slate.methods import METHOD_TABLE, SAC_METHODS
 
     common = {"episodes": 12, "n_envs": 4, "window": 3, "val_every": 4, "val_users": 16, "test_users": 16,
               "checkpoint_every": 4, "env_kwargs": dict(SMALL), "gems": art["gems"], "mf": art["mf"], "seed": 3}
     out = {}
-    for method, sac in trainable_methods():
-        agent = {"warmup_episodes": 4, window_batch_key(): 16, "net_arch": [32]} if sac else {}
+    for method in (name for name, m in METHOD_TABLE.items() if m.trains):
+        sac = method in SAC_METHODS
+        agent = {"warmup_episodes": 4, "batch_transitions": 16, "net_arch": [32]} if sac else {}
         out[f"{method}/window"] = (method, {**common, "agent": agent}, "window" if sac else None)
         if sac:
             out[f"{method}/episode"] = (method, {**common, "episodes": 16, "n_envs": 4,
