@@ -45,6 +45,8 @@ class RunLayout:
     suffixes: tuple[str, ...]
     #: prefix of the periodic checkpoints' names
     periodic: str
+    #: other counters a resumable state.json holds
+    more_counters: tuple[str, ...] = ()
 
     def checkpoint_files(self, run_dir: Path) -> dict[str, Path]:
         """name -> file of every checkpoint in ``run_dir`` (the preferred suffix when two exist)."""
@@ -60,7 +62,7 @@ class RunLayout:
 
 
 LAYOUTS = {
-    "sb3_run": RunLayout("sb3_run", "episodes", "episode", "checkpoints", "", (".zip", ".json"), "ep"),
+    "sb3_run": RunLayout("sb3_run", "episodes", "episode", "checkpoints", "", (".zip", ".json"), "ep", ("turns",)),
     "offline_run": RunLayout("offline_run", "step", "step", ".", "model_", (".pt", ".d3"), "step"),
 }
 
@@ -95,9 +97,10 @@ def _count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def read_state(run_dir: PathLike, layout: RunLayout) -> dict[str, Any]:
+def read_state(run_dir: PathLike, layout: RunLayout, resume: bool = True) -> dict[str, Any]:
     """A run's state.json, checked field by field (a damaged file is named, not a KeyError);
-    an older run's status words read as today's."""
+    an older run's status words read as today's. ``resume``: also the counters and curve a
+    resume needs (False: the status alone, for listings)."""
     path = Path(run_dir) / "state.json"
     state = read_run_json(path)
     if not isinstance(state, dict):
@@ -106,8 +109,11 @@ def read_state(run_dir: PathLike, layout: RunLayout) -> dict[str, Any]:
     checks: dict[str, Callable[[Any], bool]] = {
         "status": lambda v: v in RUN_STATUSES,
         layout.counter: _count,
+        **{name: _count for name in layout.more_counters},
         "validation": lambda v: isinstance(v, list) and all(isinstance(e, dict) and "mean" in e for e in v),
     }
+    if not resume:
+        checks = {"status": checks["status"]}
     for key, ok in checks.items():
         if key not in state:
             raise ValueError(f"{path} is damaged: it lacks {key!r}; the run cannot be resumed (start a new --out)")

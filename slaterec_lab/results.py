@@ -105,7 +105,7 @@ def run_status(run: Path) -> tuple[str, str]:
             return "damaged", "results.json names a best checkpoint that is missing"
         return "complete", ""
     try:
-        state = run_dirs.read_state(run, layout)
+        state = run_dirs.read_state(run, layout, resume=False)
     except (OSError, ValueError) as exc:
         return "damaged", str(exc)
     status, where = state["status"], run_dirs.position(state, layout)

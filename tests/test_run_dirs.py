@@ -46,6 +46,9 @@ def test_one_set_of_status_words_and_older_words_still_read(tmp_path):
     (online / "state.json").write_text(json.dumps({"status": "running", "validation": []}))
     with pytest.raises(ValueError, match="lacks 'episodes'"):
         run_dirs.read_state(online, run_dirs.LAYOUTS["sb3_run"])
+    (online / "state.json").write_text(json.dumps({"status": "running", "episodes": 4, "validation": []}))
+    with pytest.raises(ValueError, match="lacks 'turns'"):  # an online run resumes from its turn count too
+        run_dirs.read_state(online, run_dirs.LAYOUTS["sb3_run"])
     from slaterec_lab.results import run_status
 
     assert run_status(offline) == ("dead", "its process ended at step 4 without stopping cleanly (killed?); "
