@@ -103,8 +103,8 @@ class SwanLabTracker(Tracker):
         mode = os.environ.get("SWANLAB_MODE") or "offline"
         logdir = os.environ.get("SWANLAB_LOG_DIR") or str(run.run_dir / "swanlog")
         with _quiet():
-            self.run = swanlab.init(project=run.project, experiment_name=run.name, description=run.notes or "",
-                                    tags=run.tags, config=run.config, mode=mode, logdir=logdir)
+            self.run = swanlab.init(project=run.project, experiment_name=run.name, tags=run.tags, config=run.config,
+                                    mode=mode, logdir=logdir, **({"description": run.notes} if run.notes else {}))
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)

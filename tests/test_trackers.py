@@ -77,18 +77,22 @@ def test_every_tracker_gets_tensorboards_scalars_and_the_runs_identity(offline_m
 
 def test_tensorboard_is_left_out_when_not_chosen_and_gems_mf_take_trackers(offline_modes, tmp_path):
     pytest.importorskip("mlflow")
+    pytest.importorskip("swanlab")
     import mlflow
 
     data = tmp_path / "logged"
     assert main(["generate", ENV, "--episodes", "40", "--out", str(data), "--no-progress"]) == 0
     gems = tmp_path / "art" / "g.pt"
     assert main(["pretrain-gems", str(data), "--out", str(gems), "--max-steps", "4", "--eval-every", "2",
-                 "--latent-dim", "4", "--val-max-samples", "200", "--tracker", "mlflow", "--no-progress"]) == 0
+                 "--latent-dim", "4", "--val-max-samples", "200", "--tracker", "mlflow", "--tracker", "swanlab",
+                 "--no-progress"]) == 0
     assert not any(tmp_path.rglob("events.out.tfevents*"))  # no TensorBoard asked for, none written
     client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("slaterec-tests").experiment_id])
     assert run.info.run_name == "g" and run.data.params["gems.latent_dim"] == "4"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [2, 4]
+    (swan_run,) = (tmp_path / "art" / "swanlog").glob("run-*")  # no --notes: no description, still recorded
+    assert b"val/loss" in next(swan_run.glob("*.swanlab")).read_bytes()
 
 
 def test_a_tracker_that_is_not_installed_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
