@@ -102,6 +102,11 @@ def test_old_key_names_in_new_settings_are_refused_with_the_new_name():
         resolve_config("sac-topk-ideal", ENV, {"agent": {"gradient_steps": 2}}, preset="paper")
     with pytest.raises(ValueError, match="config_schema 7"):
         RunConfig.from_json({**LEGACY["random"]["config.json"], "config_schema": 7})
+    with pytest.raises(ValueError, match=r"preset 'window' is the 'window' regime, which recurrentppo-gems does not have "
+                                         r"\(its regimes: rollout\)"):
+        resolve_config("recurrentppo-gems", ENV, {"gems": "g.pt"}, preset="window")
+    with pytest.raises(ValueError, match="slateq trains in regime 'window', not replay='rollout'"):
+        resolve_config("slateq", ENV, {"replay": "rollout"})
 
 
 def test_the_method_table_is_the_only_place_methods_are_told_apart():

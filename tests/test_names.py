@@ -87,6 +87,8 @@ def test_gems_and_mf_files_are_named_from_their_settings(small_logged, tmp_path,
     assert "unknown field {dimension}" in capsys.readouterr().err
     assert main([str(a) for a in mf[:-2]]) == 2
     assert "give --out FILE or --name-template TEMPLATE" in capsys.readouterr().err
+    assert main([str(a) for a in mf] + ["--out", str(tmp_path / "x.npz")]) == 2
+    assert "--out and --name-template both name the file; give one" in capsys.readouterr().err
 
 
 def test_grid_names_paired_gems_after_their_parameters(tmp_path):
