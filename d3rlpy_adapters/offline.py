@@ -264,7 +264,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     import d3rlpy
     import torch
 
-    from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag
+    from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag, resume_id
 
     from gym_slaterec.gems import GeMSCheckpoint
 
@@ -342,7 +342,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     names, tag, notes = tracking
     writer = ScalarWriter(names, out / "tb", RunIdentity(
         final, final.name, [f"offline-{config.algo}", env_tag(data.env_id), f"seed{config.seed}", *([tag] if tag else [])],
-        notes, {"config": config.to_dict(), "provenance": prov}))
+        notes, {"config": config.to_dict(), "provenance": prov}, resume_id(final)))
     curve: list[dict[str, Any]] = state["validation"]
     best: dict[str, Any] = state["best"]
     running: dict[str, list[float]] = {}

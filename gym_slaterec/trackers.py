@@ -54,6 +54,8 @@ class RunIdentity:
     tags: list[str] = field(default_factory=list)
     notes: Optional[str] = None
     config: dict[str, Any] = field(default_factory=dict)
+    #: the same id for every session of one run (a resumed run continues its tracker run)
+    resume_id: Optional[str] = None
 
     @property
     def project(self) -> str:
@@ -86,8 +88,9 @@ class WandbTracker(Tracker):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
+        resume = {"id": run.resume_id, "resume": "allow"} if run.resume_id else {}
         self.run = wandb.init(project=run.project, name=run.name, tags=run.tags, notes=run.notes, config=run.config,
-                              dir=str(run.run_dir), reinit="create_new")
+                              dir=str(run.run_dir), reinit="create_new", **resume)
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
@@ -135,6 +138,15 @@ class MLflowTracker(Tracker):
         self.mlflow = mlflow
         mlflow.set_experiment(run.project)
         tags = {"tag." + re.sub(r"[^A-Za-z0-9_\-. :/]", "_", t): "1" for t in run.tags}
+        earlier = None
+        if run.resume_id:  # a resumed run continues the MLflow run of its first session
+            tags["slaterec.resume_id"] = run.resume_id
+            found = mlflow.search_runs(filter_string=f"tags.`slaterec.resume_id` = '{run.resume_id}'",
+                                       output_format="list")
+            earlier = found[0].info.run_id if found else None
+        if earlier is not None:
+            self.active = mlflow.start_run(run_id=earlier)
+            return
         self.active = mlflow.start_run(run_name=run.name, tags=tags, description=run.notes)
         params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in _flat(run.config).items()}
         items = [(k[:250], v[:6000]) for k, v in params.items()]
@@ -226,6 +238,13 @@ def artifact_writer(trackers: Optional[Sequence[str]], logdir: Optional[Path], r
     if "tensorboard" in names and logdir is None:
         logdir = run.run_dir / f"{run.name}_tb"
     return ScalarWriter(names, Path(logdir) if logdir is not None else run.run_dir, run)
+
+
+def resume_id(run_dir: Path) -> str:
+    """A run directory's tracker id: the same in every session that trains it."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
 def env_tag(env_id: Optional[str]) -> str:

@@ -398,7 +398,7 @@ class Run:
         """SB3's logger: progress.csv, and TensorBoard and the other chosen trackers (same scalars)."""
         from stable_baselines3.common.logger import configure
 
-        from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag, sb3_output_format
+        from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag, resume_id, sb3_output_format
 
         logger = configure(str(self.dir / "tb"), ["csv"] + ["tensorboard"] * ("tensorboard" in self.trackers))
         others = [t for t in self.trackers if t != "tensorboard"]
@@ -406,7 +406,8 @@ class Run:
             cfg = self.config
             tags = [cfg.method, env_tag(cfg.env_id), f"seed{cfg.seed}", *([cfg.tag] if cfg.tag else [])]
             writer = ScalarWriter(others, self.dir / "tb", RunIdentity(self.dir, self.dir.name, tags, cfg.notes, {
-                "config": cfg.to_dict(), "provenance": read_run_json(self.dir / "provenance.json")}))
+                "config": cfg.to_dict(), "provenance": read_run_json(self.dir / "provenance.json")},
+                resume_id(self.dir)))
             logger.output_formats.append(sb3_output_format(writer))
         return logger
 

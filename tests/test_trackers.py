@@ -144,3 +144,33 @@ def test_a_sweeps_trials_report_to_the_grids_project(offline_modes, monkeypatch)
     (run,) = client.search_runs([client.get_experiment_by_name("tracked_grid").experiment_id])
     assert run.info.run_name == "sac-topk-ideal_FocusedTopDown_s0"
     assert client.get_metric_history(run.info.run_id, "validation/return")
+
+
+def test_a_resumed_run_continues_its_tracker_runs(offline_modes, monkeypatch):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    import mlflow
+
+    from sb3_slate.runs import Run
+
+    out = offline_modes / "runs" / "resumed"
+    args = ["train", "sac-topk-ideal", ENV, "--out", str(out), "--tracker", "mlflow", "--tracker", "wandb", *TINY]
+    original = Run.save_checkpoint
+
+    def stop_at_episode_4(self, name):
+        original(self, name)
+        if name == "last" and self.state["episodes"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "save_checkpoint", stop_at_episode_4)
+    assert main(args) == 130
+    monkeypatch.setattr(Run, "save_checkpoint", original)
+    assert main(args) == 0  # the same command resumes
+    client = mlflow.tracking.MlflowClient(tracking_uri=(out.parent / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("slaterec-tests").experiment_id])
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "validation/return"))
+    # both sessions' validations in one run: turn 20 from the first, 60 and 80 from the resumed one (the
+    # interruption at episode 4 came before that validation's scalars were written, to any tracker)
+    assert steps == [20, 60, 80]
+    ids = {p.name.rsplit("-", 1)[1] for p in (out / "wandb").glob("offline-run-*")}
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
