@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -172,5 +173,6 @@ def test_a_resumed_run_continues_its_tracker_runs(offline_modes, monkeypatch):
     # both sessions' validations in one run: turn 20 from the first, 60 and 80 from the resumed one (the
     # interruption at episode 4 came before that validation's scalars were written, to any tracker)
     assert steps == [20, 60, 80]
-    ids = {p.name.rsplit("-", 1)[1] for p in (out / "wandb").glob("offline-run-*")}
+    # offline-run-DATE_TIME-ID, with "-1" appended when both sessions started within one second
+    ids = {re.match(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)", p.name).group(1) for p in (out / "wandb").glob("offline-run-*")}
     assert len(list((out / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
