@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .names import flat_fields
+
 TRACKERS = ("tensorboard", "swanlab", "wandb", "mlflow")
 #: tracker -> (module it imports, the extra that installs it)
 EXTRAS = {"swanlab": ("swanlab", "slaterec[swanlab]"), "wandb": ("wandb", "slaterec[wandb]"),
@@ -117,12 +119,6 @@ class SwanLabTracker(Tracker):
             self.run.finish()
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
 class MLflowTracker(Tracker):
     def __init__(self, run: RunIdentity) -> None:
         import logging
@@ -148,7 +144,7 @@ class MLflowTracker(Tracker):
             self.active = mlflow.start_run(run_id=earlier)
             return
         self.active = mlflow.start_run(run_name=run.name, tags=tags, description=run.notes)
-        params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in _flat(run.config).items()}
+        params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in flat_fields(run.config).items()}
         items = [(k[:250], v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters per call
             mlflow.log_params(dict(items[i:i + 100]))
@@ -192,10 +188,6 @@ class ScalarWriter:
         if clean:
             for t in self.trackers:
                 t.log(clean, int(step))
-
-    def flush(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -168,15 +168,7 @@ def fused_step(models: list[EpisodeSAC], gru: str = "block") -> None:
         m.critic_optimizer.step()
         m.actor_optimizer.step()
     for i, m in enumerate(models):
-        if m.alpha_optimizer is not None:
-            alpha_loss = -(m.log_alpha * (logp[i].detach() + m.target_entropy)).mean()
-            m.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            m.alpha_optimizer.step()
-        with torch.no_grad():
-            for p, tp in zip(m.critic.parameters(), m.critic_target.parameters()):
-                tp.mul_(1.0 - m.tau).add_(p, alpha=m.tau)
-        m.n_updates += 1
+        m.finish_update(logp[i])
 
 
 def max_difference(a: list[EpisodeSAC], b: list[EpisodeSAC]) -> float:

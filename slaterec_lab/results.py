@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from gym_slaterec.names import flat_fields
+
 RUN_KINDS = ("sb3_run", "offline_run")
 
 
@@ -143,15 +145,6 @@ BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_rep
                               "allow_partial", "log_every"})  # max_wall_s is a budget: it splits rows
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
-
-
 def _shown(key: str, value: Any) -> str:
     if key in ("gems", "mf") and isinstance(value, str):
         value = Path(value).stem  # a GeMS / MF file: its name tells the variants apart
@@ -203,9 +196,9 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
     if (prov.get("hyperparameters") or {}).get("replay") == "episode":
         method += " (episode replay)"  # the paper's regime is its own row / line
     try:
-        config = _flatten(_read(run / "config.json"))
+        config = flat_fields(_read(run / "config.json"))
     except ValueError:
-        config = _flatten(prov.get("hyperparameters") or {})
+        config = flat_fields(prov.get("hyperparameters") or {})
     # what a run was trained on splits rows as its settings do: the item matrix, and an offline
     # run's dataset and GeMS (its config does not name them)
     fp = prov.get("item_embeddings_fingerprint")

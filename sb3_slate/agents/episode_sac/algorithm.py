@@ -195,6 +195,13 @@ class EpisodeSAC:
         if not (math.isfinite(metrics["critic_loss"]) and math.isfinite(metrics["actor_loss"])):
             raise TrainingDiverged(f"training diverged at gradient step {self.n_updates + 1} (critic loss "
                                    f"{metrics['critic_loss']}, actor loss {metrics['actor_loss']}); lower the learning rate")
+        self.finish_update(logp)
+        return metrics
+
+    def finish_update(self, logp: torch.Tensor) -> None:
+        """The end of a gradient step after the actor and critic updates: the entropy coefficient
+        towards the target entropy (``logp``: the policy's log-probabilities of the step), the
+        Polyak-averaged target critic, the update count."""
         if self.alpha_optimizer is not None:
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_optimizer.zero_grad(set_to_none=True)
@@ -204,7 +211,6 @@ class EpisodeSAC:
             for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
                 tp.mul_(1.0 - self.tau).add_(p, alpha=self.tau)
         self.n_updates += 1
-        return metrics
 
     def learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
               progress_bar: bool = False) -> "EpisodeSAC":
