@@ -53,6 +53,7 @@ from sb3_slate.settings import BOOL, DISCOUNT, NON_NEGATIVE, OPEN_UNIT, OPTIONAL
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
 from gym_slaterec.progress import progress as progress_bar
+from gym_slaterec.run_dirs import write_run_summary
 
 ALGORITHMS = ("td3bc", "cql", "iql", "bcq", "bc")
 RESULTS_FORMAT = "slaterec.offline_run/1"
@@ -422,6 +423,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     write_json_atomic(out / "state.json", state, overwrite=True)
     if out != final:
         _swap_in(out, final)
+    write_run_summary(final)
     return results
 
 

@@ -175,9 +175,17 @@ def bpr_auc(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, pos
     return float(np.mean((su > sn) + 0.5 * (su == sn)))
 
 
+#: early-stopping patience of the reference recipe, in validation passes
+REFERENCE_PATIENCE = 3
+#: MF training recipes: this package's (default) and the reference implementation's
+MF_RECIPES = ("default", "reference")
+
+
 def check_mf_options(epochs: int, patience: int, dim: int, batch_size: int, lr: float,
-                     val_fraction: float = 0.1) -> None:
+                     val_fraction: float = 0.1, recipe: str = "default") -> None:
     """The options of :func:`train_mf`, checked before anything is read or written."""
+    if recipe not in MF_RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(MF_RECIPES)}, got {recipe!r}")
     for name, v in (("epochs", epochs), ("patience", patience), ("dim", dim), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -203,6 +211,7 @@ def train_mf(
     max_seconds: Optional[float] = None,
     device: str = "auto",
     trackers: Optional[Sequence[str]] = None,
+    recipe: str = "default",
 ) -> MFEmbeddings:
     """BPR matrix factorisation on the clicks of ``dataset``; returns (and writes) the item table.
 
@@ -210,7 +219,9 @@ def train_mf(
     their BPR loss drives early stopping and their AUC (a held-out click scored
     above a uniform random item) is reported in ``metrics``. ``max_seconds``
     bounds the wall-clock time (used by the demo). ``device``: auto (CUDA when present),
-    cpu or cuda[:N].
+    cpu or cuda[:N]. ``recipe="reference"``: the reference implementation's recipe, its defects
+    included (:mod:`gym_slaterec.mf_reference`; ``epochs`` caps it, ``val_fraction`` is its
+    episode split).
     """
     from .devices import resolve_device
     from .trackers import RunIdentity, artifact_writer, check_trackers, env_tag
@@ -219,7 +230,8 @@ def train_mf(
     if trackers:
         check_trackers(trackers)
 
-    check_mf_options(epochs=epochs, patience=patience, dim=dim, batch_size=batch_size, lr=lr, val_fraction=val_fraction)
+    check_mf_options(epochs=epochs, patience=patience, dim=dim, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                     recipe=recipe)
     ds = dataset if isinstance(dataset, LoggedDataset) else LoggedDataset.load(dataset, verify=True)
     if out is not None:
         check_writable(out, overwrite, "mf_embeddings")
@@ -227,6 +239,35 @@ def train_mf(
     users, items = click_pairs(ds)
     if len(users) < 10:
         raise ValueError(f"dataset {ds.path} has only {len(users)} clicks; MF needs positives to learn from")
+    writer = artifact_writer(trackers, None if logdir is None else Path(logdir), RunIdentity(
+        Path(out).parent if out is not None else Path(logdir or "."), Path(out).stem if out is not None else "mf",
+        ["mf", env_tag(ds.env_id), f"seed{seed}"],
+        config={"mf": {"dim": dim, "lr": lr, "batch_size": batch_size, "epochs": epochs, "patience": patience,
+                       "seed": seed, "recipe": recipe}, "dataset": str(ds.path), "env_id": ds.env_id}))
+    hyper = {"dim": dim, "lr": lr, "batch_size": batch_size, "epochs": epochs, "patience": patience,
+             "val_fraction": val_fraction, "negatives_per_positive": 1, "max_seconds": max_seconds}
+    if recipe == "reference":
+        from .mf_reference import train_reference_recipe
+
+        check_free_memory(4 * 4 * dim * (len(ds) + ds.num_items), f"MF tables of dim {dim} for {len(ds):,} users")
+        bar = progress_bar(progress, total=None, unit="validation", desc="MF (BPR, reference recipe)")
+
+        def report(record: dict) -> None:
+            if writer is not None:
+                writer.add_scalar("val/bpr_loss", record["val_loss"], record["validation"])
+                if record["train_loss"] is not None:
+                    writer.add_scalar("train/bpr_loss", record["train_loss"], record["validation"])
+            bar.update(1)
+            bar.set_postfix(epoch=record["epoch"], val=f"{record['val_loss']:.4f}")
+
+        table, metrics = train_reference_recipe(
+            users, items, len(ds), ds.num_items, seed=seed, epochs=epochs, patience=patience, dim=dim, lr=lr,
+            batch_size=batch_size, val_fraction=val_fraction, device=device, report=report, max_seconds=max_seconds)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return _finish_mf(ds, table, metrics, {**hyper, "recipe": "reference"}, seed, device, out, overwrite)
+
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     is_val = rng.random(len(users)) < val_fraction
@@ -257,11 +298,6 @@ def train_mf(
             auc = float(np.mean((diff > 0) + 0.5 * (diff == 0)))
         return loss, auc
 
-    writer = artifact_writer(trackers, None if logdir is None else Path(logdir), RunIdentity(
-        Path(out).parent if out is not None else Path(logdir or "."), Path(out).stem if out is not None else "mf",
-        ["mf", env_tag(ds.env_id), f"seed{seed}"],
-        config={"mf": {"dim": dim, "lr": lr, "batch_size": batch_size, "epochs": epochs, "patience": patience,
-                       "seed": seed}, "dataset": str(ds.path), "env_id": ds.env_id}))
     best = {"loss": math.inf, "items": item_emb.weight.detach().clone(), "epoch": 0, "auc": 0.5}
     history = []
     bad = 0
@@ -308,8 +344,16 @@ def train_mf(
     if writer is not None:
         writer.close()
 
-    hyper = {"dim": dim, "lr": lr, "batch_size": batch_size, "epochs": epochs, "patience": patience,
-             "val_fraction": val_fraction, "negatives_per_positive": 1, "max_seconds": max_seconds}
+    metrics = {
+        "val_bpr_loss": best["loss"], "val_auc": best["auc"], "best_epoch": best["epoch"], "epochs_run": epoch,
+        "train_clicks": int(n), "val_clicks": int(len(va_u)), "seconds": time.time() - started, "history": history,
+    }
+    return _finish_mf(ds, best["items"].cpu().numpy().astype(np.float32), metrics, hyper, seed, device, out, overwrite)
+
+
+def _finish_mf(ds: LoggedDataset, table: np.ndarray, metrics: dict, hyper: dict, seed: int, device: str,
+               out: Optional[PathLike], overwrite: bool) -> MFEmbeddings:
+    """The MF embeddings of a finished training, with their provenance; written to ``out``."""
     prov = provenance(
         "mf_embeddings",
         env_id=ds.env_id,
@@ -321,11 +365,7 @@ def train_mf(
         dataset_path=str(ds.path) if ds.path else None,
         device=device,
     )
-    metrics = {
-        "val_bpr_loss": best["loss"], "val_auc": best["auc"], "best_epoch": best["epoch"], "epochs_run": epoch,
-        "train_clicks": int(n), "val_clicks": int(len(va_u)), "seconds": time.time() - started, "history": history,
-    }
-    mf = MFEmbeddings(best["items"].cpu().numpy().astype(np.float32), prov, metrics)
+    mf = MFEmbeddings(table, prov, metrics)
     if out is not None:
         mf.save(out, overwrite)
     return mf

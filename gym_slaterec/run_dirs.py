@@ -77,6 +77,33 @@ def read_run_json(path: Path) -> Any:
         raise ValueError(f"{path} is not a text file (damaged run directory?)") from exc
 
 
+#: the format of a finished run's summary (``summary.json``; copies kept under ``results/``)
+SUMMARY_FORMAT = "slaterec.run_summary/1"
+SUMMARY_FILE = "summary.json"
+
+
+def run_summary_of(run_dir: PathLike) -> dict[str, Any]:
+    """The small record of a finished run that tables and curves are built from: its resolved
+    configuration and its results (provenance, budget, wall time, validation curve, best
+    validation, test return with its interval), without checkpoints or per-user returns."""
+    run_dir = Path(run_dir)
+    results = dict(read_run_json(run_dir / "results.json"))
+    test = dict(results.get("test") or {})
+    test.pop("returns", None)
+    results["test"] = test
+    return {"format": SUMMARY_FORMAT, "run": run_dir.name, "config": read_run_json(run_dir / "config.json"),
+            "results": results}
+
+
+def write_run_summary(run_dir: PathLike) -> Path:
+    """Write ``summary.json`` into a finished run directory (atomically); returns its path."""
+    from .provenance import strict_json, write_json_atomic
+
+    path = Path(run_dir) / SUMMARY_FILE
+    write_json_atomic(path, strict_json(run_summary_of(run_dir)), overwrite=True)
+    return path
+
+
 def run_kind(run_dir: PathLike) -> str:
     """The provenance kind of a run directory (``sb3_run``, ``offline_run``)."""
     path = Path(run_dir) / "provenance.json"

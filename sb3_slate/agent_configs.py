@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .settings import (
-    BOOL, DISCOUNT, ENT_COEF, LAYERS, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SMOOTHING,
+    OPTIONAL_POSITIVE, BOOL, DISCOUNT, ENT_COEF, LAYERS, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SMOOTHING,
     TARGET_ENTROPY, UNIT, Check, one_of,
 )
 
@@ -101,6 +101,8 @@ class BeliefConfig(AgentConfig):
     freeze: bool = setting(False, "keep the belief's item table fixed during training", BOOL)
     hidden_size: int = setting(20, "belief dimension: GRU (or RecurrentPPO LSTM) hidden size (paper: 20)", POSITIVE_INT)
     embedding_dim: int = setting(20, "dimension of a scratch item table (a given table keeps its own)", POSITIVE_INT)
+    scratch_std: Any = setting(None, "standard deviation of a scratch item table's N(0, std^2) entries (null: "
+                               "1/sqrt(embedding_dim); the reference code's: 1)", OPTIONAL_POSITIVE)
 
 
 # ------------------------------------------------------------------ SAC family
@@ -156,6 +158,11 @@ class EpisodeSACConfig(AgentConfig):
     warmup_episodes: int = setting(2_000, "episodes of random actions before learning starts (paper: 2,000)",
                                    NON_NEGATIVE_INT)
     updates_per_episode: float = setting(1, "gradient steps per collected episode (paper: 1)", POSITIVE)
+    alpha_loss: str = setting("log_alpha", "loss of a learned entropy coefficient: log_alpha (SAC's) or alpha (the "
+                              "reference code's: the gradient scaled by alpha, and alpha 0.2 at the first step)",
+                              one_of("log_alpha", "alpha"))
+    warmup_actions: str = setting("full_box", "warm-up actions: uniform over the whole action box (full_box) or its "
+                                  "middle half (middle_half: the reference code's)", one_of("full_box", "middle_half"))
 
 
 _K = (10, "k' candidate items per rank (nearest neighbours of the proto-action)", POSITIVE_INT)
@@ -170,12 +177,53 @@ class WindowWkNNConfig(WindowSACConfig):
     embeddings: str = setting(*_EMB)
 
 
+#: SAC+WkNN switch -> (the paper's reading, the reference code's)
+WKNN_SWITCHES: dict[str, tuple[str, str]] = {
+    "item_source": ("configured", "belief_copy"),
+    "critic_slate": ("shown", "observed"),
+    "layout": ("rank_major", "dim_major"),
+    "scorer": ("critic", "target_actor"),
+    "fill": ("nearest", "candidate"),
+    "next_action": ("proto", "refined"),
+    "warmup": ("uniform", "random_items"),
+}
+
+
+def _switch(name: str, doc: str) -> Any:
+    paper, reference = WKNN_SWITCHES[name]
+    return setting(paper, f"{doc}: {paper} (the paper's reading) or {reference} (the reference code's)",
+                   one_of(paper, reference))
+
+
 @dataclass
 class EpisodeWkNNConfig(EpisodeSACConfig):
-    """SAC+WkNN (Wolpertinger) in the episode-replay regime."""
+    """SAC+WkNN (Wolpertinger) in the episode-replay regime; the ``wknn_*`` switches are the
+    differences between the reference code and the paper's text (docs/method.md section 7)."""
 
     k_neighbours: int = setting(*_K)
     embeddings: str = setting(*_EMB)
+    wknn_item_source: str = _switch("item_source", "the k-NN table: the configured one (embeddings) or a frozen "
+                                    "copy of the critic belief's initial table")
+    wknn_critic_slate: str = _switch("critic_slate", "the slate the critic scores at turn t: the one shown, or the "
+                                     "observation's (the previous turn's)")
+    wknn_layout: str = _switch("layout", "how the k-NN lookup reads the k*d action: k targets of d values, or "
+                               "(d, k) while the Q input and the box read (k, d)")
+    wknn_scorer: str = _switch("scorer", "what scores the candidates: Q1 on the critic's belief, or the target "
+                               "Q1 on the actor's belief")
+    wknn_fill: str = _switch("fill", "the later ranks while a rank is chosen: their nearest items, or the "
+                             "candidate repeated")
+    wknn_next_action: str = _switch("next_action", "the next action in the critic's target: the actor's sample, "
+                                    "or the slate it refines to")
+    wknn_warmup: str = _switch("warmup", "warm-up actions: uniform targets (nearest items), or uniformly random "
+                               "item slates")
+
+    def switches(self) -> dict[str, str]:
+        return {name.removeprefix("wknn_"): getattr(self, name) for name in
+                (f.name for f in dataclasses.fields(self)) if name.startswith("wknn_")}
+
+    def switched(self) -> bool:
+        """Whether any switch takes the reference code's reading (the run then uses EpisodeWkNN)."""
+        return any(value != WKNN_SWITCHES[name][0] for name, value in self.switches().items())
 
 
 # ------------------------------------------------------------------ other online agents
@@ -187,6 +235,24 @@ class ReinforceConfig(AgentConfig):
     learning_rate: float = setting(1e-3, "learning rate of the networks", POSITIVE)
     net_arch: list = setting([256], "hidden layer sizes of the policy head", LAYERS)
     ent_coef: float = setting(0.0, "weight of the entropy bonus in the loss", NON_NEGATIVE)
+
+
+@dataclass
+class EpisodeReinforceConfig(AgentConfig):
+    """REINFORCE+SoftMax in the paper's regime: full-history GRU belief, whole episodes per
+    update, random warm-up episodes (sb3_slate.agents.episode_reinforce)."""
+
+    gamma: float = setting(0.8, *_GAMMA)
+    learning_rate: float = setting(3e-3, "learning rate of the belief and the policy (reference code: 3e-3)", POSITIVE)
+    net_arch: list = setting([256], "hidden layer sizes of the policy head", LAYERS)
+    batch_episodes: int = setting(1, "whole episodes per update (reference code: 1)", POSITIVE_INT)
+    warmup_episodes: int = setting(2_000, "episodes of random item slates first (paper: 2,000)", NON_NEGATIVE_INT)
+    loss: str = setting("sampled_slate", "the log-probability the return weighs: sampled_slate (the slate taken, "
+                        "the policy gradient) or first_click (the reference code's: log(1 - (1 - pi(i))^k) of the "
+                        "first clicked item of the observation the belief has just read)",
+                        one_of("sampled_slate", "first_click"))
+    train_on_warmup: bool = setting(False, "also update on the random warm-up episodes (the reference code does; "
+                                    "an on-policy gradient should not)", BOOL)
 
 
 @dataclass
@@ -276,6 +342,7 @@ def acting_only(cfg: AgentConfig) -> AgentConfig:
 
 __all__ = [
     "AgentConfig", "BeliefConfig", "WindowSACConfig", "EpisodeSACConfig", "WindowWkNNConfig", "EpisodeWkNNConfig",
+    "EpisodeReinforceConfig",
     "ReinforceConfig", "SlateQConfig", "NoAgentConfig", "RecurrentPPOConfig", "TQCConfig", "CrossQConfig",
     "describe", "acting_only", "setting",
 ]

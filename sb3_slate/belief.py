@@ -29,16 +29,16 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 
 def item_table(num_items: int, table: Optional[np.ndarray], embedding_dim: int, freeze: bool,
-               name: str = "item_embeddings") -> nn.Embedding:
+               name: str = "item_embeddings", scratch_std: Optional[float] = None) -> nn.Embedding:
     """The belief's item table: a copy of ``table`` (N, d), or a scratch table of
-    ``embedding_dim`` (normal, std 1/sqrt(d)); trainable unless ``freeze``."""
+    ``embedding_dim`` (normal, std ``scratch_std``, default 1/sqrt(d)); trainable unless ``freeze``."""
     if table is not None:
         t = torch.as_tensor(np.asarray(table), dtype=torch.float32)
         if t.ndim != 2 or t.shape[0] != num_items:
             raise ValueError(f"{name} must have shape ({num_items}, d), got {tuple(t.shape)}")
         return nn.Embedding.from_pretrained(t.clone(), freeze=freeze)
     items = nn.Embedding(num_items, int(embedding_dim))
-    nn.init.normal_(items.weight, std=1.0 / np.sqrt(embedding_dim))
+    nn.init.normal_(items.weight, std=1.0 / np.sqrt(embedding_dim) if scratch_std is None else float(scratch_std))
     items.weight.requires_grad_(not freeze)
     return items
 
@@ -52,6 +52,7 @@ class GRUBeliefExtractor(BaseFeaturesExtractor):
     :param embedding_dim: dimension of a scratch table (ignored when a table is given).
     :param freeze: keep the item table fixed during training.
     :param hidden_size: GRU hidden size = belief dimension (20 in the paper).
+    :param scratch_std: standard deviation of a scratch table (None: 1/sqrt(embedding_dim)).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class GRUBeliefExtractor(BaseFeaturesExtractor):
         embedding_dim: int = 20,
         freeze: bool = False,
         hidden_size: int = 20,
+        scratch_std: Optional[float] = None,
     ) -> None:
         for key in ("items", "clicks", "mask"):
             if not isinstance(observation_space, spaces.Dict) or key not in observation_space.spaces:
@@ -71,7 +73,7 @@ class GRUBeliefExtractor(BaseFeaturesExtractor):
         items_space = observation_space["items"]
         window, slate_size = items_space.shape
         num_items = int(items_space.high.max()) + 1
-        self.items = item_table(num_items, item_embeddings, embedding_dim, freeze)
+        self.items = item_table(num_items, item_embeddings, embedding_dim, freeze, scratch_std=scratch_std)
         dim = self.items.embedding_dim
         self.window, self.slate_size, self.num_items = window, slate_size, num_items
         self.gru = nn.GRU(slate_size * (dim + 1), int(hidden_size), batch_first=True)
@@ -103,13 +105,13 @@ class TurnFeatures(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Dict, item_embeddings: Optional[np.ndarray] = None,
-                 embedding_dim: int = 20, freeze: bool = False) -> None:
+                 embedding_dim: int = 20, freeze: bool = False, scratch_std: Optional[float] = None) -> None:
         if not isinstance(observation_space, spaces.Dict) or observation_space["items"].shape[0] != 1:
             raise ValueError(f"TurnFeatures needs a one-turn history window observation; got {observation_space}")
         items_space = observation_space["items"]
         slate_size = items_space.shape[1]
         num_items = int(items_space.high.max()) + 1
-        table = item_table(num_items, item_embeddings, embedding_dim, freeze)
+        table = item_table(num_items, item_embeddings, embedding_dim, freeze, scratch_std=scratch_std)
         super().__init__(observation_space, features_dim=slate_size * (table.embedding_dim + 1))
         self.items = table
 
@@ -128,14 +130,14 @@ class FlatGRUBeliefExtractor(GRUBeliefExtractor):
 
     def __init__(self, observation_space: spaces.Box, window: int, slate_size: int, num_items: int,
                  item_embeddings: Optional[np.ndarray] = None, embedding_dim: int = 20, freeze: bool = False,
-                 hidden_size: int = 20) -> None:
+                 hidden_size: int = 20, scratch_std: Optional[float] = None) -> None:
         if observation_space.shape != (window * (2 * slate_size + 1),):
             raise ValueError(f"a flat window of {window} turns of {slate_size} items has "
                              f"{window * (2 * slate_size + 1)} values, got shape {observation_space.shape}")
         from .envs import history_space
 
         super().__init__(history_space(num_items, slate_size, window), item_embeddings, embedding_dim, freeze,
-                         hidden_size)
+                         hidden_size, scratch_std)
         self._observation_space = observation_space
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -11,7 +11,7 @@ from gym_slaterec.trackers import add_tracker_argument, check_trackers
 
 from gym_slaterec.cli.sim_commands import add_item_embeddings_argument
 
-from .methods import METHODS, PRESETS
+from .methods import METHODS, PRESETS, VARIANTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESETS, help="a named training regime: paper (episode replay, the paper's "
                    "budget and protocol; the default of the SAC methods) or window (transition replay "
                    "with a history window)")
+    p.add_argument("--variant", choices=VARIANTS, help="what the method computes: corrected (the paper's text, "
+                   "done right; the default) or reference (what the reference implementation computes, its "
+                   "defects included; docs/method.md section 7). --set can switch any one difference back")
     p.add_argument("--config", type=Path, help="YAML file overriding the method's defaults (after --preset)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set agent.gamma=0.9 --set window=20 (repeatable)")
@@ -91,6 +94,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print("\n  belief")
         for key, default, doc in describe(BeliefConfig, "belief"):
             print(f"    {key} = {default!r}\n        {doc}")
+    for regime, settings in m.reference_variant.items():
+        from gym_slaterec.names import flat_fields
+
+        shown = ", ".join(f"{k}={v}" for k, v in flat_fields(settings).items()) or "the same as corrected"
+        print(f"\n  --variant reference (replay={regime}; docs/method.md section 7): {shown}")
+    if not m.reference_variant:
+        print("\n  --variant reference: not available yet (docs/method.md section 7)")
     return 0
 
 
@@ -102,7 +112,7 @@ def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821
 
     env_id = preset(args.env_id).env_id
     overrides = parse_set(args.set_)
-    for key, value in (("seed", args.seed), ("episodes", args.episodes)):
+    for key, value in (("seed", args.seed), ("episodes", args.episodes), ("variant", args.variant)):
         if value is not None:
             overrides[key] = value
     if args.gems is not None:

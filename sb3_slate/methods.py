@@ -29,8 +29,9 @@ import yaml
 from gym_slaterec import yaml_values
 
 from .agent_configs import (
-    AgentConfig, BeliefConfig, CrossQConfig, EpisodeSACConfig, EpisodeWkNNConfig, NoAgentConfig, RecurrentPPOConfig,
-    ReinforceConfig, SlateQConfig, TQCConfig, WindowSACConfig, WindowWkNNConfig,
+    WKNN_SWITCHES, AgentConfig, BeliefConfig, CrossQConfig, EpisodeReinforceConfig, EpisodeSACConfig,
+    EpisodeWkNNConfig, NoAgentConfig,
+    RecurrentPPOConfig, ReinforceConfig, SlateQConfig, TQCConfig, WindowSACConfig, WindowWkNNConfig,
 )
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -38,6 +39,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = ("paper", "window")
 #: the version of config.json's layout: 2 = typed agent configs (keys named for what they count)
 CONFIG_SCHEMA = 2
+#: what a run computes: "corrected" (the paper's text, done right) or "reference" (what the
+#: reference implementation computes, its defects included; docs/method.md section 7)
+VARIANTS = ("corrected", "reference")
 
 
 @dataclass
@@ -57,6 +61,9 @@ class RunConfig:
     #: with a ``window``-turn history), "episode" (the paper's episode-replay recurrent SAC),
     #: "rollout" (on-policy rollouts, recurrent policy); None: the method's first
     replay: Optional[str] = None
+    #: one of VARIANTS; "reference" applies the method's reference settings (Method.reference_variant)
+    #: under the config file and --set, so any one difference can be switched back alone
+    variant: str = "corrected"
     val_every: int = 100
     val_users: int = 200
     test_users: int = 500
@@ -85,6 +92,7 @@ class RunConfig:
         if self.replay not in m.regimes:
             raise ValueError(f"{self.method} trains in regime {' or '.join(repr(r) for r in m.regimes)}, "
                              f"not replay={self.replay!r}")
+        check_variant(m, self.variant, self.replay)
         cls = m.regimes[self.replay].config
         owner = f"{self.method} (replay={self.replay})"
         self.agent = cls.from_dict({} if self.agent is None else self.agent, "agent", owner)
@@ -204,9 +212,24 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def check_variant(m: "Method", variant: Any, regime: str) -> None:
+    """Refuse a variant that is not one of VARIANTS, or that ``m`` does not define in ``regime``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "reference" and regime not in m.reference_variant:
+        if m.reference_variant:
+            raise ValueError(f"{m.name} has its reference variant in the {' and '.join(m.reference_variant)} regime, "
+                             f"not replay={regime!r} (the paper's regime: --preset paper)")
+        raise ValueError(f"{m.name} has no reference variant yet (docs/method.md section 7 lists the methods that "
+                         "have one)")
+
+
 def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
                    config_file: Optional[Path] = None, preset: Optional[str] = None) -> RunConfig:
-    """Defaults (RunConfig's and the method's) <- preset <- config file <- overrides, checked.
+    """Defaults (RunConfig's and the method's) <- preset <- variant <- config file <- overrides, checked.
+
+    ``variant: reference`` (from the file or the overrides) applies the method's reference
+    settings for the run's regime (:attr:`Method.reference_variant`).
 
     ``preset`` None: the method's default regime (``METHOD_TABLE[method].default_preset``), if any.
     """
@@ -221,9 +244,15 @@ def resolve_config(method: str, env_id: str, overrides: Optional[dict[str, Any]]
         if data.get("replay") not in m.regimes:
             raise ValueError(f"preset {preset!r} is the {data.get('replay')!r} regime, which {method} does not "
                              f"have (its regimes: {', '.join(m.regimes)})")
-    if config_file is not None:
-        data = _merge(data, _read_yaml(Path(config_file)))
-    data = _merge(data, overrides or {})
+    from_file = _read_yaml(Path(config_file)) if config_file is not None else {}
+    later = _merge(from_file, overrides or {})
+    variant = later.get("variant", data.get("variant", "corrected"))
+    regime = later.get("replay", data.get("replay")) or next(iter(m.regimes))
+    if regime in m.regimes:  # else RunConfig names the regimes
+        check_variant(m, variant, regime)
+        if variant == "reference":
+            data = _merge(data, m.reference_variant[regime])
+    data = _merge(data, later)
     data.update(method=method, env_id=env_id)
     env_kwargs = data.get("env_kwargs")
     if isinstance(env_kwargs, dict) and env_kwargs.get("item_embeddings") is not None:
@@ -383,17 +412,35 @@ def _episode_sac(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, dev
     a, b = cfg.agent, cfg.belief
     sim = simulator_of(wrapped)
     table = belief_table(cfg, art, wrapped)
-    return EpisodeSAC(
+    common = dict(
         num_items=sim.num_items, slate_size=sim.slate_size, episode_length=episode_length(cfg),
-        action_dim=int(np.prod(wrapped.single_action_space.shape)), actor_items=table, critic_items=table,
+        actor_items=table, critic_items=table,
         embedding_dim=b.embedding_dim, belief_size=b.hidden_size, freeze_items=b.freeze, net_arch=list(a.net_arch),
         gamma=float(a.gamma), tau=float(a.tau), learning_rate=float(a.learning_rate),
         actor_learning_rate=float(a.actor_learning_rate), ent_coef=a.ent_coef, target_entropy=a.target_entropy,
         batch_size=a.batch_episodes, buffer_size=a.buffer_episodes, warmup_episodes=a.warmup_episodes,
-        gradient_steps=float(a.updates_per_episode),
-        wolpertinger_items=action_table(cfg, art, wrapped) if isinstance(a, EpisodeWkNNConfig) else None,
-        k_neighbours=getattr(a, "k_neighbours", 10), seed=cfg.seed, device=device,
+        gradient_steps=float(a.updates_per_episode), scratch_std=b.scratch_std, alpha_loss=a.alpha_loss,
+        warmup_scale=0.5 if a.warmup_actions == "middle_half" else 1.0,
+        seed=cfg.seed, device=device,
     )
+    if _item_id_wknn(cfg):
+        from .agents.episode_sac.wknn import EpisodeWkNN
+
+        switches = a.switches()
+        items = None if switches["item_source"] == "belief_copy" else action_table(cfg, art, wrapped)
+        dim = b.embedding_dim if items is None else items.shape[1]
+        return EpisodeWkNN(action_dim=sim.slate_size * dim, wknn_items=items, k_neighbours=a.k_neighbours,
+                           switches=switches, **common)
+    return EpisodeSAC(
+        action_dim=int(np.prod(wrapped.single_action_space.shape)),
+        wolpertinger_items=action_table(cfg, art, wrapped) if isinstance(a, EpisodeWkNNConfig) else None,
+        k_neighbours=getattr(a, "k_neighbours", 10), **common,
+    )
+
+
+def _item_id_wknn(cfg: RunConfig) -> bool:
+    """SAC+WkNN with a reference-code switch on: the agent gives the env item ids (EpisodeWkNN)."""
+    return isinstance(cfg.agent, EpisodeWkNNConfig) and cfg.agent.switched()
 
 
 def _reinforce(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
@@ -403,6 +450,22 @@ def _reinforce(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, devic
     return REINFORCE("MultiInputPolicy", vec_env, learning_rate=float(a.learning_rate), n_steps=episode_length(cfg),
                      gamma=float(a.gamma), ent_coef=float(a.ent_coef), policy_kwargs=_policy_kwargs(cfg, art, wrapped),
                      seed=cfg.seed, device="cpu")
+
+
+def _episode_reinforce(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+    from gym_slaterec.policies import simulator_of
+
+    from .agents import EpisodeREINFORCE
+
+    a, b = cfg.agent, cfg.belief
+    sim = simulator_of(wrapped)
+    return EpisodeREINFORCE(
+        num_items=sim.num_items, slate_size=sim.slate_size, episode_length=episode_length(cfg),
+        item_table=belief_table(cfg, art, wrapped), embedding_dim=b.embedding_dim, belief_size=b.hidden_size,
+        freeze_items=b.freeze, scratch_std=b.scratch_std, net_arch=list(a.net_arch), gamma=float(a.gamma),
+        learning_rate=float(a.learning_rate), batch_episodes=a.batch_episodes, warmup_episodes=a.warmup_episodes,
+        loss=a.loss, train_on_warmup=a.train_on_warmup, seed=cfg.seed, device=device,
+    )
 
 
 def _slateq(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
@@ -471,11 +534,13 @@ def _off_policy_contrib(cls_name: str) -> Builder:
     return build
 
 
-def _own_format_episode_sac(path: Path, device: str, vec_env: Any) -> Any:
-    from .agents import EpisodeSAC
-    from .runs import load_sb3_model
+def _own_format(cls_name: str) -> Callable[[Path, str, Any], Any]:
+    def load(path: Path, device: str, vec_env: Any) -> Any:
+        from . import agents
+        from .runs import load_sb3_model
 
-    return load_sb3_model(EpisodeSAC, path, device, env=vec_env)
+        return load_sb3_model(getattr(agents, cls_name), path, device, env=vec_env)
+    return load
 
 
 # ------------------------------------------------------------------ the method table
@@ -519,6 +584,9 @@ def _topk(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
 def _wknn(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
     from .agents import NearestItemPerRank
 
+    if _item_id_wknn(cfg):
+        return venv  # the agent picks item ids itself
+
     return NearestItemPerRank(venv, action_table(cfg, art, venv), unit=cfg.replay == "episode")
 
 
@@ -554,6 +622,12 @@ class Method:
     reference: bool = False
     #: published test returns (Deffayet et al. 2023, Table 2; docs/method.md section 8)
     published: dict[str, float] = field(default_factory=dict)
+    #: the settings of the ``reference`` variant per regime (what the reference implementation
+    #: computes; docs/method.md section 7); a regime absent here has no reference variant
+    reference_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: published test returns of the method with other settings, by the label those settings give a
+    #: table row (``gamma=0.0``: the paper's SAC+GeMS with discount 0)
+    published_settings: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def trains(self) -> bool:
@@ -567,36 +641,57 @@ class Method:
         return next(iter(self.regimes))
 
 
-_EPISODE = {"window": None, "own_loop": True, "load": _own_format_episode_sac, "model": "EpisodeSAC"}
+_EPISODE = {"window": None, "own_loop": True, "load": _own_format("EpisodeSAC"), "model": "EpisodeSAC"}
 _SAC_REGIMES = {"window": Regime(WindowSACConfig, _window_sac("SlateSAC"), model="SlateSAC"),
                 "episode": Regime(EpisodeSACConfig, _episode_sac, **_EPISODE)}
 _SAC_RUN = {"n_envs": 4}  # 1 gradient step per 4 turns in the window regime
 _REFERENCE = {"window": Regime(NoAgentConfig, model="ReferenceAgent")}
+# What the reference implementation computes in the paper's regime (docs/method.md section 7):
+# belief item tables from scratch, N(0, 1); the entropy loss taken on alpha, alpha 0.2 at step 1;
+# warm-up actions in the middle half of the action box
+_SAC_REFERENCE = {"episode": {"belief": {"item_init": "scratch", "scratch_std": 1.0},
+                              "agent": {"alpha_loss": "alpha", "warmup_actions": "middle_half"}}}
+# SAC+WkNN's k-NN table is a frozen copy of the critic belief's scratch table (the configured
+# "ideal" table never reaches the agent), and every switch of EpisodeWkNNConfig takes its reading
+# (its warm-up plays random items: warmup_actions, the box's middle half of the others, does not apply)
+_WKNN_REFERENCE = {"episode": _merge(_SAC_REFERENCE["episode"], {"agent": {
+    "embeddings": "ideal", "warmup_actions": "full_box",
+    **{f"wknn_{name}": values[1] for name, values in WKNN_SWITCHES.items()}}})}
 _REFERENCE_RUN = {"episodes": 1, "save_replay_buffer": False}
 
 METHOD_TABLE: dict[str, Method] = {m.name: m for m in [
     Method("sac-gems", "SAC in GeMS's latent space (the paper's method)", _SAC_REGIMES, _SAC_RUN, "paper",
            needs=lambda a: ("gems",), act=_gems, belief_items=lambda a: "gems", cuda=True,
-           published={"FocusedTopDown": 305.3, "FocusedMixed": 242.6, "FocusedDivPen": 254.1}),
+           published={"FocusedTopDown": 305.3, "FocusedMixed": 242.6, "FocusedDivPen": 254.1},
+           published_settings={"gamma=0.0": {"FocusedTopDown": 194.3}}, reference_variant=_SAC_REFERENCE),
     Method("sac-topk-ideal", "SAC scoring items against the simulator's item table (privileged)", _SAC_REGIMES,
            _SAC_RUN, "paper", act=_topk, action_items=lambda a: "ideal", belief_items=lambda a: "ideal", cuda=True,
-           published={"FocusedTopDown": 429.0, "FocusedMixed": 384.1, "FocusedDivPen": 386.3}),
+           published={"FocusedTopDown": 429.0, "FocusedMixed": 384.1, "FocusedDivPen": 386.3},
+           reference_variant=_SAC_REFERENCE),
     Method("sac-topk-mf", "SAC scoring items against MF embeddings", _SAC_REGIMES, _SAC_RUN, "paper",
            needs=lambda a: ("mf",), act=_topk, action_items=lambda a: "mf", belief_items=lambda a: "mf", cuda=True,
-           published={"FocusedTopDown": 254.4, "FocusedMixed": 232.7, "FocusedDivPen": 242.2}),
+           published={"FocusedTopDown": 254.4, "FocusedMixed": 232.7, "FocusedDivPen": 242.2},
+           reference_variant=_SAC_REFERENCE),
     Method("sac-wknn", "SAC+WkNN (Wolpertinger): a proto-slate refined among each rank's nearest items",
            {"window": Regime(WindowWkNNConfig, _window_sac("WolpertingerSAC"), model="WolpertingerSAC"),
             "episode": Regime(EpisodeWkNNConfig, _episode_sac, **_EPISODE)},
            _SAC_RUN, "paper", needs=lambda a: ("mf",) if a.embeddings == "mf" else (),
            needs_hint=", or --set agent.embeddings=ideal (privileged)", act=_wknn,
-           action_items=lambda a: a.embeddings, belief_items=lambda a: a.embeddings),
-    Method("reinforce-softmax", "REINFORCE with a softmax over the items", {"window": Regime(ReinforceConfig, _reinforce, model="REINFORCE")},
-           published={"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1}),
+           action_items=lambda a: a.embeddings, belief_items=lambda a: a.embeddings,
+           reference_variant=_WKNN_REFERENCE),
+    Method("reinforce-softmax", "REINFORCE with a softmax over the items",
+           {"window": Regime(ReinforceConfig, _reinforce, model="REINFORCE"),
+            "episode": Regime(EpisodeReinforceConfig, _episode_reinforce, window=None, own_loop=True,
+                              load=_own_format("EpisodeREINFORCE"), model="EpisodeREINFORCE")},
+           published={"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1},
+           reference_variant={"episode": {"belief": {"item_init": "scratch", "scratch_std": 1.0},
+                                          "agent": {"loss": "first_click", "train_on_warmup": True}}}),
     Method("slateq", "SlateQ (privileged: true relevances and click model)", {"window": Regime(SlateQConfig, _slateq, model="SlateQ")},
            belief_items=lambda a: "ideal", privileged=True),
-    Method("random", "uniformly random slates (reference)", _REFERENCE, _REFERENCE_RUN, reference=True),
+    Method("random", "uniformly random slates (reference)", _REFERENCE, _REFERENCE_RUN, reference=True,
+           reference_variant={"window": {}}),
     Method("oracle", "the short-term oracle: the k most relevant items (reference, privileged)", _REFERENCE,
-           _REFERENCE_RUN, reference=True, published={"FocusedTopDown": 107.7}),
+           _REFERENCE_RUN, reference=True, published={"FocusedTopDown": 107.7}, reference_variant={"window": {}}),
     # sb3-contrib's algorithms, each a few lines: a regime (config + builder) over an existing action wrapper
     Method("recurrentppo-gems", "sb3-contrib RecurrentPPO in GeMS's latent space (its LSTM is the belief)",
            {"rollout": Regime(RecurrentPPOConfig, _recurrent_ppo, window=1, model="sb3_contrib.RecurrentPPO")}, needs=lambda a: ("gems",), act=_gems,
@@ -615,7 +710,8 @@ METHODS = tuple(METHOD_TABLE)
 #: reference policies (nothing to train)
 REFERENCE_METHODS = tuple(m.name for m in METHOD_TABLE.values() if m.reference)
 #: the paper's SAC methods (the window and episode regimes)
-SAC_METHODS = tuple(m.name for m in METHOD_TABLE.values() if set(m.regimes) == {"window", "episode"})
+SAC_METHODS = tuple(m.name for m in METHOD_TABLE.values()
+                    if "episode" in m.regimes and issubclass(m.regimes["episode"].config, EpisodeSACConfig))
 
 
 def method_of(name: Any) -> Method:
@@ -625,13 +721,16 @@ def method_of(name: Any) -> Method:
     return METHOD_TABLE[name]
 
 
-def artifacts_needed(method: str, agent_settings: Optional[dict[str, Any]] = None) -> tuple[str, ...]:
+def artifacts_needed(method: str, agent_settings: Optional[dict[str, Any]] = None,
+                     variant: Optional[str] = None) -> tuple[str, ...]:
     """The input artifacts (``gems``, ``mf``) a run of ``method`` needs with these ``agent.*`` settings
-    (a mapping of some keys; the rest default)."""
+    (a mapping of some keys; the rest default, or the ``variant``'s)."""
     m = method_of(method)
-    cls = next(iter(m.regimes.values())).config
+    regime = next(iter(m.reference_variant)) if variant == "reference" and m.reference_variant else next(iter(m.regimes))
+    cls = m.regimes[regime].config
     known = {f.name for f in dataclasses.fields(cls)}
-    agent = cls(**{k: v for k, v in (agent_settings or {}).items() if k in known})
+    base = m.reference_variant[regime].get("agent", {}) if variant == "reference" and m.reference_variant else {}
+    agent = cls(**{k: v for k, v in {**base, **(agent_settings or {})}.items() if k in known})
     return m.needs(agent)
 
 

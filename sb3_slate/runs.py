@@ -39,7 +39,7 @@ from gym_slaterec.provenance import (
 )
 
 from gym_slaterec import run_dirs
-from gym_slaterec.run_dirs import RUN_STATUSES, list_checkpoints, read_run_json  # noqa: F401  (re-exported)
+from gym_slaterec.run_dirs import RUN_STATUSES, list_checkpoints, read_run_json, write_run_summary  # noqa: F401  (re-exported)
 
 from .methods import Artifacts, RunConfig, episode_length, load_artifacts, method_of, wrap_env
 from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_agent, training_seed
@@ -267,18 +267,18 @@ class Run:
     def save_checkpoint(self, name: str) -> None:
         """Write checkpoint ``name`` atomically; ``last`` also records the state (and replay buffer)."""
         from . import checkpoints
-        from .agents import EpisodeSAC, ReferenceAgent
+        from .agents import ReferenceAgent
 
         self.ckpt_dir.mkdir(exist_ok=True)
         is_ref = isinstance(self.model, ReferenceAgent)
         dest = self.ckpt_dir / f"{name}{'.json' if is_ref else '.zip'}"
-        own_format = is_ref or isinstance(self.model, EpisodeSAC)  # their save writes no pickle
+        own_format = is_ref or self.config.regime.load is not None  # their save writes no pickle
         with atomic_path(dest, overwrite=True) as tmp:
             self.model.save(tmp) if own_format else checkpoints.save_checkpoint(self.model, tmp)
         if name == "last":
             if self.config.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
                 with atomic_path(self.ckpt_dir / REPLAY_FILE, overwrite=True) as tmp:
-                    if isinstance(self.model, EpisodeSAC):
+                    if own_format:
                         self.model.save_replay_buffer(tmp)
                     else:
                         checkpoints.save_replay_buffer(self.model.replay_buffer, tmp)
@@ -288,7 +288,6 @@ class Run:
     def _load_replay_buffer(self) -> None:
         """The replay memory of the last checkpoint (none saved: training resumes with an empty one)."""
         from . import checkpoints
-        from .agents import EpisodeSAC
 
         rb = self.ckpt_dir / REPLAY_FILE
         legacy = self.ckpt_dir / LEGACY_REPLAY_FILE
@@ -298,7 +297,7 @@ class Run:
             rb = legacy
         if not rb.is_file() or getattr(self.model, "replay_buffer", None) is None:
             return
-        if isinstance(self.model, EpisodeSAC):
+        if self.config.regime.load is not None:  # a model with its own formats
             self.model.load_replay_buffer(rb)
         else:
             checkpoints.load_replay_buffer(self.model.replay_buffer, rb)
@@ -430,6 +429,7 @@ class Run:
             "provenance": read_run_json(self.dir / "provenance.json"),
         }
         write_json_atomic(self.dir / "results.json", strict_json(results), overwrite=True)
+        write_run_summary(self.dir)
         self._write_state()
         return results
 

@@ -23,6 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
 
+    p = sub.add_parser("summaries", help="keep the small summaries of finished runs (a few KB each) in a folder "
+                       "that tables and curves read as they read run directories",
+                       description="Copy the summary (configuration, provenance, budget, wall time, validation curve, "
+                       "test return with its interval) of every complete run under RUNS into OUT as RUN-NAME.json, so "
+                       "that a table grows from runs made on different machines, days or cluster nodes "
+                       "(slaterec table OUT ...). A summary already there with the same content is kept; another run "
+                       "of the same name is refused unless --overwrite.")
+    p.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
+    p.add_argument("--out", type=Path, required=True, help="folder of summaries (created)")
+    p.add_argument("--overwrite", action="store_true", help="replace a summary of another run with the same name")
+    p.set_defaults(handler=cmd_summaries)
+
     p = sub.add_parser("sweep", help="run a grid of experiments (YAML) on Ray, or one after another without it",
                        description="Expand GRID into trials (logged data -> MF/GeMS -> agents; each artifact built "
                        "once) and run them on Ray (a local instance, or the cluster at --address) or, without Ray, one "
@@ -135,6 +147,16 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({len(records)} runs)")
     else:
         print(text, end="")
+    return 0
+
+
+def cmd_summaries(args: argparse.Namespace) -> int:
+    from .results import keep_summaries
+
+    written, kept, skipped = keep_summaries(args.runs, args.out, args.overwrite)
+    for note in skipped:
+        print(f"skipped {note}")
+    print(f"{args.out}: {written} summaries written, {kept} already there")
     return 0
 
 

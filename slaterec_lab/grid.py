@@ -471,7 +471,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
             if k.startswith(STAGE_PREFIXES):
                 raise GridError(f"methods.{method}.grid.{k}: stage keys belong in the top-level grid")
         needs = [s for s in STAGES[1:] if s in artifacts_needed(
-            method, {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")})]
+            method, {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")},
+            settings.get("variant"))]
         relevant = ["logged"] * bool(needs) + needs
         relevant_stage_grid = {k: v for s in relevant for k, v in stage_grid[s].items()}
         relevant_zips = _restricted(stage_zips, lambda k: k.split(".", 1)[0] in relevant)

@@ -47,14 +47,37 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+#: files of a run directory (never a run summary of their own)
+_RUN_FILES = frozenset({"provenance.json", "state.json", "results.json", "config.json", "best_validation.json",
+                        "summary.json", "sweep.json"})
+
+
+def is_run_summary(path: Path) -> bool:
+    """Whether ``path`` is a run summary file (``slaterec summaries``; a run's summary.json)."""
+    from gym_slaterec.run_dirs import SUMMARY_FORMAT
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return SUMMARY_FORMAT.encode() in head
+
+
 def find_runs(paths: Iterable[Path], allow_empty: bool = False, include_damaged: bool = False) -> list[Path]:
-    """Run directories among ``paths`` and below them (any folder whose provenance is a run;
+    """Run directories and run summary files among ``paths`` and below them (any folder whose
+    provenance is a run, any JSON file holding a run summary outside a run directory;
     ``include_damaged``: also folders with an unreadable provenance.json beside a state.json)."""
     found: list[Path] = []
     for p in paths:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"no such run directory or folder: {p}")
+        if p.is_file():
+            if not is_run_summary(p):
+                raise ValueError(f"{p} is not a run summary (nor a run directory)")
+            found.append(p)
+            continue
         candidates = [p / "provenance.json"] if (p / "provenance.json").is_file() else sorted(p.rglob("provenance.json"))
         for prov in candidates:
             try:
@@ -65,6 +88,10 @@ def find_runs(paths: Iterable[Path], allow_empty: bool = False, include_damaged:
                 continue
             if kind in RUN_KINDS and prov.parent not in found:
                 found.append(prov.parent)
+        runs = [f for f in found if f.is_dir()]
+        for f in sorted(p.rglob("*.json")):
+            if f.name not in _RUN_FILES and not any(r in f.parents for r in runs) and is_run_summary(f):
+                found.append(f)
     if not found and not allow_empty:
         raise ValueError(f"no run directories under {', '.join(map(str, paths))}")
     return found
@@ -88,6 +115,8 @@ def run_status(run: Path) -> tuple[str, str]:
     from gym_slaterec import run_dirs
     from gym_slaterec.locks import lock_owner
 
+    if run.is_file():
+        return "complete", "a run summary"
     owner = lock_owner(run)
     if owner is not None:
         return "running", owner
@@ -129,7 +158,11 @@ def run_summary(run: Path) -> dict[str, Any]:
         except ValueError:
             return {}
 
-    prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
+    if run.is_file():
+        results = _summary(run)["results"]
+        prov, state = results.get("provenance") or {}, {}
+    else:
+        prov, state, results = read("provenance.json"), read("state.json"), read("results.json")
     hyper = prov.get("hyperparameters") or {}
     status, detail = run_status(run)
     return {"run": str(run), "method": prov.get("method"), "replay": hyper.get("replay"), "tag": hyper.get("tag"),
@@ -181,24 +214,41 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     return records
 
 
+def _summary(path: Path) -> dict[str, Any]:
+    from gym_slaterec.run_dirs import SUMMARY_FORMAT
+
+    data = _read(path)
+    if data.get("format") != SUMMARY_FORMAT or not isinstance(data.get("results"), dict) \
+            or not isinstance(data.get("config"), dict):
+        raise ValueError(f"{path} is not a run summary ({SUMMARY_FORMAT})")
+    return data
+
+
 def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
-    """A run's method (or ``label``), environment, seed, test return and validation curve."""
-    prov = _read(run / "provenance.json")
-    results = _read(run / "results.json") if (run / "results.json").is_file() else {}
-    state = _read(run / "state.json") if (run / "state.json").is_file() else {}
+    """A run's method (or ``label``), environment, seed, test return and validation curve, from
+    its directory or its summary file."""
+    if run.is_file():
+        summary = _summary(run)
+        results, state, config_data = summary["results"], {}, summary["config"]
+        prov = results.get("provenance") or {}
+    else:
+        prov = _read(run / "provenance.json")
+        results = _read(run / "results.json") if (run / "results.json").is_file() else {}
+        state = _read(run / "state.json") if (run / "state.json").is_file() else {}
+        config_data = None
     validation = results.get("validation") or state.get("validation") or []
     offline = prov.get("kind") == "offline_run"
     x_key = "step" if offline else "episodes"
     curve = [(float(v[x_key]), float(v["mean"])) for v in validation if x_key in v and "mean" in v]
     test = (results.get("test") or {}).get("mean")
     seed = prov.get("seed")
-    method = str(prov.get("method"))
-    if (prov.get("hyperparameters") or {}).get("replay") == "episode":
-        method += " (episode replay)"  # the paper's regime is its own row / line
     try:
-        config = flat_fields(_read(run / "config.json"))
+        config = flat_fields(_complete_config(config_data if config_data is not None else _read(run / "config.json"),
+                                              offline))
     except ValueError:
         config = flat_fields(prov.get("hyperparameters") or {})
+    method = method_label(str(prov.get("method")), (prov.get("hyperparameters") or {}).get("replay"),
+                          config.get("variant"))
     # what a run was trained on splits rows as its settings do: the item matrix, and an offline
     # run's dataset and GeMS (its config does not name them)
     fp = prov.get("item_embeddings_fingerprint")
@@ -213,6 +263,27 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
                      results.get("wall_time_s", state.get("wall_s")))
+
+
+def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:
+    """An online run's configuration with every setting of this version (one written before a
+    setting existed gets its default, which is what it ran with), so that runs of different
+    versions compare setting by setting; others as written."""
+    if offline:
+        return data
+    from sb3_slate.methods import RunConfig
+
+    try:
+        return RunConfig.from_json(data).to_dict()
+    except (TypeError, ValueError):
+        return data
+
+
+def method_label(method: str, replay: Optional[str], variant: Optional[str]) -> str:
+    """A table row's / figure line's name: the method, then its regime when it is the paper's
+    (``episode replay``) and its variant when it is the reference code's, each its own row."""
+    notes = [n for n, on in (("episode replay", replay == "episode"), ("reference", variant == "reference")) if on]
+    return f"{method} ({', '.join(notes)})" if notes else method
 
 
 def item_matrix(prov: dict[str, Any]) -> str:
@@ -271,3 +342,48 @@ def comparable_records(paths: Iterable[Path], need_test: bool) -> tuple[list[Run
                          f"count as one sample ({first.path}); duplicates: {', '.join(str(r.path) for r in copies)}")
     unique = [r for r in records if kept[sample(r)] is r]
     return unique, notes
+
+
+def keep_summaries(paths: Iterable[Path], out: Path, overwrite: bool = False) -> tuple[int, int, list[str]]:
+    """Write the summary of every complete run under ``paths`` to ``out/RUN-NAME.json``.
+
+    Returns (written, already there, notes on runs skipped). A file of the same name holding
+    another run's summary is refused (ValueError) unless ``overwrite``; nothing is written then.
+    """
+    from gym_slaterec.provenance import strict_json, write_json_atomic
+    from gym_slaterec.run_dirs import run_summary_of
+
+    todo: list[tuple[Path, dict]] = []
+    skipped: list[str] = []
+    for run in find_runs(paths):
+        if run.is_file():
+            continue  # already a summary
+        status, detail = run_status(run)
+        if status != "complete":
+            skipped.append(f"{run}: {status}{': ' + detail if detail else ''}")
+            continue
+        todo.append((out / f"{run.name}.json", strict_json(run_summary_of(run))))
+    names = [dest.name for dest, _ in todo]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"several runs are named {', '.join(twice)}; copy them to different folders")
+    clashes = []
+    for dest, summary in todo:
+        if dest.is_file():
+            try:
+                same = json.loads(dest.read_text()) == json.loads(json.dumps(summary))
+            except ValueError:
+                same = False
+            if not same:
+                clashes.append(dest)
+    if clashes and not overwrite:
+        raise ValueError(f"{', '.join(map(str, clashes))} hold(s) another run's summary; pass --overwrite to replace")
+    out.mkdir(parents=True, exist_ok=True)
+    written = kept = 0
+    for dest, summary in todo:
+        if dest.is_file() and dest not in clashes:
+            kept += 1
+            continue
+        write_json_atomic(dest, summary, overwrite=True)
+        written += 1
+    return written, kept, skipped

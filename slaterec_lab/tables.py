@@ -6,24 +6,37 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from typing import Optional
 
 from .results import RunRecord
 from .stats import summarise, welch_p
 
-def _published() -> dict[str, dict[str, float]]:
-    """Published test returns per method (the method table's, Deffayet et al. 2023, Table 2)."""
+def _published() -> dict[tuple[str, str], dict[str, float]]:
+    """Published test returns per (method, settings) (the method table's, Deffayet et al. 2023,
+    Table 2; settings "" for the method as it is, e.g. "gamma=0.0" for an ablation)."""
     from sb3_slate.methods import METHOD_TABLE
 
-    return {name: dict(m.published) for name, m in METHOD_TABLE.items() if m.published}
+    out = {}
+    for name, m in METHOD_TABLE.items():
+        if m.published:
+            out[(name, "")] = dict(m.published)
+        for settings, values in m.published_settings.items():
+            out[(name, settings)] = dict(values)
+    return out
 
 
 PAPER = _published()
+_LABEL = re.compile(r"(?P<method>[^ ]+)(?: \((?P<notes>[^)]*)\))?(?: \[(?P<settings>.*)\])?")
 
 
 def paper_value(label: str, env: str) -> Optional[float]:
-    """The published return of a table row (its regime does not change which it is; other settings do)."""
-    return PAPER.get(label.removesuffix(" (episode replay)"), {}).get(env)
+    """The published return of a table row: its method and differing settings decide which
+    (its regime and variant do not: both variants are compared with the paper's number)."""
+    m = _LABEL.fullmatch(label)
+    if m is None:
+        return None
+    return PAPER.get((m["method"], m["settings"] or ""), {}).get(env)
 
 
 def short_env(env_id: str) -> str:
@@ -84,7 +97,9 @@ def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
         wall = _span(walls, "{:.0f}") + " s"
     else:
         wall = _span([w / 60 for w in walls], "{:.1f}") + " min"
-    return {"item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget, "wall_min": wall}
+    variant = ", ".join(sorted({str(r.config.get("variant") or "corrected") for r in runs}))
+    return {"variant": variant, "item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget,
+            "wall_min": wall}
 
 
 def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
@@ -94,7 +109,7 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["method", "environment", "mean", "ci95_low", "ci95_high", "seeds", "best", "welch_p_vs_best", "paper",
-                    "item_matrix", "budget", "wall_time"])
+                    "variant", "item_matrix", "budget", "wall_time"])
         for m in methods:
             for e in envs:
                 cell = table[e].get(m)
@@ -103,8 +118,8 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
                 lo, hi = cell["summary"].ci95
                 where = provenance_of(cell, thousands=False)
                 w.writerow([m, e, cell["summary"].mean, lo, hi, cell["summary"].n, cell["best"], cell["p"],
-                            paper_value(m, e) if paper else "", where["item_matrix"], where["budget"],
-                            where["wall_min"]])
+                            paper_value(m, e) if paper else "", where["variant"], where["item_matrix"],
+                            where["budget"], where["wall_min"]])
         return buf.getvalue()
     rows = []
     for m in methods:
@@ -121,10 +136,12 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
     lines += [f"| {m} | " + " | ".join(cells) + " |" for m, cells in rows]
     lines += ["", "Mean test return over seeds ± half-width of the 95 % Student-t interval; "
               "best per environment in bold; p: Welch's t-test against the best.", "",
-              "| method | environment | item matrix | budget per seed | wall time per seed |", "|---|---|---|---|---|"]
+              "| method | environment | variant | item matrix | budget per seed | wall time per seed |",
+              "|---|---|---|---|---|---|"]
     for m in methods:
         for e in envs:
             if m in table[e]:
                 where = provenance_of(table[e][m])
-                lines.append(f"| {m} | {e} | {where['item_matrix']} | {where['budget']} | {where['wall_min']} |")
+                lines.append(f"| {m} | {e} | {where['variant']} | {where['item_matrix']} | {where['budget']} | "
+                             f"{where['wall_min']} |")
     return "\n".join(lines) + "\n"

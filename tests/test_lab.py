@@ -60,18 +60,21 @@ def test_table_matches_a_hand_computation(grid):
     assert csv_text.startswith("method,environment,") and "sac-topk-mf,FocusedTopDown,252.0" in csv_text
     assert "\\textbf{" in render(build(records), "latex")
     # every row names its item matrix, budget and wall time (ranges over its seeds)
-    assert "| sac-gems | FocusedTopDown | reference_items.npy 25ababababab | 1,000-3,000 episodes / " \
+    assert "| sac-gems | FocusedTopDown | corrected | reference_items.npy 25ababababab | 1,000-3,000 episodes / " \
            "100,000-300,000 turns | 10.0-12.0 min |" in md
-    assert "| oracle | FocusedTopDown | focused 07ababababab | ? | ? |" in md  # a run that does not record them
+    assert "| oracle | FocusedTopDown | corrected | focused 07ababababab | ? | ? |" in md  # a run that does not record them
     from slaterec_lab.tables import provenance_of
     short = [read_run(r) for r in find_runs([grid])][:2]
     for r, wall in zip(short, (12.4, 12.2)):
         r.wall_s = wall
     assert provenance_of({"runs": short})["wall_min"] == "12 s"  # short runs in seconds, equal ends once
-    assert "reference_items.npy 25ababababab,1000-3000 episodes / 100000-300000 turns,10.0-12.0 min" in csv_text
+    assert "corrected,reference_items.npy 25ababababab,1000-3000 episodes / 100000-300000 turns,10.0-12.0 min" in csv_text
     from slaterec_lab.tables import paper_value  # the regime keeps the published value; other settings do not
     assert paper_value("sac-gems (episode replay)", "FocusedTopDown") == paper_value("sac-gems", "FocusedTopDown") == 305.3
-    assert paper_value("sac-gems [gamma=0.0]", "FocusedTopDown") is None
+    assert paper_value("sac-gems [gamma=0.0]", "FocusedTopDown") == 194.3  # the paper's discount-0 ablation
+    assert paper_value("sac-gems (episode replay, reference)", "FocusedTopDown") == 305.3  # both variants face it
+    assert paper_value("sac-gems [gamma=0.5]", "FocusedTopDown") is None
+    assert paper_value("sac-gems [gamma=0.0, tau=0.1]", "FocusedTopDown") is None
 
 
 def test_table_and_plot_commands(grid, tmp_path, capsys):

@@ -94,3 +94,37 @@ def test_cli_train_mf_refuses_overwrite(mf, datasets, capsys):
     assert main(["train-mf", str(datasets[0].path), "--out", str(mf.path), "--epochs", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert mf.path.read_bytes() == before
+
+
+def test_reference_recipe_trains_on_its_validation_clicks_through_shared_user_rows():
+    """The reference recipe's validation passes step the optimiser, and validation episode e
+    shares its user row with training episode n_val + e: an item clicked only in validation
+    episodes ends up scored above items nobody clicked, by the rows of those episodes."""
+    from gym_slaterec.mf_reference import train_reference_recipe
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), 30)
+    items = np.where(users < 20, 0, rng.integers(1, 6, size=len(users)))  # item 0: validation clicks only
+    records = []
+    table, metrics = train_reference_recipe(users, items, 40, 50, seed=0, epochs=30, patience=100, dim=4, lr=1e-2,
+                                            batch_size=16, val_fraction=0.5, device="cpu", report=records.append)
+    assert metrics["val_clicks"] == 600 and metrics["train_clicks"] == 600 and len(records) == 30
+    again, _ = train_reference_recipe(users, items, 40, 50, seed=0, epochs=30, patience=100, dim=4, lr=1e-2,
+                                      batch_size=16, val_fraction=0.5, device="cpu", report=lambda r: None)
+    np.testing.assert_array_equal(table, again)  # seeded
+    # the best item table is the one of the lowest validation loss
+    assert metrics["val_bpr_loss"] == min(r["val_loss"] for r in records)
+    # the validation clicks were learnt: item 0 is no longer scored like the never-clicked items 6..49
+    # (rows 0..19 click items 1..5 in training and item 0 in validation: item 0 joins items 1..5)
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    centre = unit[1:6].mean(axis=0)
+    cos = unit @ centre / np.linalg.norm(centre)
+    assert cos[0] > 0.5 and cos[0] > np.quantile(cos[6:], 0.9)
+
+
+def test_train_mf_records_its_recipe(datasets, tmp_path):
+    torch.set_num_threads(1)
+    mf = train_mf(datasets[0], tmp_path / "ref.npz", seed=0, epochs=1, patience=3, progress=False, recipe="reference")
+    assert mf.provenance["hyperparameters"]["recipe"] == "reference" and mf.metrics["validations"] >= 1
+    with pytest.raises(ValueError, match="recipe must be one of default, reference"):
+        train_mf(datasets[0], tmp_path / "x.npz", recipe="paper")

@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_name_template_arguments(p, "MF_{env}_dim{dim}_seed{seed}")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200: lr 1e-4 needs ~100-200 epochs, see BENCHMARKS.md)")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5; "
+                   "--recipe reference: in validation passes, default 3)")
+    p.add_argument("--recipe", choices=("default", "reference"), default="default",
+                   help="default: this package's BPR training; reference: the reference implementation's, its "
+                   "defects included (docs/method.md section 7), for SAC+TopK (MF) --variant reference")
     p.add_argument("--dim", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -102,25 +106,39 @@ def resolve_out(args: argparse.Namespace, fields: dict, suffix: str) -> None:
 
 def check_train_mf(args: argparse.Namespace) -> None:
     """Every option of ``train-mf`` checked as the command will use it (reads and writes nothing)."""
-    from ..mf import DEFAULT_EPOCHS, DEFAULT_PATIENCE, check_mf_options
+    from ..mf import DEFAULT_EPOCHS, check_mf_options
 
-    resolve_out(args, {k: getattr(args, k) for k in ("seed", "epochs", "patience", "dim", "lr", "batch_size")}, ".npz")
+    resolve_out(args, {k: getattr(args, k) for k in ("seed", "epochs", "patience", "dim", "lr", "batch_size",
+                                                     "recipe")}, ".npz")
     check_mf_options(epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
-                     patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
-                     dim=args.dim, batch_size=args.batch_size, lr=args.lr)
+                     patience=_patience(args), dim=args.dim, batch_size=args.batch_size, lr=args.lr,
+                     recipe=args.recipe)
+
+
+def _patience(args: argparse.Namespace) -> int:
+    from ..mf import DEFAULT_PATIENCE, REFERENCE_PATIENCE
+
+    if args.patience is not None:
+        return args.patience
+    return REFERENCE_PATIENCE if args.recipe == "reference" else DEFAULT_PATIENCE
 
 
 def cmd_train_mf(args: argparse.Namespace) -> int:
-    from ..mf import DEFAULT_EPOCHS, DEFAULT_PATIENCE, train_mf
+    from ..mf import DEFAULT_EPOCHS, train_mf
 
     mf = train_mf(
         args.dataset, args.out, seed=args.seed,
         epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
-        patience=DEFAULT_PATIENCE if args.patience is None else args.patience,
+        patience=_patience(args),
         dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
-        logdir=args.logdir, device=args.device, trackers=args.trackers,
+        logdir=args.logdir, device=args.device, trackers=args.trackers, recipe=args.recipe,
     )
     m = mf.metrics
+    if args.recipe == "reference":
+        print(f"wrote {mf.path}: {mf.num_items} x {mf.dim} item embeddings (reference recipe); best validation "
+              f"{m['best_validation']} of {m['validations']} ({m['epochs_run']} epochs), validation BPR loss "
+              f"{m['val_bpr_loss']:.4f}")
+        return 0
     print(
         f"wrote {mf.path}: {mf.num_items} x {mf.dim} item embeddings; best epoch {m['best_epoch']} of {m['epochs_run']}, "
         f"validation BPR loss {m['val_bpr_loss']:.4f}, AUC {m['val_auc']:.3f}"

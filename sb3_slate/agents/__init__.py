@@ -1,5 +1,6 @@
 """Agents in SB3's structure: algorithm classes with their policies."""
 
+from .episode_reinforce import EpisodeREINFORCE
 from .episode_sac import EpisodeReplayBuffer, EpisodeSAC
 from .reference import ReferenceAgent
 from .reinforce import REINFORCE, SoftmaxSlatePolicy
@@ -8,6 +9,6 @@ from .slateq import PrivilegedRelevance, SlateQ, SlateQPolicy
 from .wolpertinger import NearestItemPerRank, WolpertingerPolicy, WolpertingerSAC
 
 __all__ = [
-    "EpisodeReplayBuffer", "EpisodeSAC", "NearestItemPerRank", "PrivilegedRelevance", "REINFORCE", "ReferenceAgent", "SlateQ", "SlateQPolicy",
+    "EpisodeREINFORCE", "EpisodeReplayBuffer", "EpisodeSAC", "NearestItemPerRank", "PrivilegedRelevance", "REINFORCE", "ReferenceAgent", "SlateQ", "SlateQPolicy",
     "SlateSAC", "SoftmaxSlatePolicy", "WolpertingerPolicy", "WolpertingerSAC",
 ]

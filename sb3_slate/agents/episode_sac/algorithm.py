@@ -20,6 +20,12 @@ from .buffer import EpisodeReplayBuffer
 from .policies import SlateBelief, SquashedGaussianActor, TwinQ, WolpertingerRefiner, unroll_pair
 
 
+#: the entropy coefficient's losses: SAC's (on log alpha), the reference code's (on alpha)
+ALPHA_LOSSES = ("log_alpha", "alpha")
+#: the reference code's alpha at its first gradient step (its configured ``alpha``)
+REFERENCE_FIRST_ALPHA = 0.2
+
+
 class EpisodeSAC:
     """SAC over whole-episode replay with GRU beliefs (see the module docstring).
 
@@ -33,6 +39,12 @@ class EpisodeSAC:
         the actor's action as it is); the env must map unit actions to the table's box
         (:class:`~sb3_slate.agents.NearestItemPerRank` with ``unit=True``).
     :param k_neighbours: candidate items per rank (SAC+WkNN).
+    :param scratch_std: standard deviation of scratch item tables (None: 1/sqrt(embedding_dim);
+        the reference code's are N(0, 1)).
+    :param alpha_loss: the entropy coefficient's loss: ``log_alpha`` (SAC's, on log alpha) or
+        ``alpha`` (the reference code's: on alpha itself, and alpha 0.2 at the first step).
+    :param warmup_scale: warm-up actions are uniform in ``[-warmup_scale, warmup_scale]^A``
+        (1: the whole box; the reference code's 0.5: its middle half).
     """
 
     recurrent = True
@@ -61,9 +73,14 @@ class EpisodeSAC:
         gradient_steps: float = 1.0,
         wolpertinger_items: Optional[np.ndarray] = None,
         k_neighbours: int = 10,
+        scratch_std: Optional[float] = None,
+        alpha_loss: str = "log_alpha",
+        warmup_scale: float = 1.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
+        if alpha_loss not in ALPHA_LOSSES:
+            raise ValueError(f"alpha_loss must be one of {', '.join(ALPHA_LOSSES)}, got {alpha_loss!r}")
         self.kwargs = dict(
             num_items=num_items, slate_size=slate_size, episode_length=episode_length, action_dim=action_dim,
             embedding_dim=embedding_dim, belief_size=belief_size, freeze_items=freeze_items,
@@ -71,8 +88,12 @@ class EpisodeSAC:
             actor_learning_rate=actor_learning_rate, ent_coef=ent_coef, target_entropy=target_entropy,
             batch_size=batch_size, buffer_size=buffer_size, warmup_episodes=warmup_episodes,
             gradient_steps=gradient_steps, wolpertinger=wolpertinger_items is not None, k_neighbours=int(k_neighbours),
-            seed=seed, device=device,
+            scratch_std=scratch_std, alpha_loss=alpha_loss, warmup_scale=warmup_scale, seed=seed, device=device,
         )
+        self.alpha_loss = alpha_loss
+        if not 0 < float(warmup_scale) <= 1:
+            raise ValueError(f"warmup_scale must be in (0, 1], got {warmup_scale!r}")
+        self.warmup_scale = float(warmup_scale)
         self.num_items, self.slate_size, self.T, self.action_dim = num_items, slate_size, episode_length, action_dim
         self.gamma, self.tau = float(gamma), float(tau)
         self.batch_size, self.warmup_episodes = int(batch_size), int(warmup_episodes)
@@ -81,7 +102,7 @@ class EpisodeSAC:
         self.seed = int(seed)
         torch.manual_seed(self.seed)
         arch = self.kwargs["net_arch"]
-        beliefs = [SlateBelief(num_items, slate_size, table, embedding_dim, belief_size, freeze_items)
+        beliefs = [SlateBelief(num_items, slate_size, table, embedding_dim, belief_size, freeze_items, scratch_std)
                    for table in (actor_items, critic_items)]
         self.actor = SquashedGaussianActor(beliefs[0], belief_size, action_dim, arch).to(self.device)
         self.critic_belief = beliefs[1].to(self.device)
@@ -156,9 +177,29 @@ class EpisodeSAC:
             action = self.refiner.refine(proto, h_critic, self.critic.q1)
         return action.cpu().numpy(), torch.cat([h_actor, h_critic], dim=1)
 
+    def collect_action(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor],
+                       warm: bool) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+        """The env action of a collection turn: uniform in ``[-s, s]^A`` (``s = warmup_scale``)
+        during warm-up, else sampled from the policy."""
+        if warm:
+            n = len(obs["slate"])
+            s = self.warmup_scale
+            return self.rng.uniform(-s, s, size=(n, self.action_dim)).astype(np.float32), state
+        action, state = self.predict(obs, state, deterministic=False)
+        if not np.isfinite(action).all():
+            raise TrainingDiverged(f"training diverged at gradient step {self.n_updates} (the policy's "
+                                   "actions are not finite); lower the learning rate")
+        return action, state
+
+    def stored_action(self, action: np.ndarray) -> np.ndarray:
+        """What the replay memory keeps of an env action ((n, A) values)."""
+        return action
+
     # ------------------------------------------------------------- training
     @property
     def alpha(self) -> torch.Tensor:
+        if self.alpha_loss == "alpha" and self.alpha_optimizer is not None and self.n_updates == 0:
+            return torch.tensor(REFERENCE_FIRST_ALPHA, device=self.device)
         return self.log_alpha.detach().exp()
 
     def train_step(self) -> dict[str, float]:
@@ -203,7 +244,8 @@ class EpisodeSAC:
         towards the target entropy (``logp``: the policy's log-probabilities of the step), the
         Polyak-averaged target critic, the update count."""
         if self.alpha_optimizer is not None:
-            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            coef = self.log_alpha if self.alpha_loss == "log_alpha" else self.log_alpha.exp()
+            alpha_loss = -(coef * (logp.detach() + self.target_entropy)).mean()
             self.alpha_optimizer.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_optimizer.step()
@@ -246,16 +288,10 @@ class EpisodeSAC:
             warm = self.episodes_done < self.warmup_episodes
             state = None
             for t in range(T):
-                if warm:
-                    action = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
-                else:
-                    action, state = self.predict(obs, state, deterministic=False)
-                    if not np.isfinite(action).all():
-                        raise TrainingDiverged(f"training diverged at gradient step {self.n_updates} (the policy's "
-                                               "actions are not finite); lower the learning rate")
+                action, state = self.collect_action(obs, state, warm)
                 obs, reward, terminated, truncated, info = env.step(action)
                 slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
-                actions[:, t], rewards[:, t] = action, reward
+                actions[:, t], rewards[:, t] = self.stored_action(action), reward
                 if "bored" in info:
                     bored += np.asarray(info["bored"]).any(axis=1)
                 if "diversity" in info:

@@ -29,6 +29,7 @@ def state_of(self: Any) -> dict[str, Any]:
         "generator": self.generator.get_state(),
         "seconds": torch.tensor([self.seconds["collect"], self.seconds["train"]], dtype=torch.float64),
         **({} if self.refiner is None else {"wolpertinger_items": self.refiner.items.cpu()}),
+        **(self.extra_tensors() if hasattr(self, "extra_tensors") else {}),
     }
 
 def save(self: Any, path: Union[str, Path]) -> None:
@@ -53,6 +54,13 @@ def load(cls: type, path: Union[str, Path], env: Any = None, device: str = "cpu"
     except Exception as exc:  # damaged zip, foreign file, or objects weights_only refuses to unpickle
         raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint ({type(exc).__name__}: {exc})") from exc
     kwargs["device"] = device
+    if kwargs.pop("wknn", False):  # SAC+WkNN with switchable reference-code differences
+        from .wknn import EpisodeWkNN
+
+        if "wknn_table" not in state:
+            raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint (its k-NN item table is missing)")
+        cls = EpisodeWkNN
+        kwargs["wknn_items"] = state["wknn_table"].numpy()  # the table it acted with, whatever its source
     if kwargs.pop("wolpertinger", False):
         if "wolpertinger_items" not in state:
             raise ValueError(f"{path} is not a readable EpisodeSAC checkpoint (its Wolpertinger item table is missing)")

@@ -23,9 +23,10 @@ class SlateBelief(nn.Module):
     """Item table + GRU over turns ``concat(E[slate], clicks)`` (``k*(d+1)`` values)."""
 
     def __init__(self, num_items: int, slate_size: int, item_table: Optional[np.ndarray] = None,
-                 embedding_dim: int = 20, hidden_size: int = 20, freeze: bool = False) -> None:
+                 embedding_dim: int = 20, hidden_size: int = 20, freeze: bool = False,
+                 scratch_std: Optional[float] = None) -> None:
         super().__init__()
-        self.items = make_item_table(num_items, item_table, embedding_dim, freeze, "item table")
+        self.items = make_item_table(num_items, item_table, embedding_dim, freeze, "item table", scratch_std)
         self.slate_size = slate_size
         self.gru = nn.GRU(slate_size * (self.items.embedding_dim + 1), hidden_size, batch_first=True)
 

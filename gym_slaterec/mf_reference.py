@@ -1,0 +1,105 @@
+"""The reference implementation's MF recipe (``slaterec train-mf --recipe reference``;
+docs/method.md section 7, "Variants"), its defects included:
+
+- users are episodes; the first ``val_fraction`` of the episodes are the validation users and
+  the rest the training users, each set re-keyed from 0, so validation episode ``e`` shares
+  its user row with training episode ``n_val + e``;
+- both tables start Xavier-uniform (the user table's bound is ``sqrt(6 / (users + d))``, so
+  tiny), dense Adam over both;
+- every 1,000 training batches (batch 0 of each epoch included) a validation pass runs over
+  all validation batches, and each of its batches also steps the optimiser (the reference's
+  model steps inside its forward pass): the validation clicks are trained on, through rows
+  that belong to training episodes;
+- early stopping after ``patience`` validations without a lower validation loss (counted
+  across epochs); the item table of the best validation is kept;
+- BPR loss ``-log(sigmoid(pos - neg) + 1e-7)``, one uniform negative per positive.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .provenance import TrainingDiverged
+
+#: training batches between two validation passes
+VALIDATE_EVERY = 1000
+
+
+def train_reference_recipe(users: np.ndarray, items: np.ndarray, num_episodes: int, num_items: int, *, seed: int,
+                           epochs: int, patience: int, dim: int, lr: float, batch_size: int, val_fraction: float,
+                           device: str, report: Callable[[dict[str, Any]], None],
+                           max_seconds: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The reference recipe on click pairs (episode, item); returns the best item table and metrics.
+
+    ``epochs`` caps the passes over the training clicks (the reference has no cap);
+    ``report(record)`` receives one record per validation pass.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_val = int(num_episodes * val_fraction)
+    is_val = users < n_val
+    tr_u = torch.from_numpy((users[~is_val] - n_val).astype(np.int64)).to(device)
+    tr_i = torch.from_numpy(items[~is_val].astype(np.int64)).to(device)
+    va_u = torch.from_numpy(users[is_val].astype(np.int64)).to(device)
+    va_i = torch.from_numpy(items[is_val].astype(np.int64)).to(device)
+    if len(va_u) == 0 or len(tr_u) == 0:
+        raise ValueError(f"the reference recipe's split of {num_episodes} episodes leaves no "
+                         f"{'validation' if len(va_u) == 0 else 'training'} clicks; use more episodes")
+    user_emb = torch.nn.Embedding(num_episodes, dim)
+    item_emb = torch.nn.Embedding(num_items, dim)
+    for emb in (user_emb, item_emb):
+        torch.nn.init.xavier_uniform_(emb.weight, gain=1.0, generator=gen)
+    user_emb.to(device)
+    item_emb.to(device)
+    opt = torch.optim.Adam([*user_emb.parameters(), *item_emb.parameters()], lr=lr)
+
+    def step(u: torch.Tensor, i: torch.Tensor) -> float:
+        neg = torch.randint(0, num_items, (len(u),), generator=gen).to(device)
+        uv = user_emb(u)
+        diff = (uv * item_emb(i)).sum(-1) - (uv * item_emb(neg)).sum(-1)
+        loss = -torch.log(torch.sigmoid(diff) + 1e-7).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def validation_pass() -> float:
+        order = torch.randperm(len(va_u), generator=gen).to(device)
+        losses = [step(va_u[idx], va_i[idx]) for idx in order.split(batch_size)]
+        return float(np.mean(losses))
+
+    best = {"loss": math.inf, "items": item_emb.weight.detach().clone(), "validation": 0}
+    bad, validations, epoch, started = 0, 0, 0, time.time()
+    stop = False
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(tr_u), generator=gen).to(device)
+        train_losses: list[float] = []
+        for n, idx in enumerate(order.split(batch_size)):
+            if n % VALIDATE_EVERY == 0:
+                v = validation_pass()
+                validations += 1
+                if not math.isfinite(v):
+                    raise TrainingDiverged(f"training diverged at validation {validations} (BPR loss {v}); "
+                                           f"lower the learning rate (--lr, now {lr})")
+                report({"epoch": epoch, "validation": validations, "val_loss": v,
+                        "train_loss": float(np.mean(train_losses)) if train_losses else None})
+                train_losses = []
+                if v < best["loss"]:
+                    best.update(loss=v, items=item_emb.weight.detach().clone(), validation=validations)
+                    bad = 0
+                else:
+                    bad += 1
+                    if bad == patience:
+                        stop = True
+                        break
+            train_losses.append(step(tr_u[idx], tr_i[idx]))
+        if stop or (max_seconds is not None and time.time() - started > max_seconds):
+            break
+    metrics = {"val_bpr_loss": best["loss"], "best_validation": best["validation"], "validations": validations,
+               "epochs_run": epoch, "train_clicks": int(len(tr_u)), "val_clicks": int(len(va_u)),
+               "seconds": time.time() - started}
+    return best["items"].cpu().numpy().astype(np.float32), metrics

@@ -1,0 +1,268 @@
+"""SAC+WkNN in the episode regime with every difference between the reference code and the
+paper's text as a switch (docs/method.md section 7, "Variants").
+
+:class:`EpisodeWkNN` acts with item ids (the env takes slates as they are) and works in the
+k-NN table's own units, as the reference code does: the actor's ``[-1, 1]`` output is mapped
+to the table's per-dimension box (tiled rank after rank), the critic reads item embeddings.
+Each switch has the paper's reading (first value) and the reference code's (second):
+
+- ``item_source``: ``configured`` (the MF or ideal table given) | ``belief_copy`` (a frozen
+  copy of the critic belief's initial table; in the reference, an untrained N(0, 1) table);
+- ``critic_slate``: ``shown`` (Q(b_t, a_t) on the slate shown at turn t) | ``observed`` (on the
+  slate of the observation b_t was built from: the previous turn's);
+- ``layout``: ``rank_major`` (the action is k targets of d values) | ``dim_major`` (the k-NN
+  lookup reads it as (d, k) while the Q input and the box read it as (k, d));
+- ``scorer``: ``critic`` (Q1 on the critic's belief) | ``target_actor`` (the target Q1 on the
+  actor's belief);
+- ``fill``: ``nearest`` (while rank r is chosen, the later ranks hold their nearest items) |
+  ``candidate`` (they repeat the candidate);
+- ``next_action``: ``proto`` (the target's next action is the actor's sample, as in the
+  actor's loss) | ``refined`` (the slate the sample refines to);
+- ``warmup``: ``uniform`` (uniform targets, each rank's nearest item) | ``random_items``
+  (uniformly random item slates).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gym_slaterec.provenance import TrainingDiverged
+
+from ...agent_configs import WKNN_SWITCHES as SWITCHES
+from .algorithm import EpisodeSAC
+from .policies import unroll_pair
+
+PAPER_SWITCHES = {k: v[0] for k, v in SWITCHES.items()}
+REFERENCE_SWITCHES = {k: v[1] for k, v in SWITCHES.items()}
+
+
+def check_switches(switches: dict[str, str]) -> dict[str, str]:
+    """``switches`` completed with the paper's readings; unknown names and values refused."""
+    for key, value in switches.items():
+        if key not in SWITCHES:
+            raise ValueError(f"unknown SAC+WkNN switch {key!r} (switches: {', '.join(SWITCHES)})")
+        if value not in SWITCHES[key]:
+            raise ValueError(f"SAC+WkNN switch {key} must be {' or '.join(SWITCHES[key])}, got {value!r}")
+    return {**PAPER_SWITCHES, **switches}
+
+
+#: rows per block of the k-NN search and the greedy choice (a block's scores fit in cache)
+_ROWS = 2048
+
+
+def greedy_slates(cand: torch.Tensor, table: torch.Tensor, belief: torch.Tensor, q: nn.Sequential,
+                  fill: str) -> torch.Tensor:
+    """Rank-by-rank choice among candidates: ids (B, k, k') of items of ``table`` (N, d), beliefs
+    (B, H), a Q head whose first layer is linear over ``concat(belief, k*d)`` -> ids (B, k).
+
+    Rank r takes the candidate with the highest Q given the ranks chosen before it and, for the
+    later ranks, their nearest items (``fill="nearest"``) or the candidate itself repeated
+    (``"candidate"``). The first layer is applied in parts: every item of the table is projected
+    once through each rank's block of weights (N is small beside B * k * k'), and a trial slate's
+    first layer is the belief's part plus its items' parts.
+    """
+    k, kp, d = cand.shape[1], cand.shape[2], table.shape[1]
+    layers = list(q)
+    first, rest = layers[0], layers[1:]
+    hb = belief.shape[1]
+    w = first.weight[:, hb:].reshape(-1, k, d)  # (h, k, d): the block of each rank
+    parts = torch.einsum("nd,hkd->knh", table, w)  # (k, N, h): item n through rank r's block
+    # "candidate": ranks r..k-1 all show the candidate, so it goes through their summed blocks
+    tail = None if fill == "nearest" else torch.einsum("nd,hkd->knh", table, w.flip(1).cumsum(1).flip(1))
+    base = torch.addmm(first.bias, belief, first.weight[:, :hb].T)  # (B, h)
+    step = max(1, _ROWS // kp)  # blocks of beliefs, so that a block's trial slates stay in cache
+    return torch.cat([_greedy_block(c, h, parts, tail, rest) for c, h in zip(cand.split(step), base.split(step))])
+
+
+def _greedy_block(cand: torch.Tensor, base: torch.Tensor, parts: torch.Tensor, tail: Optional[torch.Tensor],
+                  rest: list[nn.Module]) -> torch.Tensor:
+    """:func:`greedy_slates` for a block of beliefs (``base``: their first-layer parts)."""
+    b, k, kp = cand.shape
+    rows = torch.arange(b, device=cand.device)
+    chosen = torch.empty(b, k, dtype=torch.long, device=cand.device)
+
+    def best_of(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(b * kp, -1)
+        for layer in rest:
+            x = layer(x)
+        return x.view(b, kp).argmax(dim=1)
+
+    if tail is None:  # fill "nearest"
+        current = parts[torch.arange(k, device=cand.device), cand[:, :, 0]]  # (B, k, h)
+        total = base + current.sum(dim=1)
+        for r in range(k):
+            trial = parts[r][cand[:, r]]  # (B, k', h)
+            best = best_of((total - current[:, r]).unsqueeze(1) + trial)
+            total = total - current[:, r] + trial[rows, best]
+            chosen[:, r] = cand[rows, r, best]
+        return chosen
+    done = base  # the belief's part + the parts of the ranks chosen so far
+    for r in range(k):
+        best = best_of(done.unsqueeze(1) + tail[r][cand[:, r]])
+        chosen[:, r] = cand[rows, r, best]
+        done = done + parts[r][chosen[:, r]]
+    return chosen
+
+
+def nearest_items(targets: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids (M, k) of the ``k`` rows of ``table`` (N, d) nearest to each target (M, d), nearest first
+    (Euclidean: the largest ``2 t.e - |e|^2``, one matrix product)."""
+    sq = (table * table).sum(dim=1).neg()
+    # in blocks of rows, so that each block's scores stay in cache between the product and the top-k
+    return torch.cat([torch.addmm(sq, t, table.T, alpha=2.0).topk(k, dim=1).indices
+                      for t in targets.split(_ROWS)])
+
+
+class EpisodeWkNN(EpisodeSAC):
+    """:class:`EpisodeSAC` acting through a Wolpertinger k-NN refinement, its reference-code
+    differences switchable (module docstring). Actions given to the env are item ids (n, k).
+
+    :param wknn_items: the (N, d) k-NN table: the configured one, or with ``item_source=belief_copy``
+        None (the copy is made here) or the copy made before (a checkpoint's).
+    :param switches: switch -> value (absent: the paper's reading).
+    """
+
+    def __init__(self, *args: Any, wknn_items: Optional[np.ndarray] = None, k_neighbours: int = 10,
+                 switches: Optional[dict[str, str]] = None, **kwargs: Any) -> None:
+        kwargs.pop("wolpertinger_items", None)
+        super().__init__(*args, k_neighbours=k_neighbours, **kwargs)
+        self.switches = check_switches(dict(switches or {}))
+        if isinstance(k_neighbours, bool) or int(k_neighbours) != k_neighbours or k_neighbours < 1:
+            raise ValueError(f"k_neighbours must be a positive integer, got {k_neighbours!r}")
+        self.k_neighbours = int(k_neighbours)
+        if wknn_items is not None:
+            table = torch.as_tensor(np.asarray(wknn_items, dtype=np.float32), device=self.device)
+        elif self.switches["item_source"] == "belief_copy":
+            table = self.critic_belief.items.weight.detach().clone()
+        else:
+            raise ValueError("EpisodeWkNN needs wknn_items (N, d) unless item_source=belief_copy")
+        if table.ndim != 2 or table.shape[0] != self.num_items or not torch.isfinite(table).all():
+            raise ValueError(f"the k-NN item table must be a finite ({self.num_items}, d) table, got shape {tuple(table.shape)}")
+        self.item_dim = int(table.shape[1])
+        if self.slate_size * self.item_dim != self.action_dim:
+            raise ValueError(f"a {self.slate_size}-item slate of {self.item_dim}-d items is {self.slate_size * self.item_dim} "
+                             f"action values, not action_dim={self.action_dim}")
+        self.table = table.to(self.device)
+        low, high = self.table.min(dim=0).values, self.table.max(dim=0).values
+        high = torch.maximum(high, low + 1e-6)
+        # the box tiled rank after rank (k, d), as the Q input reads the action
+        self.center = ((low + high) / 2).repeat(self.slate_size)
+        self.scale = ((high - low) / 2).repeat(self.slate_size)
+        self.kwargs.update(wolpertinger=False, wknn=True, switches=dict(self.switches), k_neighbours=self.k_neighbours)
+
+    # ------------------------------------------------------------ the k-NN refinement
+    def to_box(self, unit: torch.Tensor) -> torch.Tensor:
+        """Actor outputs in ``[-1, 1]^A`` -> the table's units."""
+        return self.center + self.scale * unit
+
+    def targets(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, k*d) actions in table units -> per-rank targets (B, k, d) as the k-NN lookup reads them."""
+        b = raw.shape[0]
+        if self.switches["layout"] == "dim_major":
+            return raw.reshape(b, self.item_dim, self.slate_size).transpose(1, 2)
+        return raw.reshape(b, self.slate_size, self.item_dim)
+
+    def candidates(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, k*d) actions -> ids (B, k, k') of each rank's nearest items (Euclidean), nearest first."""
+        t = self.targets(raw)
+        b, k, d = t.shape
+        kp = min(self.k_neighbours, self.num_items)
+        return nearest_items(t.reshape(b * k, d), self.table, kp).view(b, k, kp)
+
+    def refine(self, unit: torch.Tensor, actor_belief: torch.Tensor, critic_belief: torch.Tensor) -> torch.Tensor:
+        """Actor outputs (B, A) -> slates (B, k) of item ids."""
+        cand = self.candidates(self.to_box(unit))
+        if self.switches["scorer"] == "target_actor":
+            belief, q = actor_belief, self.critic_target.q1
+        else:
+            belief, q = critic_belief, self.critic.q1
+        return greedy_slates(cand, self.table, belief, q, self.switches["fill"])
+
+    def slate_vectors(self, slates: torch.Tensor) -> torch.Tensor:
+        """Item ids (..., k) -> the Q input's action part (..., k*d)."""
+        return self.table[slates].flatten(-2)
+
+    # --------------------------------------------------------------------- acting
+    def predict(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor] = None,
+                episode_start: Optional[np.ndarray] = None, deterministic: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+        """Slates (n, k) of item ids; the state holds the actor's and the critic's beliefs."""
+        slates, clicks = self._obs_tensors(obs)
+        with torch.inference_mode():
+            if state is not None and episode_start is not None:
+                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
+                                       device=self.device)[:, None]
+                state = state * keep
+            ha = self.actor.belief.gru.hidden_size
+            h_actor = self.actor.belief.step(slates, clicks, None if state is None else state[:, :ha])
+            h_critic = self.critic_belief.step(slates, clicks, None if state is None else state[:, ha:])
+            unit = self.actor.act(h_actor, deterministic, self.generator)
+            if not torch.isfinite(unit).all():
+                raise TrainingDiverged(f"training diverged at gradient step {self.n_updates} (the policy's "
+                                       "actions are not finite); lower the learning rate")
+            ids = self.refine(unit, h_actor, h_critic)
+        return ids.cpu().numpy(), torch.cat([h_actor, h_critic], dim=1)
+
+    def collect_action(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor],
+                       warm: bool) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+        if not warm:
+            return self.predict(obs, state, deterministic=False)
+        n = len(obs["slate"])
+        if self.switches["warmup"] == "random_items":
+            return self.rng.integers(0, self.num_items, size=(n, self.slate_size)), state
+        s = self.warmup_scale
+        unit = torch.as_tensor(self.rng.uniform(-s, s, size=(n, self.action_dim)), dtype=torch.float32,
+                               device=self.device)
+        return self.candidates(self.to_box(unit))[:, :, 0].cpu().numpy(), state
+
+    def stored_action(self, action: np.ndarray) -> np.ndarray:
+        """The replay memory keeps the shown slate's item vectors (the slates themselves are kept too)."""
+        return self.slate_vectors(torch.as_tensor(np.asarray(action), device=self.device)).cpu().numpy()
+
+    # ------------------------------------------------------------------- training
+    def train_step(self) -> dict[str, float]:
+        """One gradient step on ``batch_size`` sampled episodes, Q inputs in table units."""
+        S, C, _, R = self.replay_buffer.sample(self.batch_size, self.rng).to(self.device)
+        done = torch.zeros_like(R)
+        done[:, -1] = 1.0
+        b_actor, b_critic = unroll_pair(self.actor.belief, self.critic_belief, S, C)
+        alpha = self.alpha
+        mean, log_std = self.actor.distribution(b_actor)
+        shown = S[:, 1:] if self.switches["critic_slate"] == "shown" else S[:, :-1]
+        with torch.no_grad():
+            u_next, logp_next = self.actor.sample_from(mean[:, 1:].detach(), log_std[:, 1:].detach(), self.generator)
+            if self.switches["next_action"] == "refined":
+                bsz, T = u_next.shape[:2]
+                ids = self.refine(u_next.reshape(bsz * T, -1), b_actor[:, 1:].reshape(bsz * T, -1).detach(),
+                                  b_critic[:, 1:].reshape(bsz * T, -1).detach())
+                a_next = self.slate_vectors(ids).view(bsz, T, -1)
+            else:
+                a_next = self.to_box(u_next)
+            q1_t, q2_t = self.critic_target.values(b_critic[:, 1:].detach(), a_next)
+            target = R + self.gamma * (1.0 - done) * (torch.min(q1_t, q2_t) - alpha * logp_next)
+        q1, q2 = self.critic.values(b_critic[:, :-1], self.slate_vectors(shown))
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        u_pi, logp = self.actor.sample_from(mean[:, :-1], log_std[:, :-1], self.generator)
+        self.critic.requires_grad_(False)
+        q1_pi, q2_pi = self.critic.values(b_critic[:, :-1].detach(), self.to_box(u_pi))
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()
+        self.critic_optimizer.step()
+        self.actor_optimizer.step()
+        metrics = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "ent_coef": alpha.item(),
+                   "entropy": -logp.detach().mean().item()}
+        if not (np.isfinite(metrics["critic_loss"]) and np.isfinite(metrics["actor_loss"])):
+            raise TrainingDiverged(f"training diverged at gradient step {self.n_updates + 1} (critic loss "
+                                   f"{metrics['critic_loss']}, actor loss {metrics['actor_loss']}); lower the learning rate")
+        self.finish_update(logp)
+        return metrics
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"wknn_table": self.table.cpu()}
