@@ -22,18 +22,20 @@ deterministic) -> (slates, beliefs)``; a zip checkpoint of tensors read weights-
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import time
-import zipfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+
 from gym_slaterec.provenance import TrainingDiverged
 
+from .episode_loop import (
+    BatchStats, OwnLoopPlumbing, loop_state, read_zip_checkpoint, report_batch, reset_where, restore_counters,
+    write_zip_checkpoint,
+)
 from .episode_sac.policies import MLP, SlateBelief
 from .gru_sequence import unroll_gru
 
@@ -41,7 +43,7 @@ FORMAT = "slaterec.episode_reinforce/1"
 LOSSES = ("sampled_slate", "first_click")
 
 
-class EpisodeREINFORCE:
+class EpisodeREINFORCE(OwnLoopPlumbing):
     """REINFORCE+SoftMax over whole episodes (module docstring)."""
 
     recurrent = True
@@ -73,21 +75,6 @@ class EpisodeREINFORCE:
         self.num_timesteps = self.episodes_done = self.n_updates = 0
         self.seconds = {"collect": 0.0, "train": 0.0}
         self.replay_buffer = None  # on-policy: nothing to keep between batches
-        self.logger: Any = None
-        self.env: Any = None
-        self.first_user_seed: Callable[[int], int] = lambda episodes: episodes
-
-    # ------------------------------------------------------------- plumbing
-    def set_logger(self, logger: Any) -> None:
-        self.logger = logger
-
-    def get_env(self) -> Any:
-        return self.env
-
-    def set_env(self, env: Any, first_user_seed: Optional[Callable[[int], int]] = None) -> None:
-        self.env = env
-        if first_user_seed is not None:
-            self.first_user_seed = first_user_seed
 
     # --------------------------------------------------------------- acting
     def predict(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor] = None,
@@ -96,10 +83,7 @@ class EpisodeREINFORCE:
         slates = torch.as_tensor(np.asarray(obs["slate"]), dtype=torch.long, device=self.device)
         clicks = torch.as_tensor(np.asarray(obs["clicks"]), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
-            if state is not None and episode_start is not None:
-                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32, device=self.device)
-                state = state * keep[:, None]
-            h = self.belief.step(slates, clicks, state)
+            h = self.belief.step(slates, clicks, reset_where(state, episode_start))
             logits = self.head(h)
             if deterministic:
                 ids = logits.topk(self.slate_size, dim=1).indices
@@ -152,16 +136,9 @@ class EpisodeREINFORCE:
     def learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
               progress_bar: bool = False) -> "EpisodeREINFORCE":
         """Collect ``n_envs`` episodes at a time and update on them, ``batch_episodes`` per update."""
-        if self.env is None:
-            raise ValueError("no environment: call set_env(env) before learn()")
+        target = self.start_learning(total_timesteps, callback, reset_num_timesteps)
         env, T, k = self.env, self.T, self.slate_size
         n = env.num_envs
-        if reset_num_timesteps:
-            self.num_timesteps = 0
-        target = self.num_timesteps + int(total_timesteps)
-        if callback is not None:
-            callback.init_callback(self)
-            callback.on_training_start(locals(), globals())
         clock = time.perf_counter
         stop, last_loss = False, math.nan
         while self.num_timesteps < target and not stop:
@@ -171,7 +148,7 @@ class EpisodeREINFORCE:
             clicks = np.empty((n, T + 1, k), dtype=np.uint8)
             actions = np.empty((n, T, k), dtype=np.int64)
             rewards = np.empty((n, T), dtype=np.float32)
-            bored, diversity = np.zeros(n), np.zeros(n)
+            stats = BatchStats(n)
             slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
             warm = self.episodes_done < self.warmup_episodes
             state = None
@@ -183,10 +160,7 @@ class EpisodeREINFORCE:
                 obs, reward, terminated, truncated, info = env.step(action)
                 slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
                 actions[:, t], rewards[:, t] = action, reward
-                if "bored" in info:
-                    bored += np.asarray(info["bored"]).any(axis=1)
-                if "diversity" in info:
-                    diversity += np.asarray(info["diversity"])
+                stats.add(info)
                 self.num_timesteps += n
             if not np.asarray(terminated).all():
                 raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
@@ -198,18 +172,7 @@ class EpisodeREINFORCE:
             self.episodes_done += n
             self.seconds["train"] += clock() - train_start
             self.seconds["collect"] += train_start - start
-            if self.logger is not None:
-                self.logger.record("train/loss", last_loss)
-                self.logger.record("train/n_updates", self.n_updates)
-                for key, value in self.seconds.items():
-                    self.logger.record(f"time/{key}_s", value)
-            if callback is not None:
-                returns = rewards.sum(axis=1)
-                infos = [{"episode": {"r": float(returns[i]), "l": T, "clicks_per_turn": float(returns[i] / T),
-                                      "boredom": float(bored[i] / T), "diversity": float(diversity[i] / T)}}
-                         for i in range(n)]
-                callback.update_locals({"infos": infos})
-                stop = not callback.on_step()
+            stop = report_batch(self, rewards, stats, {"loss": last_loss}, callback)
         if callback is not None:
             callback.on_training_end()
         return self
@@ -217,42 +180,20 @@ class EpisodeREINFORCE:
     # ------------------------------------------------------------ save/load
     def save(self, path: Union[str, Path]) -> None:
         """A zip of ``config.json`` (constructor arguments) and ``state.pt`` (tensors only)."""
-        state = {"belief": self.belief.state_dict(), "head": self.head.state_dict(),
-                 "optimizer": self.optimizer.state_dict(),
-                 "counters": torch.tensor([self.num_timesteps, self.episodes_done, self.n_updates], dtype=torch.int64),
-                 "rng": torch.from_numpy(np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(),
-                                                       dtype=np.uint8).copy()),
-                 "generator": self.generator.get_state(),
-                 "seconds": torch.tensor([self.seconds["collect"], self.seconds["train"]], dtype=torch.float64)}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        with zipfile.ZipFile(path, "w") as z:
-            z.writestr("format.txt", FORMAT)
-            z.writestr("config.json", json.dumps(self.kwargs))
-            z.writestr("state.pt", buf.getvalue())
+        write_zip_checkpoint(path, FORMAT, self.kwargs, {
+            "belief": self.belief.state_dict(), "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(), **loop_state(self)})
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Any = None, device: str = "cpu") -> "EpisodeREINFORCE":
         """The model of checkpoint ``path`` (read weights-only), acting on ``env`` when given."""
-        try:
-            with zipfile.ZipFile(path) as z:
-                fmt = z.read("format.txt").decode()
-                if fmt != FORMAT:
-                    raise ValueError(f"format {fmt!r}, expected {FORMAT!r}")
-                kwargs = json.loads(z.read("config.json"))
-                state = torch.load(io.BytesIO(z.read("state.pt")), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable EpisodeREINFORCE checkpoint ({type(exc).__name__}: {exc})") from exc
+        kwargs, state = read_zip_checkpoint(path, FORMAT, "EpisodeREINFORCE")
         kwargs["device"] = device
         model = cls(**kwargs)
         model.belief.load_state_dict(state["belief"])
         model.head.load_state_dict(state["head"])
         model.optimizer.load_state_dict(state["optimizer"])
-        model.num_timesteps, model.episodes_done, model.n_updates = (int(x) for x in state["counters"])
-        model.seconds = dict(zip(("collect", "train"), (float(x) for x in state["seconds"])))
-        model.rng.bit_generator.state = json.loads(bytes(state["rng"].numpy()).decode())
-        if state["generator"].numel() == model.generator.get_state().numel():
-            model.generator.set_state(state["generator"])
+        restore_counters(model, state)
         if env is not None:
             model.set_env(env)
         return model

@@ -7,7 +7,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from gym_slaterec.provenance import TrainingDiverged
 
+from ..episode_loop import BatchStats, OwnLoopPlumbing, report_batch, reset_where
 from . import checkpoint
 from .buffer import EpisodeReplayBuffer
 from .policies import SlateBelief, SquashedGaussianActor, TwinQ, WolpertingerRefiner, unroll_pair
@@ -26,7 +27,7 @@ ALPHA_LOSSES = ("log_alpha", "alpha")
 REFERENCE_FIRST_ALPHA = 0.2
 
 
-class EpisodeSAC:
+class EpisodeSAC(OwnLoopPlumbing):
     """SAC over whole-episode replay with GRU beliefs (see the module docstring).
 
     :param num_items, slate_size, episode_length, action_dim: the problem's sizes.
@@ -133,23 +134,7 @@ class EpisodeSAC:
         self.n_updates = 0
         #: seconds spent acting in the env (collect) and in gradient steps (train), over the run
         self.seconds = {"collect": 0.0, "train": 0.0}
-        self.logger: Any = None
-        self.env: Any = None
-        self.first_user_seed: Callable[[int], int] = lambda episodes: episodes
 
-    # ------------------------------------------------------------- plumbing
-    def set_logger(self, logger: Any) -> None:
-        self.logger = logger
-
-    def get_env(self) -> Any:
-        return self.env
-
-    def set_env(self, env: Any, first_user_seed: Optional[Callable[[int], int]] = None) -> None:
-        """``env``: a gymnasium vector env acting in ``[-1, 1]^A``; ``first_user_seed(episodes_done)``
-        gives the seed of the first user of each new batch of episodes."""
-        self.env = env
-        if first_user_seed is not None:
-            self.first_user_seed = first_user_seed
 
     def _obs_tensors(self, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.as_tensor(np.asarray(obs["slate"]), dtype=torch.long, device=self.device),
@@ -162,10 +147,7 @@ class EpisodeSAC:
         belief before it (None, or zeroed where ``episode_start``, at the first turn)."""
         slates, clicks = self._obs_tensors(obs)
         with torch.inference_mode():
-            if state is not None and episode_start is not None:
-                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
-                                       device=self.device)[:, None]
-                state = state * keep
+            state = reset_where(state, episode_start)
             if self.refiner is None:
                 h = self.actor.belief.step(slates, clicks, state)
                 return self.actor.act(h, deterministic, self.generator).cpu().numpy(), h
@@ -223,6 +205,11 @@ class EpisodeSAC:
         q1_pi, q2_pi = self.critic.values(b_critic[:, :-1].detach(), a_pi)
         self.critic.requires_grad_(True)
         actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
+        return self.apply_losses(critic_loss, actor_loss, logp, alpha)
+
+    def apply_losses(self, critic_loss: torch.Tensor, actor_loss: torch.Tensor, logp: torch.Tensor,
+                     alpha: torch.Tensor) -> dict[str, float]:
+        """Step both optimisers on their losses, check them, and :meth:`finish_update`."""
         # The two losses touch disjoint parameters (the target and the actor's Q values
         # see detached beliefs), so one backward pass through the shared unroll gives
         # each optimiser exactly its own loss's gradients.
@@ -261,16 +248,9 @@ class EpisodeSAC:
         ``callback`` is an SB3 ``BaseCallback``; it is called once per batch of
         episodes with ``infos`` holding each finished episode's ``"episode"`` record.
         """
-        if self.env is None:
-            raise ValueError("no environment: call set_env(env) before learn()")
+        target = self.start_learning(total_timesteps, callback, reset_num_timesteps)
         env, T, A = self.env, self.T, self.action_dim
         n = env.num_envs
-        if reset_num_timesteps:
-            self.num_timesteps = 0
-        target = self.num_timesteps + int(total_timesteps)
-        if callback is not None:
-            callback.init_callback(self)
-            callback.on_training_start(locals(), globals())
         updates_per_turn = self.gradient_steps * n / T
         owed = 0.0
         last_metrics: dict[str, float] = {}
@@ -283,7 +263,7 @@ class EpisodeSAC:
             clicks = np.empty((n, T + 1, self.slate_size), dtype=np.uint8)
             actions = np.empty((n, T, A), dtype=np.float32)
             rewards = np.empty((n, T), dtype=np.float32)
-            bored, diversity = np.zeros(n), np.zeros(n)
+            stats = BatchStats(n)
             slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
             warm = self.episodes_done < self.warmup_episodes
             state = None
@@ -292,10 +272,7 @@ class EpisodeSAC:
                 obs, reward, terminated, truncated, info = env.step(action)
                 slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
                 actions[:, t], rewards[:, t] = self.stored_action(action), reward
-                if "bored" in info:
-                    bored += np.asarray(info["bored"]).any(axis=1)
-                if "diversity" in info:
-                    diversity += np.asarray(info["diversity"])
+                stats.add(info)
                 self.num_timesteps += n
                 if len(self.replay_buffer) and self.episodes_done >= self.warmup_episodes:
                     owed += updates_per_turn
@@ -310,19 +287,7 @@ class EpisodeSAC:
             self.episodes_done += n
             self.seconds["train"] += train_s
             self.seconds["collect"] += clock() - batch_start - train_s
-            if self.logger is not None:
-                for key, value in last_metrics.items():
-                    self.logger.record(f"train/{key}", value)
-                self.logger.record("train/n_updates", self.n_updates)
-                for key, value in self.seconds.items():
-                    self.logger.record(f"time/{key}_s", value)
-            if callback is not None:
-                returns = rewards.sum(axis=1)
-                infos = [{"episode": {"r": float(returns[i]), "l": T, "clicks_per_turn": float(returns[i] / T),
-                                      "boredom": float(bored[i] / T), "diversity": float(diversity[i] / T)}}
-                         for i in range(n)]
-                callback.update_locals({"infos": infos})
-                stop = not callback.on_step()
+            stop = report_batch(self, rewards, stats, last_metrics, callback)
         if callback is not None:
             callback.on_training_end()
         return self

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from gym_slaterec.provenance import TrainingDiverged
 
 from ...agent_configs import WKNN_SWITCHES as SWITCHES
+from ..episode_loop import reset_where
 from .algorithm import EpisodeSAC
 from .policies import unroll_pair
 
@@ -193,10 +194,7 @@ class EpisodeWkNN(EpisodeSAC):
         """Slates (n, k) of item ids; the state holds the actor's and the critic's beliefs."""
         slates, clicks = self._obs_tensors(obs)
         with torch.inference_mode():
-            if state is not None and episode_start is not None:
-                keep = torch.as_tensor(~np.asarray(episode_start, dtype=bool), dtype=torch.float32,
-                                       device=self.device)[:, None]
-                state = state * keep
+            state = reset_where(state, episode_start)
             ha = self.actor.belief.gru.hidden_size
             h_actor = self.actor.belief.step(slates, clicks, None if state is None else state[:, :ha])
             h_critic = self.critic_belief.step(slates, clicks, None if state is None else state[:, ha:])
@@ -251,18 +249,7 @@ class EpisodeWkNN(EpisodeSAC):
         q1_pi, q2_pi = self.critic.values(b_critic[:, :-1].detach(), self.to_box(u_pi))
         self.critic.requires_grad_(True)
         actor_loss = (alpha * logp - torch.min(q1_pi, q2_pi)).mean()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()
-        self.critic_optimizer.step()
-        self.actor_optimizer.step()
-        metrics = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "ent_coef": alpha.item(),
-                   "entropy": -logp.detach().mean().item()}
-        if not (np.isfinite(metrics["critic_loss"]) and np.isfinite(metrics["actor_loss"])):
-            raise TrainingDiverged(f"training diverged at gradient step {self.n_updates + 1} (critic loss "
-                                   f"{metrics['critic_loss']}, actor loss {metrics['actor_loss']}); lower the learning rate")
-        self.finish_update(logp)
-        return metrics
+        return self.apply_losses(critic_loss, actor_loss, logp, alpha)
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"wknn_table": self.table.cpu()}
