@@ -8,7 +8,10 @@ centred); the centred one after the orthogonal Procrustes rotation that best ali
 tables (tables learnt separately live in arbitrary rotations, so only this one says
 whether they carry the same geometry);
 the Procrustes disparity (1 - R^2 of the aligned, centred, scaled tables); and the
-overlap of each item's 10 nearest neighbours (rotation-free).
+overlap of each item's 10 nearest neighbours (rotation-free). When B is a topic matrix
+(non-negative, topics of ``topic_size`` = 2 dimensions: an environment's), also the share of
+each item's 10 nearest neighbours in A that have its main topic in B (chance: 1 / topics):
+whether A carries the topic structure at all (the reference code's MF tables do not).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def item_table(spec: str) -> tuple[np.ndarray, str]:
         model = load_agent(path, "best", warn_unfinished=False).model
         if hasattr(model, "actor") and hasattr(model.actor, "belief"):  # the episode-replay SAC
             weight = model.actor.belief.items.weight
+        elif hasattr(model, "belief"):  # the paper-regime REINFORCE
+            weight = model.belief.items.weight
         else:
             weight = model.policy.actor.features_extractor.items.weight
         return weight.detach().numpy().astype(np.float64), f"actor belief of run {path}"
@@ -73,6 +78,19 @@ def _neighbours(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-sim, axis=1)[:, :k]
 
 
+def main_topics(table: np.ndarray, topic_size: int = 2) -> "np.ndarray | None":
+    """Each item's main topic (its largest block of ``topic_size`` dimensions) in a topic
+    matrix, or None when ``table`` is not one (negative entries, or no whole blocks)."""
+    if table.shape[1] % topic_size or (table < 0).any():
+        return None
+    return (table.reshape(len(table), -1, topic_size) ** 2).sum(axis=2).argmax(axis=1)
+
+
+def topic_agreement(table: np.ndarray, topics: np.ndarray, k: int = 10) -> float:
+    """Share of each item's ``k`` nearest neighbours in ``table`` (cosine) with its main topic."""
+    return float((topics[_neighbours(table, k)] == topics[:, None]).mean())
+
+
 def compare(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict[str, Any]:
     """Drift measures between two item tables of the same items (dimensions may differ)."""
     from scipy.linalg import orthogonal_procrustes
@@ -97,4 +115,14 @@ def compare(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict[str, Any]:
         "mean_cosine_aligned": float(_cosines(aligned, cb).mean()),
         "procrustes_disparity": float(((aligned - cb) ** 2).sum()),
         f"neighbour_overlap_at_{k}": float(overlap),
+        **_topic_measures(a, b, k),
     }
+
+
+def _topic_measures(a: np.ndarray, b: np.ndarray, k: int) -> dict[str, float]:
+    topics = main_topics(b)
+    if topics is None:
+        return {}
+    return {f"topic_agreement_at_{k}_a": topic_agreement(a, topics, k),
+            f"topic_agreement_at_{k}_b": topic_agreement(b, topics, k),
+            "topic_agreement_chance": float(1.0 / (b.shape[1] // 2))}

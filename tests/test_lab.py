@@ -127,6 +127,22 @@ def test_drift_measures_on_known_tables(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_drift_says_whether_a_table_carries_the_topic_structure():
+    from gym_slaterec.core.embeddings import load_item_embeddings
+    from slaterec_lab.drift import compare, main_topics
+
+    ideal = load_item_embeddings("focused")[0].astype(np.float64)
+    topics = main_topics(ideal)
+    assert topics is not None and len(np.unique(topics)) == 10
+    rng = np.random.default_rng(0)
+    noisy = ideal + rng.normal(scale=0.02, size=ideal.shape)  # the same geometry, slightly blurred
+    random = rng.normal(size=ideal.shape)  # no structure: each item's neighbours are anyone
+    near, far = compare(noisy, ideal), compare(random, ideal)
+    assert near["topic_agreement_at_10_b"] > 0.4 and near["topic_agreement_at_10_a"] > 0.4
+    assert abs(far["topic_agreement_at_10_a"] - 0.1) < 0.03 and far["topic_agreement_chance"] == 0.1
+    assert "topic_agreement_at_10_a" not in compare(ideal, random)  # B not a topic matrix: no topics to test
+
+
 def test_runs_of_different_settings_are_not_averaged_together(tmp_path, capsys):
     for seed, gamma, value in ((0, 0.8, 300.0), (1, 0.8, 310.0), (0, 0.0, 150.0), (1, 0.0, 160.0)):
         run = fake_run(tmp_path, f"g{gamma}_s{seed}", "sac-gems", seed, value, [(0, 50.0)])
