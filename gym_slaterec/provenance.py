@@ -172,7 +172,7 @@ DATASET_KINDS = ("logged_dataset", "collected_dataset")
 #: Top-level entries a run directory (online or offline) may hold; anything else is the user's.
 RUN_ENTRIES = frozenset({
     "config.json", "provenance.json", "state.json", "tb", "checkpoints", "best_validation.json",
-    "results.json", "progress.csv", "train.log", "command.txt",
+    "results.json", "summary.json", "progress.csv", "train.log", "command.txt",
 })
 #: ... and the offline runs' model files.
 RUN_PATTERNS = ("model_*.pt", "model_*.d3")
