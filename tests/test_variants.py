@@ -12,9 +12,8 @@ import torch
 from sb3_slate.agent_configs import WKNN_SWITCHES, EpisodeWkNNConfig
 from sb3_slate.agents.episode_sac import EpisodeSAC
 from sb3_slate.agents.episode_sac.policies import MLP
-from sb3_slate.agents.episode_sac.wknn import (
-    PAPER_SWITCHES, REFERENCE_SWITCHES, EpisodeWkNN, greedy_slates, nearest_items,
-)
+from sb3_slate.agents.episode_sac.wknn import PAPER_SWITCHES, REFERENCE_SWITCHES, EpisodeWkNN
+from sb3_slate.agents.wolpertinger import greedy_slates, nearest_items
 from sb3_slate.methods import METHOD_TABLE, resolve_config
 
 ENV = "SlateRec/FocusedTopDown-v0"

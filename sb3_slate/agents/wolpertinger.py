@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
 from gymnasium import spaces
 from gymnasium.vector import VectorActionWrapper, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -38,7 +39,8 @@ def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: to
     (Euclidean); starting from every rank's nearest item, each rank in turn takes the
     candidate with the highest ``q(concat(belief, action))`` given the ranks already chosen.
     When ``q`` is a sequence of modules starting with a linear layer (SB3's and the episode
-    agent's Q heads), its first layer is applied in parts (:func:`_greedy_split_first_layer`).
+    agent's Q heads), its first layer is applied in parts
+    (:func:`greedy_slates`).
     """
     b, k, d = target.shape
     kp = min(int(k_neighbours), items.shape[0])
@@ -46,7 +48,7 @@ def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: to
     cand_unit = unit_items[cand]  # (B, k, k', d)
     layers = list(q) if isinstance(q, torch.nn.Sequential) else []
     if layers and isinstance(layers[0], torch.nn.Linear) and layers[0].in_features == belief.shape[1] + k * d:
-        return _greedy_split_first_layer(cand_unit, belief, layers[0], layers[1:])
+        return unit_items[greedy_slates(cand, unit_items, belief, q, "nearest")]
     action = cand_unit[:, :, 0].clone()
     rows = torch.arange(b, device=target.device)
     beliefs = belief.repeat_interleave(kp, dim=0)
@@ -58,35 +60,71 @@ def greedy_item_choice(target: torch.Tensor, items: torch.Tensor, unit_items: to
     return action
 
 
-def _greedy_split_first_layer(cand_unit: torch.Tensor, belief: torch.Tensor, first: torch.nn.Linear,
-                              rest: list[torch.nn.Module]) -> torch.Tensor:
-    """:func:`greedy_item_choice`'s rank-by-rank search for ``q = rest(first(.))``.
+#: rows per block of the k-NN search and the greedy choice (a block's scores fit in cache)
+_ROWS = 2048
 
-    ``first(concat(belief, action))`` is the belief's part plus one part per rank, so each
-    candidate is projected once by its rank's block of the weights, and a trial slate's
-    first layer is a sum of parts instead of a (H + k*d)-wide product: about k times less
-    work than evaluating ``q`` on every trial slate, with the same choices (up to the
-    rounding of a different summation order).
+
+def greedy_slates(cand: torch.Tensor, table: torch.Tensor, belief: torch.Tensor, q: nn.Sequential,
+                  fill: str) -> torch.Tensor:
+    """Rank-by-rank choice among candidates: ids (B, k, k') of items of ``table`` (N, d), beliefs
+    (B, H), a Q head whose first layer is linear over ``concat(belief, k*d)`` -> ids (B, k).
+
+    Rank r takes the candidate with the highest Q given the ranks chosen before it and, for the
+    later ranks, their nearest items (``fill="nearest"``) or the candidate itself repeated
+    (``"candidate"``). The first layer is applied in parts: every item of the table is projected
+    once through each rank's block of weights (N is small beside B * k * k'), and a trial slate's
+    first layer is the belief's part plus its items' parts.
     """
-    b, k, kp, d = cand_unit.shape
+    k, kp, d = cand.shape[1], cand.shape[2], table.shape[1]
+    layers = list(q)
+    first, rest = layers[0], layers[1:]
     hb = belief.shape[1]
-    w_action = first.weight[:, hb:].reshape(-1, k, d)  # (h, k, d)
-    base = belief @ first.weight[:, :hb].T
-    if first.bias is not None:
-        base = base + first.bias
-    proj = torch.einsum("bkjd,hkd->bkjh", cand_unit, w_action)  # (B, k, k', h): candidate j of rank r, projected
-    current = proj[:, :, 0].clone()  # (B, k, h): the parts of the ranks' current items
-    rows = torch.arange(b, device=cand_unit.device)
-    action = cand_unit[:, :, 0].clone()
-    for r in range(k):
-        others = base + current.sum(dim=1) - current[:, r]  # (B, h)
-        x = (others.unsqueeze(1) + proj[:, r]).reshape(b * kp, -1)
+    w = first.weight[:, hb:].reshape(-1, k, d)  # (h, k, d): the block of each rank
+    parts = torch.einsum("nd,hkd->knh", table, w)  # (k, N, h): item n through rank r's block
+    # "candidate": ranks r..k-1 all show the candidate, so it goes through their summed blocks
+    tail = None if fill == "nearest" else torch.einsum("nd,hkd->knh", table, w.flip(1).cumsum(1).flip(1))
+    base = torch.addmm(first.bias, belief, first.weight[:, :hb].T)  # (B, h)
+    step = max(1, _ROWS // kp)  # blocks of beliefs, so that a block's trial slates stay in cache
+    return torch.cat([_greedy_block(c, h, parts, tail, rest) for c, h in zip(cand.split(step), base.split(step))])
+
+
+def _greedy_block(cand: torch.Tensor, base: torch.Tensor, parts: torch.Tensor, tail: Optional[torch.Tensor],
+                  rest: list[nn.Module]) -> torch.Tensor:
+    """:func:`greedy_slates` for a block of beliefs (``base``: their first-layer parts)."""
+    b, k, kp = cand.shape
+    rows = torch.arange(b, device=cand.device)
+    chosen = torch.empty(b, k, dtype=torch.long, device=cand.device)
+
+    def best_of(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(b * kp, -1)
         for layer in rest:
             x = layer(x)
-        best = x.view(b, kp).argmax(dim=1)
-        current[:, r] = proj[rows, r, best]
-        action[:, r] = cand_unit[rows, r, best]
-    return action
+        return x.view(b, kp).argmax(dim=1)
+
+    if tail is None:  # fill "nearest"
+        current = parts[torch.arange(k, device=cand.device), cand[:, :, 0]]  # (B, k, h)
+        total = base + current.sum(dim=1)
+        for r in range(k):
+            trial = parts[r][cand[:, r]]  # (B, k', h)
+            best = best_of((total - current[:, r]).unsqueeze(1) + trial)
+            total = total - current[:, r] + trial[rows, best]
+            chosen[:, r] = cand[rows, r, best]
+        return chosen
+    done = base  # the belief's part + the parts of the ranks chosen so far
+    for r in range(k):
+        best = best_of(done.unsqueeze(1) + tail[r][cand[:, r]])
+        chosen[:, r] = cand[rows, r, best]
+        done = done + parts[r][chosen[:, r]]
+    return chosen
+
+
+def nearest_items(targets: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids (M, k) of the ``k`` rows of ``table`` (N, d) nearest to each target (M, d), nearest first
+    (Euclidean: the largest ``2 t.e - |e|^2``, one matrix product)."""
+    sq = (table * table).sum(dim=1).neg()
+    # in blocks of rows, so that each block's scores stay in cache between the product and the top-k
+    return torch.cat([torch.addmm(sq, t, table.T, alpha=2.0).topk(k, dim=1).indices
+                      for t in targets.split(_ROWS)])
 
 
 class NearestItemPerRank(VectorActionWrapper):

@@ -28,13 +28,13 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from gym_slaterec.provenance import TrainingDiverged
 
 from ...agent_configs import WKNN_SWITCHES as SWITCHES
 from ..episode_loop import reset_where
+from ..wolpertinger import greedy_slates, nearest_items
 from .algorithm import EpisodeSAC
 from .policies import unroll_pair
 
@@ -50,73 +50,6 @@ def check_switches(switches: dict[str, str]) -> dict[str, str]:
         if value not in SWITCHES[key]:
             raise ValueError(f"SAC+WkNN switch {key} must be {' or '.join(SWITCHES[key])}, got {value!r}")
     return {**PAPER_SWITCHES, **switches}
-
-
-#: rows per block of the k-NN search and the greedy choice (a block's scores fit in cache)
-_ROWS = 2048
-
-
-def greedy_slates(cand: torch.Tensor, table: torch.Tensor, belief: torch.Tensor, q: nn.Sequential,
-                  fill: str) -> torch.Tensor:
-    """Rank-by-rank choice among candidates: ids (B, k, k') of items of ``table`` (N, d), beliefs
-    (B, H), a Q head whose first layer is linear over ``concat(belief, k*d)`` -> ids (B, k).
-
-    Rank r takes the candidate with the highest Q given the ranks chosen before it and, for the
-    later ranks, their nearest items (``fill="nearest"``) or the candidate itself repeated
-    (``"candidate"``). The first layer is applied in parts: every item of the table is projected
-    once through each rank's block of weights (N is small beside B * k * k'), and a trial slate's
-    first layer is the belief's part plus its items' parts.
-    """
-    k, kp, d = cand.shape[1], cand.shape[2], table.shape[1]
-    layers = list(q)
-    first, rest = layers[0], layers[1:]
-    hb = belief.shape[1]
-    w = first.weight[:, hb:].reshape(-1, k, d)  # (h, k, d): the block of each rank
-    parts = torch.einsum("nd,hkd->knh", table, w)  # (k, N, h): item n through rank r's block
-    # "candidate": ranks r..k-1 all show the candidate, so it goes through their summed blocks
-    tail = None if fill == "nearest" else torch.einsum("nd,hkd->knh", table, w.flip(1).cumsum(1).flip(1))
-    base = torch.addmm(first.bias, belief, first.weight[:, :hb].T)  # (B, h)
-    step = max(1, _ROWS // kp)  # blocks of beliefs, so that a block's trial slates stay in cache
-    return torch.cat([_greedy_block(c, h, parts, tail, rest) for c, h in zip(cand.split(step), base.split(step))])
-
-
-def _greedy_block(cand: torch.Tensor, base: torch.Tensor, parts: torch.Tensor, tail: Optional[torch.Tensor],
-                  rest: list[nn.Module]) -> torch.Tensor:
-    """:func:`greedy_slates` for a block of beliefs (``base``: their first-layer parts)."""
-    b, k, kp = cand.shape
-    rows = torch.arange(b, device=cand.device)
-    chosen = torch.empty(b, k, dtype=torch.long, device=cand.device)
-
-    def best_of(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(b * kp, -1)
-        for layer in rest:
-            x = layer(x)
-        return x.view(b, kp).argmax(dim=1)
-
-    if tail is None:  # fill "nearest"
-        current = parts[torch.arange(k, device=cand.device), cand[:, :, 0]]  # (B, k, h)
-        total = base + current.sum(dim=1)
-        for r in range(k):
-            trial = parts[r][cand[:, r]]  # (B, k', h)
-            best = best_of((total - current[:, r]).unsqueeze(1) + trial)
-            total = total - current[:, r] + trial[rows, best]
-            chosen[:, r] = cand[rows, r, best]
-        return chosen
-    done = base  # the belief's part + the parts of the ranks chosen so far
-    for r in range(k):
-        best = best_of(done.unsqueeze(1) + tail[r][cand[:, r]])
-        chosen[:, r] = cand[rows, r, best]
-        done = done + parts[r][chosen[:, r]]
-    return chosen
-
-
-def nearest_items(targets: torch.Tensor, table: torch.Tensor, k: int) -> torch.Tensor:
-    """Ids (M, k) of the ``k`` rows of ``table`` (N, d) nearest to each target (M, d), nearest first
-    (Euclidean: the largest ``2 t.e - |e|^2``, one matrix product)."""
-    sq = (table * table).sum(dim=1).neg()
-    # in blocks of rows, so that each block's scores stay in cache between the product and the top-k
-    return torch.cat([torch.addmm(sq, t, table.T, alpha=2.0).topk(k, dim=1).indices
-                      for t in targets.split(_ROWS)])
 
 
 class EpisodeWkNN(EpisodeSAC):
