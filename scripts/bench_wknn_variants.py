@@ -22,7 +22,7 @@ N, K, D, T, USERS = 1000, 10, 20, 100, 100
 def fill(model, rng) -> None:
     for _ in range(2):
         model.replay_buffer.add(rng.integers(0, N, (USERS, T + 1, K)), rng.integers(0, 2, (USERS, T + 1, K)).astype(np.uint8),
-                                rng.uniform(-1, 1, (USERS, T, K * D)).astype(np.float32), rng.random((USERS, T)).astype(np.float32))
+                                rng.uniform(-1, 1, (USERS, T, model.replay_buffer.action_dim)).astype(np.float32), rng.random((USERS, T)).astype(np.float32))
 
 
 def timed(model, steps: int = 8) -> tuple[float, float]:

@@ -120,7 +120,7 @@ def test_belief_copy_is_a_frozen_copy_of_the_critic_beliefs_initial_table():
     rng = np.random.default_rng(0)
     for _ in range(3):
         m.replay_buffer.add(rng.integers(0, 60, (4, 6, 3)), rng.integers(0, 2, (4, 6, 3)).astype(np.uint8),
-                            np.zeros((4, 5, 12), np.float32), rng.random((4, 5)).astype(np.float32))
+                            np.zeros((4, 5, m.replay_buffer.action_dim), np.float32), rng.random((4, 5)).astype(np.float32))
     for _ in range(3):
         m.train_step()
     assert not torch.equal(first, m.critic_belief.items.weight.detach())  # the belief's table learns
@@ -134,7 +134,7 @@ def test_critic_slate_switch_chooses_the_shown_or_the_observed_slate(monkeypatch
         m = _model({**PAPER_SWITCHES, "critic_slate": value})
         rng = np.random.default_rng(0)
         slates = rng.integers(0, 60, (4, 6, 3))
-        m.replay_buffer.add(slates, np.zeros((4, 6, 3), np.uint8), np.zeros((4, 5, 12), np.float32),
+        m.replay_buffer.add(slates, np.zeros((4, 6, 3), np.uint8), np.zeros((4, 5, m.replay_buffer.action_dim), np.float32),
                             np.zeros((4, 5), np.float32))
         calls = []
         original = m.slate_vectors
@@ -335,3 +335,7 @@ def test_reinforce_paper_regime_run_reproduces_its_validation_in_a_fresh_load(tm
     assert isinstance(agent.model, EpisodeREINFORCE) and agent.model.loss == "first_click"
     replay = evaluate_agent(agent, lambda n: runs.base_env(agent.config, n), cfg.val_users, VALIDATION_SEED)
     assert replay.summary()["mean"] == res["best"]["validation_return"]
+
+
+def test_item_id_wknn_keeps_no_copy_of_the_slates_vectors():
+    assert _model(REFERENCE_SWITCHES).replay_buffer.action_dim == 1  # the slates are kept as ids already

@@ -249,7 +249,7 @@ class EpisodeSAC(OwnLoopPlumbing):
         episodes with ``infos`` holding each finished episode's ``"episode"`` record.
         """
         target = self.start_learning(total_timesteps, callback, reset_num_timesteps)
-        env, T, A = self.env, self.T, self.action_dim
+        env, T = self.env, self.T
         n = env.num_envs
         updates_per_turn = self.gradient_steps * n / T
         owed = 0.0
@@ -261,7 +261,7 @@ class EpisodeSAC(OwnLoopPlumbing):
             obs, _ = env.reset(seed=self.first_user_seed(self.episodes_done))
             slates = np.empty((n, T + 1, self.slate_size), dtype=np.int64)
             clicks = np.empty((n, T + 1, self.slate_size), dtype=np.uint8)
-            actions = np.empty((n, T, A), dtype=np.float32)
+            actions = np.empty((n, T, self.replay_buffer.action_dim), dtype=np.float32)
             rewards = np.empty((n, T), dtype=np.float32)
             stats = BatchStats(n)
             slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]

@@ -36,6 +36,7 @@ from ...agent_configs import WKNN_SWITCHES as SWITCHES
 from ..episode_loop import reset_where
 from ..wolpertinger import greedy_slates, nearest_items
 from .algorithm import EpisodeSAC
+from .buffer import EpisodeReplayBuffer
 from .policies import unroll_pair
 
 PAPER_SWITCHES = {k: v[0] for k, v in SWITCHES.items()}
@@ -88,6 +89,8 @@ class EpisodeWkNN(EpisodeSAC):
         self.center = ((low + high) / 2).repeat(self.slate_size)
         self.scale = ((high - low) / 2).repeat(self.slate_size)
         self.kwargs.update(wolpertinger=False, wknn=True, switches=dict(self.switches), k_neighbours=self.k_neighbours)
+        # the actions are slates, which the memory keeps as ids already: no (T, k*d) copy of their vectors
+        self.replay_buffer = EpisodeReplayBuffer(self.replay_buffer.capacity, self.T, self.slate_size, 1, self.num_items)
 
     # ------------------------------------------------------------ the k-NN refinement
     def to_box(self, unit: torch.Tensor) -> torch.Tensor:
@@ -151,8 +154,8 @@ class EpisodeWkNN(EpisodeSAC):
         return self.candidates(self.to_box(unit))[:, :, 0].cpu().numpy(), state
 
     def stored_action(self, action: np.ndarray) -> np.ndarray:
-        """The replay memory keeps the shown slate's item vectors (the slates themselves are kept too)."""
-        return self.slate_vectors(torch.as_tensor(np.asarray(action), device=self.device)).cpu().numpy()
+        """Nothing: the training step reads the slates the memory keeps anyway (one placeholder value)."""
+        return np.zeros((len(action), 1), dtype=np.float32)
 
     # ------------------------------------------------------------------- training
     def train_step(self) -> dict[str, float]:
