@@ -274,6 +274,53 @@ class SlateQConfig(AgentConfig):
     gradient_steps: int = setting(1, "gradient steps per update", POSITIVE_INT)
 
 
+#: SlateQ switch (paper regime) -> (the paper's reading, the reference code's)
+SLATEQ_SWITCHES: dict[str, tuple[str, str]] = {
+    "learn_from": ("shown_clicks", "observed_first_click"),
+    "next_slate_by": ("online", "target"),
+    "relevance": ("next_turn", "reference"),
+    "penalty_check": ("per_slate", "whole_batch"),
+}
+
+
+def _slateq_switch(name: str, doc: str) -> Any:
+    paper, reference = SLATEQ_SWITCHES[name]
+    return setting(paper, f"{doc}: {paper} (the paper's reading) or {reference} (the reference code's)",
+                   one_of(paper, reference))
+
+
+@dataclass
+class EpisodeSlateQConfig(AgentConfig):
+    """SlateQ in the paper's regime: full-history GRU belief, whole episodes replayed, random
+    warm-up episodes, exponential epsilon decay (sb3_slate.agents.episode_slateq); the four
+    switches are the differences between the reference code and the paper's text."""
+
+    gamma: float = setting(0.8, *_GAMMA)
+    tau: float = setting(0.002, "target-network smoothing coefficient (reference code: 0.002)", SMOOTHING)
+    learning_rate: float = setting(1e-3, "learning rate of the belief and the item Q network", POSITIVE)
+    net_arch: list = setting([256], "hidden layer sizes of the item Q head (paper: [256])", LAYERS)
+    batch_episodes: int = setting(20, "whole episodes per gradient batch (reference code: 20)", POSITIVE_INT)
+    buffer_episodes: int = setting(10_000, "episodes kept in the replay memory (reference code: 10,000)",
+                                   POSITIVE_INT)
+    warmup_episodes: int = setting(2_000, "episodes of random item slates first (paper: 2,000)", NON_NEGATIVE_INT)
+    updates_per_episode: float = setting(1, "gradient steps per collected episode (reference code: 1)", POSITIVE)
+    epsilon_start: float = setting(1.0, "exploration rate before any episode", UNIT)
+    epsilon_end: float = setting(0.01, "exploration rate it decays to", UNIT)
+    epsilon_decay_episodes: float = setting(1000, "episodes (warm-up included) per e-fold of the decay",
+                                            POSITIVE)
+    learn_from: str = _slateq_switch("learn_from", "the items whose values are regressed at turn t: every item "
+                                     "clicked in the slate shown, or the first clicked item of the observation (the "
+                                     "previous turn's slate)")
+    next_slate_by: str = _slateq_switch("next_slate_by", "the network that ranks the target's next slate")
+    relevance: str = _slateq_switch("relevance", "the relevance acting and targets use: the true next-turn one, or "
+                                    "the reference simulator's (acting: its boredom slice; targets: no boredom)")
+    penalty_check: str = _slateq_switch("penalty_check", "when a target slate's attractiveness is divided by the "
+                                        "diversity penalty: that slate crowded, or the batch's slates together")
+
+    def switches(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in SLATEQ_SWITCHES}
+
+
 @dataclass
 class NoAgentConfig(AgentConfig):
     """Reference policies (random, oracle): nothing to configure."""
@@ -342,7 +389,7 @@ def acting_only(cfg: AgentConfig) -> AgentConfig:
 
 __all__ = [
     "AgentConfig", "BeliefConfig", "WindowSACConfig", "EpisodeSACConfig", "WindowWkNNConfig", "EpisodeWkNNConfig",
-    "EpisodeReinforceConfig",
+    "EpisodeReinforceConfig", "EpisodeSlateQConfig", "SLATEQ_SWITCHES", "WKNN_SWITCHES",
     "ReinforceConfig", "SlateQConfig", "NoAgentConfig", "RecurrentPPOConfig", "TQCConfig", "CrossQConfig",
     "describe", "acting_only", "setting",
 ]

@@ -30,8 +30,8 @@ from gym_slaterec import yaml_values
 
 from .agent_configs import (
     WKNN_SWITCHES, AgentConfig, BeliefConfig, CrossQConfig, EpisodeReinforceConfig, EpisodeSACConfig,
-    EpisodeWkNNConfig, NoAgentConfig,
-    RecurrentPPOConfig, ReinforceConfig, SlateQConfig, TQCConfig, WindowSACConfig, WindowWkNNConfig,
+    EpisodeSlateQConfig, EpisodeWkNNConfig, NoAgentConfig,
+    SLATEQ_SWITCHES, RecurrentPPOConfig, ReinforceConfig, SlateQConfig, TQCConfig, WindowSACConfig, WindowWkNNConfig,
 )
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -341,8 +341,12 @@ def wrap_env(cfg: RunConfig, art: Artifacts, venv: Any) -> Any:
     if m.act is not None:
         venv = m.act(cfg, art, venv)
     window = m.regimes[cfg.replay].window
-    if window is None:
-        return venv  # the recurrent agent reads raw (slate, clicks) turns and carries its belief
+    if window is None:  # the recurrent agent reads raw (slate, clicks) turns and carries its belief
+        if m.privileged:
+            from .agents import PrivilegedUserState
+
+            venv = PrivilegedUserState(venv, cfg.agent.relevance)
+        return venv
     venv = VectorHistoryWindow(venv, cfg.window if window == "config" else window)
     if m.privileged:
         venv = PrivilegedRelevance(venv)
@@ -475,13 +479,37 @@ def _slateq(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: 
 
     a = cfg.agent
     pk = _policy_kwargs(cfg, art, wrapped)
-    pk["examination"] = simulator_of(wrapped).examination.astype(np.float32)
+    sim = simulator_of(wrapped)
+    pk.update(examination=sim.examination.astype(np.float32), item_topics=sim.item_topics,
+              diversity_penalty=sim.config.diversity_penalty, diversity_threshold=sim.config.diversity_threshold)
     return SlateQ(
         "MultiInputPolicy", vec_env, learning_rate=float(a.learning_rate), buffer_size=a.buffer_transitions,
         learning_starts=a.warmup_episodes * episode_length(cfg), batch_size=a.batch_transitions, tau=float(a.tau),
         gamma=float(a.gamma), train_freq=a.train_freq, gradient_steps=a.gradient_steps,
         exploration_fraction=float(a.exploration_fraction), exploration_final_eps=float(a.exploration_final_eps),
         policy_kwargs=pk, seed=cfg.seed, device="cpu",
+    )
+
+
+def _episode_slateq(cfg: RunConfig, art: Artifacts, vec_env: Any, wrapped: Any, device: str) -> Any:
+    from gym_slaterec.policies import simulator_of
+
+    from .agents import EpisodeSlateQ
+
+    a, b = cfg.agent, cfg.belief
+    sim = simulator_of(wrapped)
+    sc = sim.config
+    return EpisodeSlateQ(
+        num_items=sim.num_items, slate_size=sim.slate_size, episode_length=episode_length(cfg), items=_ideal(wrapped),
+        item_topics=sim.item_topics, examination=sim.examination, offset=sc.offset, slope=sc.slope,
+        max_score=sim.max_score, diversity_penalty=sc.diversity_penalty, diversity_threshold=sc.diversity_threshold,
+        item_table=belief_table(cfg, art, wrapped), embedding_dim=b.embedding_dim, belief_size=b.hidden_size,
+        freeze_items=b.freeze, scratch_std=b.scratch_std, net_arch=list(a.net_arch), gamma=float(a.gamma),
+        tau=float(a.tau), learning_rate=float(a.learning_rate), batch_episodes=a.batch_episodes,
+        buffer_episodes=a.buffer_episodes, warmup_episodes=a.warmup_episodes,
+        updates_per_episode=float(a.updates_per_episode), epsilon_start=float(a.epsilon_start),
+        epsilon_end=float(a.epsilon_end), epsilon_decay_episodes=float(a.epsilon_decay_episodes), seed=cfg.seed,
+        device=device, **a.switches(),
     )
 
 
@@ -686,8 +714,13 @@ METHOD_TABLE: dict[str, Method] = {m.name: m for m in [
            published={"FocusedTopDown": 248.1, "FocusedMixed": 233.5, "FocusedDivPen": 249.1},
            reference_variant={"episode": {"belief": {"item_init": "scratch", "scratch_std": 1.0},
                                           "agent": {"loss": "first_click", "train_on_warmup": True}}}),
-    Method("slateq", "SlateQ (privileged: true relevances and click model)", {"window": Regime(SlateQConfig, _slateq, model="SlateQ")},
-           belief_items=lambda a: "ideal", privileged=True),
+    Method("slateq", "SlateQ (privileged: true relevances and click model)",
+           {"window": Regime(SlateQConfig, _slateq, model="SlateQ"),
+            "episode": Regime(EpisodeSlateQConfig, _episode_slateq, window=None, own_loop=True,
+                              load=_own_format("EpisodeSlateQ"), model="EpisodeSlateQ")},
+           belief_items=lambda a: "ideal", privileged=True,
+           reference_variant={"episode": {"belief": {"item_init": "scratch", "scratch_std": 1.0},
+                                          "agent": {name: values[1] for name, values in SLATEQ_SWITCHES.items()}}}),
     Method("random", "uniformly random slates (reference)", _REFERENCE, _REFERENCE_RUN, reference=True,
            reference_variant={"window": {}}),
     Method("oracle", "the short-term oracle: the k most relevant items (reference, privileged)", _REFERENCE,

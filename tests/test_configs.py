@@ -105,7 +105,7 @@ def test_old_key_names_in_new_settings_are_refused_with_the_new_name():
     with pytest.raises(ValueError, match=r"preset 'window' is the 'window' regime, which recurrentppo-gems does not have "
                                          r"\(its regimes: rollout\)"):
         resolve_config("recurrentppo-gems", ENV, {"gems": "g.pt"}, preset="window")
-    with pytest.raises(ValueError, match="slateq trains in regime 'window', not replay='rollout'"):
+    with pytest.raises(ValueError, match="slateq trains in regime 'window' or 'episode', not replay='rollout'"):
         resolve_config("slateq", ENV, {"replay": "rollout"})
 
 

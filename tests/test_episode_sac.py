@@ -231,8 +231,8 @@ def test_paper_preset_and_regime_settings_are_checked():
     assert cfg.replay == "episode" and cfg.episodes == 100_000 and cfg.val_every == 1000
     assert cfg.agent.batch_episodes == 20 and cfg.agent.buffer_episodes == 10_000 and cfg.agent.warmup_episodes == 2000
     assert resolve_config("sac-topk-ideal", ENV, {}, preset="window").replay == "window"
-    with pytest.raises(ValueError, match="slateq trains in regime 'window', not replay='episode'"):
-        resolve_config("slateq", ENV, {"replay": "episode", "agent": {}})
+    with pytest.raises(ValueError, match="oracle trains in regime 'window', not replay='episode'"):
+        resolve_config("oracle", ENV, {"replay": "episode", "agent": {}})
     # keys say what they count: the regime's name for a batch is given in the refusal
     with pytest.raises(ValueError, match=r"agent.batch_size is now agent.batch_episodes .*whole episodes"):
         resolve_config("sac-gems", ENV, {"gems": "g.pt", "agent": {"batch_size": 4}})

@@ -47,7 +47,35 @@ def test_model_shapes_and_detached_item_table():
     assert model.item_embeddings.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("noise, power", [("std", 0.5), ("variance", 1.0)])
+def test_training_samples_scale_the_noise_by_the_std_or_the_variance(noise, power):
+    torch.manual_seed(0)
+    model = GeMS(50, 4, latent_dim=6, item_dim=5, encoder_hidden=(16,), decoder_hidden=(16,))
+    slates, clicks = torch.randint(0, 50, (7, 4)), torch.randint(0, 2, (7, 4)).float()
+    eps = torch.randn(7, 6)
+    with torch.no_grad():
+        mu, logvar = model.encode(slates, clicks)
+        item_logits, click_logits = model.decode(mu + eps * torch.exp(power * logvar))
+        expected = torch.nn.functional.cross_entropy(item_logits.reshape(-1, 50), slates.reshape(-1))
+        got = model.loss(slates, clicks, 1.0, 0.5, eps=eps, noise=noise, chunk=0)
+    assert float(got["slate"]) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="noise must be std or variance"):
+        model.loss(slates, clicks, 1.0, 0.5, eps=eps, noise="sigma")
+
+
+def test_reference_recipe_trains_with_the_variance_and_says_so(small_dataset, tmp_path):
+    from gym_slaterec.cli import main
+
+    out = tmp_path / "g.pt"
+    assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--recipe",
+                 "reference", "--no-progress"]) == 0
+    assert GeMSCheckpoint.load(out).config.sample_noise == "variance"
+    assert GeMSConfig.from_dict({"latent_dim": 8}).sample_noise == "std"  # checkpoints written before the setting
+
+
 def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="sample_noise must be one of std, variance"):
+        GeMSConfig(sample_noise="sigma")
     with pytest.raises(ValueError, match="latent_dim"):
         GeMSConfig(latent_dim=0)
     with pytest.raises(ValueError, match="item_init"):

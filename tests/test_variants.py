@@ -48,10 +48,10 @@ def test_bad_variants_are_refused_by_name(over, message):
 
 
 def test_methods_without_a_reference_variant_say_so():
-    with pytest.raises(ValueError, match="slateq has no reference variant yet"):
-        resolve_config("slateq", ENV, {"variant": "reference"})
+    with pytest.raises(ValueError, match="tqc-gems has no reference variant yet"):
+        resolve_config("tqc-gems", ENV, {"variant": "reference", "gems": "g.pt"})
     assert {m for m, spec in METHOD_TABLE.items() if spec.reference_variant} >= {
-        "sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "random", "oracle"}
+        "sac-gems", "sac-topk-ideal", "sac-topk-mf", "sac-wknn", "reinforce-softmax", "slateq", "random", "oracle"}
 
 
 def _brute_force(cand, table, belief, q, fill):

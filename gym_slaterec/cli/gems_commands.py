@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--item-init", default="scratch", help="scratch | ideal (privileged) | mf:FILE")
     p.add_argument("--freeze-items", action="store_true", help="keep the initial item table fixed")
+    p.add_argument("--recipe", choices=("default", "reference"), default="default",
+                   help="reference: the reference code's training, whose reparameterisation noise is scaled by "
+                        "the variance instead of the standard deviation (docs/method.md section 7)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     p.add_argument("--eval-every", type=positive_int, help="validate every N steps (default: every epoch)")
     p.add_argument("--patience", type=int, help="early stop after N validations without improvement")
@@ -156,6 +159,7 @@ def gems_config(args: argparse.Namespace) -> "GeMSConfig":  # noqa: F821
         latent_dim=args.latent_dim, lambda_kl=args.lambda_kl, lambda_click=args.lambda_click, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, item_init=args.item_init, freeze_items=args.freeze_items,
         seed=args.seed, eval_every=args.eval_every, patience=args.patience, val_max_samples=args.val_max_samples,
+        sample_noise="variance" if args.recipe == "reference" else "std",
     )
     config.validate()
     resolve_out(args, {**dataclasses.asdict(config), "max_steps": args.max_steps}, ".pt")

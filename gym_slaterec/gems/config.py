@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
+#: the reparameterisation noise scales of GeMS training (GeMSConfig.sample_noise)
+SAMPLE_NOISES = ("std", "variance")
+
+
 @dataclass
 class GeMSConfig:
     """Everything that defines a GeMS model and its training run.
@@ -39,6 +43,10 @@ class GeMSConfig:
     #: Action bounds use at most this many training samples (a fixed seeded subset).
     bounds_max_samples: int = 1_000_000
     item_dim: int = 20
+    #: the scale of the reparameterisation noise in training: "std" (``z = mu + eps sigma``, the
+    #: paper's text) or "variance" (``z = mu + eps sigma^2``, the reference code's; ``pretrain-gems
+    #: --recipe reference``)
+    sample_noise: str = "std"
 
     def __post_init__(self) -> None:
         self.encoder_hidden = tuple(int(h) for h in self.encoder_hidden)
@@ -71,6 +79,8 @@ class GeMSConfig:
             raise ValueError(f"GeMSConfig.item_init must be 'scratch', 'ideal' or 'mf:PATH', got {self.item_init!r}")
         if self.freeze_items and self.item_init == "scratch":
             raise ValueError("freeze_items=True with item_init='scratch' would keep random item embeddings; use 'ideal' or 'mf:PATH'")
+        if self.sample_noise not in SAMPLE_NOISES:
+            raise ValueError(f"GeMSConfig.sample_noise must be one of {', '.join(SAMPLE_NOISES)}, got {self.sample_noise!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"GeMSConfig.seed must be an integer, got {self.seed!r}")
 

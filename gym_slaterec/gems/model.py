@@ -162,6 +162,7 @@ class GeMS(nn.Module):
         accuracy: bool = True,
         chunk: int = 128,
         eps: Optional[torch.Tensor] = None,
+        noise: str = "std",
     ) -> dict[str, torch.Tensor]:
         """The loss terms of one batch (``sample=False`` decodes the posterior mean).
 
@@ -171,7 +172,9 @@ class GeMS(nn.Module):
         :class:`ChunkedRankCrossEntropy`, ``chunk`` rank rows at a time (0: the plain
         materialised version, same value and gradients). ``eps``: the (B, latent_dim)
         standard normal noise of the reparameterisation, given instead of drawn from
-        ``generator`` (a shard of a batch whose noise was drawn whole).
+        ``generator`` (a shard of a batch whose noise was drawn whole). ``noise``: its scale,
+        ``std`` (``z = mu + eps sigma``) or ``variance`` (``z = mu + eps sigma^2``, the reference
+        code's).
         """
         clicks = clicks.float()
         mu, logvar = self.encode(slates, clicks)
@@ -180,7 +183,9 @@ class GeMS(nn.Module):
                 eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
             elif eps.shape != mu.shape:
                 raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(mu.shape)}")
-            z = mu + eps * torch.exp(0.5 * logvar)
+            if noise not in ("std", "variance"):
+                raise ValueError(f"noise must be std or variance, got {noise!r}")
+            z = mu + eps * torch.exp(0.5 * logvar if noise == "std" else logvar)
         else:
             z = mu
         h = self.decoder(z)

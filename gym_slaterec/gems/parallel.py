@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -59,7 +59,7 @@ def split_batch(model: GeMS, slates: torch.Tensor, clicks: torch.Tensor, workers
 
 def shard_gradients(model: GeMS, params: list[torch.Tensor], slates: torch.Tensor, clicks: torch.Tensor,
                     eps: torch.Tensor, share: float, lambda_kl: float, lambda_click: float, accuracy: bool,
-                    loss_kwargs: dict[str, int]) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+                    loss_kwargs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
     """One shard's loss terms and gradients, both weighted by its ``share`` of the batch."""
     terms = model.loss(slates, clicks, lambda_kl, lambda_click, accuracy=accuracy, eps=eps, **loss_kwargs)
     grads = torch.autograd.grad(terms["loss"] * share, params)
@@ -99,7 +99,7 @@ class ShardedGradients:
         lambda_click: float,
         generator: Optional[torch.Generator] = None,
         accuracy: bool = True,
-        **loss_kwargs: int,
+        **loss_kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Set every trainable parameter's ``.grad`` to the gradient of the batch's loss;
         return the batch's loss terms (detached), as ``GeMS.loss`` names them."""
@@ -206,7 +206,7 @@ class ProcessShards:
         lambda_click: float,
         generator: Optional[torch.Generator] = None,
         accuracy: bool = True,
-        **loss_kwargs: int,
+        **loss_kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Set every trainable parameter's ``.grad`` to the gradient of the batch's loss;
         return the batch's loss terms (detached), as ``GeMS.loss`` names them."""

@@ -140,7 +140,7 @@ class TrainingStep:
         check_workers(workers)
         check_shards(shards)
         self.model, self.config = model, config
-        self._chunk = {} if chunk is None else {"chunk": chunk}
+        self._chunk: dict[str, Any] = {"noise": config.sample_noise, **({} if chunk is None else {"chunk": chunk})}
         params = [p for p in model.parameters() if p.requires_grad]
         # fused: one kernel per parameter for the whole update (same Adam; x1.1 a step on one CPU core)
         self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)

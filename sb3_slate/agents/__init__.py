@@ -2,6 +2,7 @@
 
 from .episode_reinforce import EpisodeREINFORCE
 from .episode_sac import EpisodeReplayBuffer, EpisodeSAC
+from .episode_slateq import EpisodeSlateQ, PrivilegedUserState
 from .reference import ReferenceAgent
 from .reinforce import REINFORCE, SoftmaxSlatePolicy
 from .sac import SlateSAC
@@ -9,6 +10,6 @@ from .slateq import PrivilegedRelevance, SlateQ, SlateQPolicy
 from .wolpertinger import NearestItemPerRank, WolpertingerPolicy, WolpertingerSAC
 
 __all__ = [
-    "EpisodeREINFORCE", "EpisodeReplayBuffer", "EpisodeSAC", "NearestItemPerRank", "PrivilegedRelevance", "REINFORCE", "ReferenceAgent", "SlateQ", "SlateQPolicy",
+    "EpisodeREINFORCE", "EpisodeReplayBuffer", "EpisodeSAC", "EpisodeSlateQ", "NearestItemPerRank", "PrivilegedRelevance", "PrivilegedUserState", "REINFORCE", "ReferenceAgent", "SlateQ", "SlateQPolicy",
     "SlateSAC", "SoftmaxSlatePolicy", "WolpertingerPolicy", "WolpertingerSAC",
 ]

@@ -1,7 +1,8 @@
 """SlateQ (docs/method.md section 7; privileged): item-wise Q-values combined with the true click model.
 
 The value of a slate decomposes over its items: ``Q(s, A) = sum_r P(click r | s, A) Q(s, A_r)``
-with ``P(click r) = rel(A_r) * E_r`` (true relevance, examination of rank r). The
+with ``P(click r) = rel(A_r) * E_r`` (true relevance, divided by the diversity penalty when the
+slate is crowded; examination of rank r). The
 policy shows the top-k items of ``rel(i) * Q(s, i)`` (best first), which
 maximises that sum for a decreasing examination. Learning is Q-learning on the
 clicked items: ``Q(s, i) <- 1 + gamma * V(s')`` with ``V(s')`` the decomposed value
@@ -91,6 +92,9 @@ class SlateQPolicy(BasePolicy):
         action_space: spaces.MultiDiscrete,
         lr_schedule: Schedule,
         examination: Optional[np.ndarray] = None,
+        item_topics: Optional[np.ndarray] = None,
+        diversity_penalty: float = 1.0,
+        diversity_threshold: int = 4,
         net_arch: Optional[list[int]] = None,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: Optional[dict[str, Any]] = None,
@@ -107,6 +111,9 @@ class SlateQPolicy(BasePolicy):
         self.net_arch = list(net_arch if net_arch is not None else [256])
         exam = np.ones(self.slate_size) if examination is None else np.asarray(examination, dtype=np.float32)
         self.register_buffer("examination", torch.as_tensor(exam, dtype=torch.float32))
+        # the click model's diversity penalty (not a buffer: checkpoints written before it load as they are)
+        self.item_topics = None if item_topics is None else torch.as_tensor(np.asarray(item_topics), dtype=torch.long)
+        self.diversity_penalty, self.diversity_threshold = float(diversity_penalty), int(diversity_threshold)
         self.q_net = _ItemQ(self.make_features_extractor(), self.net_arch, self.num_items)
         self.q_net_target = _ItemQ(self.make_features_extractor(), self.net_arch, self.num_items)
         self.q_net_target.load_state_dict(self.q_net.state_dict())
@@ -116,6 +123,8 @@ class SlateQPolicy(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(examination=self.examination.cpu().numpy(), net_arch=self.net_arch,
+                    item_topics=None if self.item_topics is None else self.item_topics.numpy(),
+                    diversity_penalty=self.diversity_penalty, diversity_threshold=self.diversity_threshold,
                     features_extractor_class=self.features_extractor_class,
                     features_extractor_kwargs=self.features_extractor_kwargs)
         return data
@@ -123,6 +132,16 @@ class SlateQPolicy(BasePolicy):
     def select(self, q: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
         """Top-k of rel * Q, best first."""
         return (relevance.float() * q).topk(self.slate_size, dim=1).indices
+
+    def click_probs(self, rel: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
+        """P(click r) of (b, k) slates whose items have attractiveness ``rel`` (b, k): divided by the
+        diversity penalty where a slate is crowded, times the examination of each rank."""
+        if self.diversity_penalty != 1.0 and self.item_topics is not None:
+            topics = self.item_topics.to(slates.device)[slates]
+            counts = F.one_hot(topics, int(self.item_topics.max()) + 1).sum(dim=1)
+            crowded = counts.max(dim=1).values >= self.diversity_threshold
+            rel = torch.where(crowded[:, None], rel / self.diversity_penalty, rel)
+        return rel * self.examination
 
     def _predict(self, observation: Any, deterministic: bool = True) -> torch.Tensor:
         return self.select(self.q_net(observation), observation["relevance"])
@@ -207,7 +226,7 @@ class SlateQ(OffPolicyAlgorithm):
                 rel = nxt["relevance"].float()
                 chosen = self.policy.select(q_net(nxt), rel)
                 q_next = target(nxt).gather(1, chosen)
-                v_next = (rel.gather(1, chosen) * self.policy.examination * q_next).sum(dim=1)
+                v_next = (self.policy.click_probs(rel.gather(1, chosen), chosen) * q_next).sum(dim=1)
                 y = 1.0 + self.gamma * (1.0 - data.dones.flatten()) * v_next
             q = q_net(obs).gather(1, slate)
             loss = (F.mse_loss(q, y[:, None].expand_as(q), reduction="none") * clicks).sum() / clicks.sum().clamp(min=1.0)
