@@ -382,14 +382,14 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     template = templates.get("runs")
     zips = _zip_groups("zip", grid.get("zip"))
     for group in zips:
-        staged = [k.startswith(STAGE_PREFIXES) for k in group]
-        if any(staged) and not all(staged):
-            raise GridError(f"zip: a group pairs stage keys (logged./gems./mf.) or train keys, not both: {sorted(group)}")
         both = sorted(set(group) & set(top_grid))
         if both:
             raise GridError(f"zip: {', '.join(both)} also in grid; a key is either crossed or paired")
-    stage_zips = [g for g in zips if next(iter(g)).startswith(STAGE_PREFIXES)]
-    run_zips = [g for g in zips if g not in stage_zips]
+    # a group of stage keys only, of train keys only, or of both (e.g. the variant paired with the
+    # MF and GeMS recipes that go with it): the last moves a stage's and a run's settings together
+    stage_zips = [g for g in zips if all(k.startswith(STAGE_PREFIXES) for k in g)]
+    run_zips = [g for g in zips if not any(k.startswith(STAGE_PREFIXES) for k in g)]
+    mixed_zips = [g for g in zips if g not in stage_zips and g not in run_zips]
     for s in STAGES:
         for key in stage_grid[s]:
             if key == f"{s}.":
@@ -470,17 +470,37 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
         for k in method_grid:
             if k.startswith(STAGE_PREFIXES):
                 raise GridError(f"methods.{method}.grid.{k}: stage keys belong in the top-level grid")
-        needs = [s for s in STAGES[1:] if s in artifacts_needed(
-            method, {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith("agent.")},
-            settings.get("variant"))]
+        def needs_at(run_settings: dict[str, Any]) -> list[str]:
+            """The stages a run of this method needs with these train settings (its agent.* and variant)."""
+            merged = {**settings, **run_settings}
+            return [s for s in STAGES[1:] if s in artifacts_needed(
+                method, {k.split(".", 1)[1]: v for k, v in merged.items() if k.startswith("agent.")},
+                merged.get("variant"))]
+
+        mixed_runs = _product({}, _restricted(mixed_zips, lambda k: not k.startswith(STAGE_PREFIXES)))
+        needed_somewhere = {s for p in _product(method_grid, run_zips) for m in mixed_runs for s in needs_at({**m, **p})}
+        needs = [s for s in STAGES[1:] if s in needed_somewhere]
         relevant = ["logged"] * bool(needs) + needs
         relevant_stage_grid = {k: v for s in relevant for k, v in stage_grid[s].items()}
-        relevant_zips = _restricted(stage_zips, lambda k: k.split(".", 1)[0] in relevant)
+        keep = lambda k: not k.startswith(STAGE_PREFIXES) or k.split(".", 1)[0] in relevant  # noqa: E731
+        relevant_zips = _restricted(stage_zips, keep) + _restricted(mixed_zips, keep)
+        seen_runs: set[tuple[str, str, int]] = set()
         for env_id in envs:
             env_short = env_id.split("/")[-1].split("-v")[0]
-            for stage_point in _product(relevant_stage_grid, relevant_zips):
-                for run_point in _product(method_grid, run_zips):
+            for paired_point in _product(relevant_stage_grid, relevant_zips):
+                stage_point = {k: v for k, v in paired_point.items() if k.startswith(STAGE_PREFIXES)}
+                paired_run = {k: v for k, v in paired_point.items() if k not in stage_point}
+                for own_run_point in _product(method_grid, run_zips):
+                    run_point = {**paired_run, **own_run_point}
+                    needs = needs_at(run_point)
+                    # a run that needs no artifact of a stage is not repeated over that stage's values
+                    stage_point = {k: v for k, v in stage_point.items()
+                                   if k.split(".", 1)[0] in ["logged"] * bool(needs) + needs}
                     for seed in seeds:
+                        key = (env_id, json.dumps({**stage_point, **run_point}, sort_keys=True, default=str), seed)
+                        if key in seen_runs:
+                            continue
+                        seen_runs.add(key)
                         deps, stage_args = [], []
                         for stage in needs:
                             t = stage_trial(stage, env_id, stage_point, seed if per_run_seed[stage] else None)

@@ -400,9 +400,34 @@ def test_paired_values_expand_to_one_stage_per_pair(tmp_path, capsys):
     assert out.count("slaterec pretrain-gems") == 2 and "lambda_click=0.2_lambda_kl=0.5.pt" in out  # YAML sorts keys
 
 
+def test_a_zip_pairs_the_variant_with_the_stage_recipes_that_go_with_it(tmp_path):
+    """One grid for both variants of Table 2: each variant's runs on the MF and GeMS of its own
+    recipe; a run that needs no MF (the reference SAC+WkNN) is not repeated over MF recipes."""
+    grid = {"environments": ["FocusedTopDown-v0"], "seeds": [0],
+            "methods": {"sac-topk-mf": {"preset": "paper"}, "sac-gems": {"preset": "paper"},
+                        "sac-wknn": {"preset": "paper"}, "random": {}},
+            "zip": {"variant": ["corrected", "reference"], "mf.recipe": ["default", "reference"],
+                    "gems.recipe": ["default", "reference"]}}
+    trials = expand(grid, tmp_path)
+    runs = {(t.method, t.point["variant"]): t for t in trials if t.kind == "run"}
+    assert sorted(runs) == [(m, v) for m in ("random", "sac-gems", "sac-topk-mf", "sac-wknn")
+                            for v in ("corrected", "reference")]
+    by_id = {t.id: t for t in trials}
+    for (method, variant), t in runs.items():
+        assert f"variant={variant}" in t.argv
+        recipe = "default" if variant == "corrected" else "reference"
+        for dep in t.deps:
+            stage = by_id[dep]
+            if stage.kind in ("mf", "gems"):
+                assert stage.argv[stage.argv.index("--recipe") + 1] == recipe
+        kinds = sorted(by_id[d].kind for d in t.deps)
+        assert kinds == {"sac-topk-mf": ["mf"], "sac-gems": ["gems"], "random": [],
+                         "sac-wknn": ["mf"] if variant == "corrected" else []}[method]
+    assert sum(t.kind == "mf" for t in trials) == 2 and sum(t.kind == "gems" for t in trials) == 2
+
+
 @pytest.mark.parametrize("zipped, message", [
     ({"gems.lambda_kl": [0.5, 1.0], "gems.lambda_click": [0.2]}, "equal lengths"),
-    ({"gems.lambda_kl": [0.5, 1.0], "agent.gamma": [0.8, 0.0]}, "not both"),
     ({"agent.gamma": [0.8, 0.0], "agent.tau": [0.1, 0.2]}, "either crossed or paired"),
     ({"gems.lambda_kl": 0.5}, "non-empty list"),
 ])
