@@ -89,12 +89,21 @@ class OfflineConfig(AgentConfig):
     cql_conservative_weight: float = setting(5.0, "CQL's weight of the conservative loss", NON_NEGATIVE)
     iql_expectile: float = setting(0.7, "IQL's expectile of the value loss", OPEN_UNIT)
     bcq_action_samples: int = setting(10, "BCQ's actions sampled from the generative model per state", POSITIVE_INT)
+    encoder_items: str = setting("scratch", "initial item table of every history encoder: scratch, gems (the run's "
+                                 "GeMS's), ideal (the simulator's, privileged) or mf:FILE (MF embeddings)",
+                                 ("scratch, gems, ideal or mf:FILE", lambda v: isinstance(v, str) and (
+                                     v in ("scratch", "gems", "ideal") or (v.startswith("mf:") and len(v) > 3))))
+    encoder_freeze: bool = setting(False, "keep the encoders' item tables fixed (needs encoder_items other than "
+                                   "scratch)", BOOL)
     log_every: int = setting(50, "gradient steps between TensorBoard scalars", POSITIVE_INT)
     allow_partial: bool = setting(False, "accept a GeMS checkpoint whose training was interrupted (--allow-partial)",
                                   BOOL)
 
     def validate(self) -> None:
         self.check("OfflineConfig")
+        if self.encoder_freeze and self.encoder_items == "scratch":
+            raise ValueError("OfflineConfig.encoder_freeze=true with encoder_items=scratch would keep random item "
+                             "tables; give encoder_items=gems, ideal or mf:FILE")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "OfflineConfig":
         """A copy with ``{field: value}`` applied; unknown fields are refused by name."""
@@ -142,6 +151,58 @@ def make_algorithm(config: OfflineConfig, layout: WindowLayout, device: str = "c
         kw = {"learning_rate": config.actor_lr} if config.actor_lr is not None else {}
         cfg = d3rlpy.algos.BCConfig(encoder_factory=enc, batch_size=config.batch_size, **kw)
     return cfg.create(device=False if device == "cpu" else device)
+
+
+def encoder_item_table(config: OfflineConfig, gems: Any, catalogue: Any) -> tuple[Optional[np.ndarray], dict[str, str]]:
+    """The initial item table of the history encoders (None: scratch) and the fingerprints of the
+    inputs it comes from (an MF file's)."""
+    kind = config.encoder_items
+    if kind == "scratch":
+        return None, {}
+    if kind == "gems":
+        table = np.asarray(gems.item_embedding_table(), dtype=np.float32)
+        source, inputs = f"the GeMS's item table", {}
+    elif kind == "ideal":
+        table = np.asarray(catalogue.embeddings, dtype=np.float32)
+        source, inputs = "the simulator's item table", {}
+    else:
+        from gym_slaterec.mf import MFEmbeddings
+
+        mf = MFEmbeddings.load(kind[3:])
+        mf.check_env(gems.env_id, catalogue.fingerprint)
+        table, source, inputs = np.asarray(mf.embeddings, dtype=np.float32), f"MF file {kind[3:]}", {"mf": mf.fingerprint}
+    if table.shape[1] != config.item_dim:
+        raise ValueError(f"encoder_items={kind}: {source} has {table.shape[1]} dimensions per item, but item_dim is "
+                         f"{config.item_dim}; --set item_dim={table.shape[1]}")
+    return table, inputs
+
+
+def history_beliefs(learner: Any) -> list[Any]:
+    """The history encoders' beliefs (item table + GRU) of every network of a built learner."""
+    import torch
+
+    from .encoders import _Belief
+
+    return [m for module in _modules(learner).values() if isinstance(module, torch.nn.Module)
+            for m in module.modules() if isinstance(m, _Belief)]
+
+
+def set_encoder_items(learner: Any, table: Optional[np.ndarray], freeze: bool) -> None:
+    """Copy ``table`` into every history encoder's item table (None: leave them as they are) and
+    freeze them if asked (their optimisers then skip them: no gradient)."""
+    import torch
+
+    beliefs = history_beliefs(learner)
+    if not beliefs:
+        raise ValueError("the learner has no history encoder to give an item table")
+    for belief in beliefs:
+        if table is not None:
+            if tuple(belief.items.weight.shape) != table.shape:
+                raise ValueError(f"item table of shape {table.shape} does not fit the encoder's "
+                                 f"{tuple(belief.items.weight.shape)}")
+            with torch.no_grad():
+                belief.items.weight.copy_(torch.as_tensor(table))
+        belief.items.weight.requires_grad_(not freeze)
 
 
 class FlatHistoryWindow(VectorWrapper):
@@ -276,6 +337,12 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     )
     require_gems(meta, ckpt.fingerprint, str(dataset))
     inputs = {"dataset": meta["file_sha256"], "source_dataset": meta["inputs"].get("dataset"), "gems": ckpt.fingerprint}
+    from gym_slaterec.rollouts import make_vector_env
+
+    # the evaluation users must live in the item space the dataset was logged in
+    eval_items = make_vector_env(meta["env_id"], 1, **(meta.get("env_kwargs") or {})).simulator.catalogue
+    item_table, table_inputs = encoder_item_table(config, ckpt, eval_items)
+    inputs.update(table_inputs)
     resume = _resume_point(out, config, inputs, overwrite)
     data = load_d3rlpy(dataset, ckpt.fingerprint)
     if data.action_size != ckpt.latent_dim:
@@ -288,11 +355,8 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     torch.manual_seed(config.seed)
     learner = make_algorithm(config, layout, device)
     learner.build_with_dataset(data.buffer)
+    set_encoder_items(learner, item_table if resume is None else None, config.encoder_freeze)
     env_kwargs = meta.get("env_kwargs") or {}
-    from gym_slaterec.rollouts import make_vector_env
-
-    # the evaluation users must live in the item space the dataset was logged in
-    eval_items = make_vector_env(data.env_id, 1, **env_kwargs).simulator.catalogue
     if meta.get("item_embeddings_fingerprint") not in (None, eval_items.fingerprint):
         raise ProvenanceMismatchError(
             f"dataset {dataset} was logged with item embeddings {str(meta['item_embeddings_fingerprint'])[:12]}, but "
@@ -531,7 +595,8 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
         if kind == "offline_run":
             try:
                 state = run_dirs.read_state(out, run_dirs.LAYOUTS["offline_run"])
-                saved_cfg = run_dirs.read_run_json(out / "config.json")
+                # a setting added since the run was written: it ran with that setting's default
+                saved_cfg = {**OfflineConfig().to_dict(), **run_dirs.read_run_json(out / "config.json")}
                 saved_inputs = run_dirs.read_run_json(out / "provenance.json").get("inputs")
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{out} is an unfinished offline run whose state cannot be read ({exc}); "

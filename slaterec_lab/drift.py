@@ -2,7 +2,7 @@
 
 An item table is read from a GeMS checkpoint, an MF file, a plain ``.npy``/``.pt``
 matrix, an environment (its id or a shipped matrix name: the true item embeddings),
-or a run directory (the actor's belief item table). Two tables of the same items are
+or a run directory (the actor's belief item table; an offline run's policy encoder's). Two tables of the same items are
 compared by: the mean cosine between an item's two vectors (raw, then with each table
 centred); the centred one after the orthogonal Procrustes rotation that best aligns the
 tables (tables learnt separately live in arbitrary rotations, so only this one says
@@ -28,8 +28,13 @@ def item_table(spec: str) -> tuple[np.ndarray, str]:
     path = Path(spec)
     if path.is_dir():
         prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
+        if prov.get("kind") == "offline_run":
+            from d3rlpy_adapters.offline import history_beliefs, load_offline_policy
+
+            belief = history_beliefs(load_offline_policy(path).algo)[0]  # the policy's encoder comes first
+            return belief.items.weight.detach().numpy().astype(np.float64), f"policy encoder of offline run {path}"
         if prov.get("kind") != "sb3_run":
-            raise ValueError(f"{path} is not an online run directory (its belief item table is read from sb3 runs)")
+            raise ValueError(f"{path} is not a run directory (no online or offline run's provenance.json)")
         from sb3_slate.runs import load_agent
 
         model = load_agent(path, "best", warn_unfinished=False).model

@@ -322,6 +322,42 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
         train_offline(algo, export_file, tiny_gems, out, cfg, progress=False, overwrite=True)
 
 
+def test_offline_encoders_start_from_a_chosen_item_table_and_can_keep_it(work, export_file, tiny_gems):
+    from d3rlpy_adapters.offline import (OfflineConfig, history_beliefs, load_offline_policy, set_encoder_items,
+                                         train_offline)
+    from gym_slaterec.rollouts import make_vector_env
+
+    ideal = make_vector_env(ENV, 1).simulator.items
+    cfg = OfflineConfig(steps=3, eval_every=3, val_users=2, test_users=2, batch_size=16, feature_size=16, seed=0,
+                        encoder_items="ideal", encoder_freeze=True)
+    train_offline("td3bc", export_file, tiny_gems, work / "run_ideal_frozen", cfg, progress=False)
+    agent = load_offline_policy(work / "run_ideal_frozen")
+    beliefs = history_beliefs(agent.algo)
+    assert len(beliefs) >= 3  # the actor's and every critic's encoder
+    for b in beliefs:  # target networks: their Polyak average of equal tables rounds by 1 ulp
+        assert np.allclose(b.items.weight.detach().numpy(), ideal, rtol=0, atol=1e-6)
+    from slaterec_lab.drift import compare, item_table
+
+    table, where = item_table(str(work / "run_ideal_frozen"))  # slaterec drift reads offline runs too
+    assert "offline run" in where and compare(table, ideal)["mean_cosine"] == pytest.approx(1.0)
+    # unfrozen, the GeMS's table is where training starts (then it moves)
+    cfg = dataclasses.replace(cfg, encoder_items="gems", encoder_freeze=False)
+    train_offline("td3bc", export_file, tiny_gems, work / "run_gems_init", cfg, progress=False)
+    table = GeMSCheckpoint.load(tiny_gems).item_embedding_table()
+    moved = [b.items.weight.detach().numpy() for b in history_beliefs(load_offline_policy(work / "run_gems_init").algo)]
+    assert all(np.abs(m - table).max() < 0.1 for m in moved) and any(not np.array_equal(m, table) for m in moved)
+    with pytest.raises(ValueError, match="encoder_freeze=true with encoder_items=scratch"):
+        OfflineConfig(encoder_freeze=True).validate()
+    with pytest.raises(ValueError, match="encoder_items must be scratch, gems, ideal or mf:FILE"):
+        OfflineConfig(encoder_items="random").validate()
+    with pytest.raises(ValueError, match="has 20 dimensions per item, but item_dim is 8"):
+        train_offline("td3bc", export_file, tiny_gems, work / "run_bad_dim",
+                      dataclasses.replace(cfg, item_dim=8), progress=False)
+    assert not (work / "run_bad_dim").exists()
+    with pytest.raises(ValueError, match="item table of shape"):
+        set_encoder_items(agent.algo, np.zeros((5, 20), np.float32), False)
+
+
 def test_cli_collect_export_train(work, tiny_gems, capsys):
     from gym_slaterec.cli import main
 
