@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notes", help="free text recorded with the run (tracker notes)")
     add_tracker_argument(p)
     add_no_progress(p)
-    p.set_defaults(handler=cmd_train_offline, checker=lambda a: check_trackers(a.trackers))
+    p.set_defaults(handler=cmd_train_offline, checker=check_train_offline)
 
 
 def check_collect(args: argparse.Namespace) -> None:
@@ -129,16 +129,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_offline(args: argparse.Namespace) -> int:
-    from .offline import OfflineConfig, train_offline
+def offline_config(args: argparse.Namespace) -> "OfflineConfig":  # noqa: F821
+    """The checked OfflineConfig of ``train-offline``'s options and ``--set`` (reads nothing)."""
+    from .offline import OfflineConfig
 
     cfg = OfflineConfig(algo=args.algo, steps=args.steps, seed=args.seed, eval_every=args.eval_every,
                         val_users=args.val_users, test_users=args.test_users, batch_size=args.batch_size,
                         gamma=args.gamma, allow_partial=args.allow_partial)
+    cfg.validate()
     if args.set_:
         from sb3_slate.methods import parse_set
 
         cfg = cfg.with_overrides(parse_set(args.set_))
+    return cfg
+
+
+def check_train_offline(args: argparse.Namespace) -> None:
+    check_trackers(args.trackers)
+    offline_config(args)
+
+
+def cmd_train_offline(args: argparse.Namespace) -> int:
+    from .offline import train_offline
+
+    cfg = offline_config(args)
     res = train_offline(args.algo, args.dataset, args.gems, args.out, cfg, overwrite=args.overwrite, device=args.device,
                         progress=not args.no_progress, trackers=args.trackers, tag=args.tag, notes=args.notes)
     t = res["test"]

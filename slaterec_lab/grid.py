@@ -43,6 +43,7 @@ import yaml
 from gym_slaterec import yaml_values
 
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid", "zip",
+            "offline",
             "resources", "retries", "item_embeddings", "preset", "device", "name_template", "trackers"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
@@ -74,7 +75,7 @@ class Trial:
     """One command of a sweep and the artifact it writes."""
 
     id: str                 # the artifact's path relative to the sweep directory
-    kind: str               # logged | gems | mf | run
+    kind: str               # logged | gems | mf | run | collect | export | offline
     argv: list[str]         # arguments of ``slaterec``
     deps: list[str] = field(default_factory=list)
     point: dict[str, Any] = field(default_factory=dict)  # the grid values and seed that define it
@@ -344,8 +345,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     if len(set(seeds)) != len(seeds):
         raise GridError(f"seeds: repeated values in {seeds}")
     methods = _mapping("methods", grid.get("methods"))
-    if not methods:
-        raise GridError("methods: name at least one method")
+    if not methods and not grid.get("offline"):
+        raise GridError("methods: name at least one method (or an offline: section)")
     for m in methods:
         if m not in METHODS:
             raise GridError(f"methods: unknown method {m!r}; choose among {', '.join(METHODS)}")
@@ -533,8 +534,106 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                                             "differ between them (e.g. {seed}, {agent.gamma})")
                         add(Trial(rel, "run", argv, deps, {**point, "seed": seed},
                                   method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
+    if grid.get("offline") is not None:
+        _offline_trials(_mapping("offline", grid["offline"]), envs, seeds, trials, stage_trial, add, sweep_dir,
+                        base_res, tracker_args, bool(stage_grid["gems"]) or any(
+                            k.startswith("gems.") for g in zips for k in g), stage_settings["gems"])
     check_trials(trials)
     return trials
+
+
+OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources"}
+#: where an offline dataset's export GeMS comes from: the sweep's GeMS stage, or one pretrained on
+#: that dataset with the grid's gems options
+OFFLINE_GEMS = ("online", "dataset")
+
+
+def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], trials: list[Trial], stage_trial: Any,
+                    add: Any, sweep_dir: Path, base_res: dict[str, float], tracker_args: list[str],
+                    gems_varies: bool, gems_options: dict[str, Any]) -> None:
+    """The offline benchmark's trials: per environment and dataset, ``collect`` (from a reference
+    policy or one of the sweep's runs), the export GeMS (the sweep's GeMS stage or one pretrained
+    on the dataset), ``export``, then ``train-offline`` per algorithm and seed."""
+    from d3rlpy_adapters.offline import ALGORITHMS
+
+    bad = set(spec) - OFFLINE_KEYS
+    if bad:
+        raise GridError(f"offline: unknown key(s) {', '.join(sorted(bad))}; expected some of "
+                        f"{', '.join(sorted(OFFLINE_KEYS))}")
+    datasets = _mapping("offline.datasets", spec.get("datasets"))
+    if not datasets:
+        raise GridError("offline.datasets: name at least one dataset (name: {policy: ..., episodes: N})")
+    algorithms = _as_list("offline.algorithms", spec.get("algorithms", ["td3bc"]))
+    for a in algorithms:
+        if a not in ALGORITHMS:
+            raise GridError(f"offline.algorithms: unknown algorithm {a!r}; choose among {', '.join(ALGORITHMS)}")
+    off_seeds = _as_list("offline.seeds", spec.get("seeds", [0]))
+    gems_from = spec.get("gems", "online")
+    if gems_from not in OFFLINE_GEMS:
+        raise GridError(f"offline.gems: expected online (the sweep's GeMS stage) or dataset (one pretrained on each "
+                        f"dataset), got {gems_from!r}")
+    gems_settings = {k: v for k, v in gems_options.items() if not (k == "seed" and v == "run")}
+    if gems_from == "dataset" and gems_settings.get("item_init") == "mf":
+        raise GridError("offline.gems: dataset with gems.item_init: mf is not supported (the MF stage is built on the "
+                        "logged data, not on a collected dataset); give item_init: scratch, ideal or mf:FILE")
+    if gems_from == "online" and gems_varies:
+        raise GridError("offline.gems: online is ambiguous when grid or zip vary the GeMS options; use gems: dataset "
+                        "or a grid without gems keys")
+    export_opts = _mapping("offline.export", spec.get("export"))
+    settings = _flat_set("offline.set", spec.get("set"))
+    steps = spec.get("steps")
+    res = _resources("offline.resources", spec.get("resources"), base_res)
+    runs = [t for t in trials if t.kind == "run"]
+    for env_id in envs:
+        env_short = env_id.split("/")[-1].split("-v")[0]
+        for name, dspec in datasets.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
+                raise GridError(f"offline.datasets: {name!r} must be letters, digits, '.', '_' or '-' (it names files)")
+            dspec = dict(_mapping(f"offline.datasets.{name}", dspec))
+            policy = dspec.pop("policy", None)
+            if not isinstance(policy, str):
+                raise GridError(f"offline.datasets.{name}.policy: expected random, oracle, epsilon-greedy or "
+                                f"run:METHOD, got {policy!r}")
+            deps: list[str] = []
+            if policy.startswith("run:"):
+                method = policy[4:]
+                run_seed = dspec.pop("run_seed", seeds[0])
+                found = [t for t in runs if t.method == method and t.env_id == env_id and t.seed == run_seed]
+                if len(found) != 1:
+                    raise GridError(f"offline.datasets.{name}.policy: {policy} names {len(found)} runs of the grid on "
+                                    f"{env_short} with seed {run_seed} ({', '.join(t.id for t in found) or 'none'}); "
+                                    "it must name exactly one (methods: {" + method + ": ...}, run_seed: S)")
+                deps.append(found[0].id)
+                policy = str(sweep_dir / found[0].id)
+            data_id = f"offline/data/{env_short}_{name}"
+            argv = ["collect", env_id, "--policy", policy, "--out", str(sweep_dir / data_id), "--no-progress"]
+            argv += _options("collect", dspec)
+            add(Trial(data_id, "collect", argv, deps, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
+                      gpus=res["gpus"]))
+            if gems_from == "online":
+                gems_trial = stage_trial("gems", env_id, {})
+            else:  # the grid's GeMS options, trained on this dataset
+                gems_id = f"offline/gems/{env_short}_{name}.pt"
+                gems_argv = ["pretrain-gems", str(sweep_dir / data_id), "--out", str(sweep_dir / gems_id),
+                             "--no-progress"] + _options("gems", gems_settings) + tracker_args
+                gems_trial = add(Trial(gems_id, "gems", gems_argv, [data_id], {"dataset": name}, env_id=env_id,
+                                       cpus=res["cpus"], gpus=res["gpus"]))
+            export_id = f"offline/export/{env_short}_{name}.h5"
+            argv = ["export", str(sweep_dir / data_id), "--gems", str(sweep_dir / gems_trial.id),
+                    "--out", str(sweep_dir / export_id)] + _options("export", export_opts)
+            export_trial = add(Trial(export_id, "export", argv, [data_id, gems_trial.id], {"dataset": name},
+                                     env_id=env_id, cpus=res["cpus"], gpus=res["gpus"]))
+            for algo in algorithms:
+                for seed in off_seeds:
+                    run_id = f"offline/runs/{algo}_{env_short}_{name}_s{seed}"
+                    argv = ["train-offline", algo, str(sweep_dir / export_id), "--gems", str(sweep_dir / gems_trial.id),
+                            "--seed", str(seed), "--out", str(sweep_dir / run_id), "--no-progress"] + tracker_args
+                    if steps is not None:
+                        argv += ["--steps", str(steps)]
+                    argv += _set_args(settings)
+                    add(Trial(run_id, "offline", argv, [export_trial.id, gems_trial.id],
+                              {"dataset": name, "algorithm": algo, "seed": seed}, env_id=env_id, seed=seed,
+                              method=f"offline-{algo}", cpus=res["cpus"], gpus=res["gpus"]))
 
 
 def retries_of(grid: dict[str, Any]) -> int:

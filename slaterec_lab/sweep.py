@@ -140,12 +140,12 @@ def tail(path: Path, lines: int = 3) -> str:
 
 def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
     """Whether the trial's artifact is complete on disk (whatever sweep.json says)."""
-    from gym_slaterec.provenance import identify_artifact
+    from gym_slaterec.provenance import DATASET_KINDS, identify_artifact
 
     out = sweep_dir / trial["id"]
     if not out.exists():
         return False
-    if trial["kind"] == "run":
+    if trial["kind"] in ("run", "offline"):
         try:
             return "test" in json.loads((out / "results.json").read_text())
         except (OSError, ValueError):
@@ -153,6 +153,10 @@ def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
     kind, _ = identify_artifact(out)
     if trial["kind"] == "logged":
         return kind == "logged_dataset"
+    if trial["kind"] == "collect":
+        return kind in DATASET_KINDS
+    if trial["kind"] == "export":
+        return kind == "d3rlpy_dataset"
     if trial["kind"] == "mf":
         return kind == "mf_embeddings"
     if kind != "gems_checkpoint":
@@ -251,7 +255,7 @@ class _Progress:
 
 
 def _result_note(sweep_dir: Path, trial: dict[str, Any]) -> str:
-    if trial["kind"] != "run":
+    if trial["kind"] not in ("run", "offline"):
         return ""
     try:
         test = json.loads((sweep_dir / trial["id"] / "results.json").read_text())["test"]
@@ -335,7 +339,7 @@ def _ready(sweep: Sweep) -> list[dict[str, Any]]:
         elif all(s == DONE for s in deps):
             out.append(t)
     # stages first: they unblock the runs that wait for them (a stable sort keeps the grid's order)
-    return sorted(out, key=lambda t: t["kind"] == "run")
+    return sorted(out, key=lambda t: t["kind"] in ("run", "offline"))
 
 
 def _argv(sweep: Sweep, t: dict[str, Any]) -> list[str]:

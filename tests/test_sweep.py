@@ -349,7 +349,7 @@ def test_shipped_grids_expand_into_commands_the_cli_accepts(tmp_path, name):
     if isinstance(matrix, str) and ("/" in matrix or matrix.endswith((".npy", ".pt"))) and not Path(matrix).exists():
         pytest.skip(f"grid {name} names the matrix file {matrix}, which this checkout's machine lacks")
     trials = expand(grid, tmp_path)
-    assert trials and all(t.kind in {"logged", "gems", "mf", "run"} for t in trials)
+    assert trials and all(t.kind in {"logged", "gems", "mf", "run", "collect", "export", "offline"} for t in trials)
     parser = build_parser()
     for trial in trials:
         args = parser.parse_args(trial.argv)
@@ -464,3 +464,67 @@ def test_the_local_executor_gives_trials_their_gpus(tmp_path, monkeypatch, capsy
                  "--no-progress"]) == 2
     assert "asks for 3 GPU(s), but 2 are visible (3, 5)" in capsys.readouterr().err
     assert not (tmp_path / "sw3" / "runs").exists()
+
+
+OFFLINE_GRID = {
+    "name": "off",
+    "environments": ["FocusedTopDown-v0"],
+    "seeds": [0],
+    "logged": {"episodes": 30, "seed": 0},
+    "gems": {"max_steps": 4, "latent_dim": 8, "val_max_samples": 200},
+    "set": {"val_users": 4, "test_users": 4, "n_envs": 4, "env_kwargs.episode_length": 10},
+    "methods": {"sac-gems": {"episodes": 8, "preset": "window",
+                             "set": {"val_every": 4, "checkpoint_every": 4, "agent.warmup_episodes": 4,
+                                     "agent.batch_transitions": 16}}},
+    "offline": {"datasets": {"random": {"policy": "random", "episodes": 6},
+                             "expert": {"policy": "run:sac-gems", "episodes": 6}},
+                "export": {"window": 3}, "algorithms": ["td3bc", "bc"], "seeds": [0], "steps": 4,
+                "set": {"eval_every": 2, "val_users": 2, "test_users": 2, "batch_size": 16, "feature_size": 16}},
+    "retries": 0,
+}
+
+
+def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_path):
+    trials = {t.id: t for t in expand(OFFLINE_GRID, tmp_path)}
+    kinds = sorted(t.kind for t in trials.values())
+    assert kinds.count("collect") == 2 and kinds.count("export") == 2 and kinds.count("offline") == 4
+    assert kinds.count("gems") == 1  # gems: online, the sweep's GeMS stage exports both datasets
+    expert = trials["offline/data/FocusedTopDown_expert"]
+    (run_id,) = expert.deps
+    assert trials[run_id].kind == "run" and trials[run_id].method == "sac-gems"
+    assert expert.argv[expert.argv.index("--policy") + 1] == str((tmp_path / run_id).resolve())
+    td3 = trials["offline/runs/td3bc_FocusedTopDown_random_s0"]
+    assert set(td3.deps) == {"offline/export/FocusedTopDown_random.h5", next(t.id for t in trials.values()
+                                                                           if t.kind == "gems")}
+    assert td3.argv[:2] == ["train-offline", "td3bc"] and "--steps" in td3.argv
+    own = expand({**OFFLINE_GRID, "offline": {**OFFLINE_GRID["offline"], "gems": "dataset"}}, tmp_path)
+    gems = [t for t in own if t.kind == "gems"]
+    assert sorted(t.id for t in gems) == ["gems/FocusedTopDown.pt", "offline/gems/FocusedTopDown_expert.pt",
+                                          "offline/gems/FocusedTopDown_random.pt"]  # the online one for sac-gems
+    assert all(t.deps == [t.id.replace("offline/gems/", "offline/data/").removesuffix(".pt")]
+               for t in gems if t.id.startswith("offline/"))
+
+
+@pytest.mark.parametrize("offline, message", [
+    ({"datasets": {"x": {"policy": "run:sac-wknn", "episodes": 4}}}, "names 0 runs of the grid"),
+    ({"datasets": {"x": {"policy": "random", "episodes": 4}}, "algorithms": ["sac"]}, "unknown algorithm 'sac'"),
+    ({"datasets": {"x": {"policy": "random", "episodes": 4}}, "gems": "mine"}, "expected online"),
+    ({"datasets": {"x y": {"policy": "random", "episodes": 4}}}, "must be letters"),
+    ({"datasets": {"x": {"policy": "random", "episodes": 4}}, "set": {"td3bc_beta": 1}}, "td3bc_beta"),
+    ({"datasets": {"x": {"policy": "random", "episodes": 4, "stochastic": True}}}, "--stochastic applies to agent runs"),
+])
+def test_bad_offline_sections_are_refused_by_name(tmp_path, offline, message):
+    with pytest.raises(GridError, match=message):
+        expand({**OFFLINE_GRID, "offline": offline}, tmp_path)
+
+
+def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp_path):
+    from slaterec_lab.results import comparable_records
+
+    sweep = run_sweep(OFFLINE_GRID, _write(tmp_path, OFFLINE_GRID), tmp_path / "sw", executor="inline", progress=False)
+    assert all(t["status"] == "done" for t in sweep.trials.values()), {
+        k: t.get("error") for k, t in sweep.trials.items() if t["status"] != "done"}
+    records, _ = comparable_records([tmp_path / "sw" / "offline" / "runs"], need_test=True)
+    assert len(records) == 4
+    rows = {(r.method, r.config.get("dataset")) for r in records}
+    assert len(rows) == 4  # two algorithms x two datasets, never averaged together
