@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run directories or folders holding them")
     p.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown")
     p.add_argument("--paper", action="store_true", help="show the published values beside ours, with the difference")
+    p.add_argument("--normalised", action="store_true",
+                   help="normalised scores 100 x (R - random) / (expert - random) with the shipped reference returns, "
+                        "the raw return beside them (CSV: always as extra columns)")
     p.add_argument("--out", type=Path, help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
@@ -137,7 +140,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     records, notes = comparable_records(args.runs, need_test=True)
     _warn(notes)
-    text = render(build(records), args.format, args.paper)
+    text = render(build(records), args.format, args.paper, args.normalised)
     if args.out is not None:
         from gym_slaterec.provenance import write_bytes_atomic
 

@@ -45,7 +45,9 @@ def short_env(env_id: str) -> str:
 
 def build(records: list[RunRecord]) -> dict:
     """{env: {method: {"values": [...], "runs": [RunRecord...], "summary": SeedSummary, "p": p-value vs
-    best, "best": bool}}}."""
+    best, "best": bool, "normalised": SeedSummary of the seeds' normalised scores, or None}}}."""
+    from .scores import normalised
+
     table: dict = {}
     for r in records:
         if r.test_mean is None:
@@ -58,6 +60,8 @@ def build(records: list[RunRecord]) -> dict:
     for env, methods in table.items():
         for cell in methods.values():
             cell["summary"] = summarise(cell["values"])
+            scores = [normalised(v, env, r.config.get("items")) for v, r in zip(cell["values"], cell["runs"])]
+            cell["normalised"] = None if None in scores else summarise(scores)
         best = max(methods, key=lambda m: methods[m]["summary"].mean)
         for method, cell in methods.items():
             cell["best"] = method == best
@@ -65,10 +69,18 @@ def build(records: list[RunRecord]) -> dict:
     return table
 
 
-def _cell(cell: dict, paper: Optional[float], fmt: str) -> str:
-    s = cell["summary"]
-    ci = "" if math.isnan(s.half_width) else (f" ± {s.half_width:.1f}" if fmt != "latex" else f" $\\pm$ {s.half_width:.1f}")
-    text = f"{s.mean:.1f}{ci} (n={s.n})"
+def _pm(half_width: float, fmt: str) -> str:
+    if math.isnan(half_width):
+        return ""
+    return f" ± {half_width:.1f}" if fmt != "latex" else f" $\\pm$ {half_width:.1f}"
+
+
+def _cell(cell: dict, paper: Optional[float], fmt: str, normalise: bool = False) -> str:
+    s, score = cell["summary"], cell.get("normalised")
+    if normalise and score is not None:  # the normalised score first, the raw return beside it
+        text = f"{score.mean:.1f}{_pm(score.half_width, fmt)} (raw {s.mean:.1f}, n={s.n})"
+    else:
+        text = f"{s.mean:.1f}{_pm(s.half_width, fmt)} (n={s.n})"
     if cell["best"]:
         text = f"**{text}**" if fmt == "markdown" else f"\\textbf{{{text}}}"
     elif cell["p"] is not None:
@@ -102,14 +114,15 @@ def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
             "wall_min": wall}
 
 
-def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
+def render(table: dict, fmt: str = "markdown", paper: bool = False, normalise: bool = False) -> str:
     envs = sorted(table)
     methods = sorted({m for row in table.values() for m in row})
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["method", "environment", "mean", "ci95_low", "ci95_high", "seeds", "best", "welch_p_vs_best", "paper",
-                    "variant", "item_matrix", "budget", "wall_time"])
+                    "variant", "item_matrix", "budget", "wall_time", "normalised_mean", "normalised_ci95_low",
+                    "normalised_ci95_high"])
         for m in methods:
             for e in envs:
                 cell = table[e].get(m)
@@ -117,16 +130,18 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
                     continue
                 lo, hi = cell["summary"].ci95
                 where = provenance_of(cell, thousands=False)
+                score = cell["normalised"]
                 w.writerow([m, e, cell["summary"].mean, lo, hi, cell["summary"].n, cell["best"], cell["p"],
                             paper_value(m, e) if paper else "", where["variant"], where["item_matrix"],
-                            where["budget"], where["wall_min"]])
+                            where["budget"], where["wall_min"], *(("", "", "") if score is None else
+                                                                  (score.mean, *score.ci95))])
         return buf.getvalue()
     rows = []
     for m in methods:
         cells = []
         for e in envs:
             cell = table[e].get(m)
-            cells.append("" if cell is None else _cell(cell, paper_value(m, e) if paper else None, fmt))
+            cells.append("" if cell is None else _cell(cell, paper_value(m, e) if paper else None, fmt, normalise))
         rows.append((m, cells))
     if fmt == "latex":
         lines = ["\\begin{tabular}{l" + "r" * len(envs) + "}", " & ".join(["method", *envs]) + " \\\\", "\\hline"]
@@ -135,7 +150,10 @@ def render(table: dict, fmt: str = "markdown", paper: bool = False) -> str:
     lines = ["| method | " + " | ".join(envs) + " |", "|---|" + "---:|" * len(envs)]
     lines += [f"| {m} | " + " | ".join(cells) + " |" for m, cells in rows]
     lines += ["", "Mean test return over seeds ± half-width of the 95 % Student-t interval; "
-              "best per environment in bold; p: Welch's t-test against the best.", "",
+              "best per environment in bold; p: Welch's t-test against the best."
+              + (" Normalised: 100 x (return - random) / (expert - random) per seed, then its mean ± interval, the raw "
+                 "mean beside it (gym_slaterec/data/reference_returns.json; a cell without an expert reference or on "
+                 "another item matrix shows the raw return)." if normalise else ""), "",
               "| method | environment | variant | item matrix | budget per seed | wall time per seed |",
               "|---|---|---|---|---|---|"]
     for m in methods:

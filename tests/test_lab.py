@@ -235,3 +235,30 @@ def test_slate_figure_from_real_runs(tmp_path, capsys):
     assert "random: mean relevance" in out and "oracle: mean relevance" in out
     assert png_runs(fig) == [str(r) for r in runs]
     assert main(["plot", "slates", str(runs[0]), "--labels", "a", "b", "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_normalised_scores_use_the_shipped_references_and_only_on_their_matrix(tmp_path, capsys):
+    import csv
+    import io
+
+    from slaterec_lab.scores import normalised, reference_returns
+
+    refs = reference_returns()
+    assert set(refs) == {"FocusedTopDown", "FocusedMixed", "FocusedDivPen", "DiffuseTopDown", "DiffuseMixed",
+                         "DiffuseDivPen"}
+    focused = refs["FocusedTopDown"]
+    fp = focused["item_matrix"]
+    assert normalised(focused["random"], "FocusedTopDown", fp) == pytest.approx(0.0)
+    assert normalised(focused["expert"], "FocusedTopDown", fp) == pytest.approx(100.0)
+    assert normalised(200.0, "FocusedTopDown", "0123456789ab") is None  # another item matrix
+    assert normalised(200.0, "DiffuseMixed", refs["DiffuseMixed"]["item_matrix"]) is None  # no expert yet
+    # the shipped summaries of results/table2: their CSV carries the score of each seed's return
+    assert main(["table", str(Path(__file__).resolve().parents[1] / "results" / "table2"), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows
+    for row in rows:
+        expect = 100 * (float(row["mean"]) - focused["random"]) / (focused["expert"] - focused["random"])
+        assert float(row["normalised_mean"]) == pytest.approx(expect)
+    assert main(["table", str(Path(__file__).resolve().parents[1] / "results" / "table2"), "--normalised"]) == 0
+    text = capsys.readouterr().out
+    assert "(raw " in text and "Normalised: 100 x (return - random)" in text
