@@ -97,7 +97,7 @@ def test_an_unfinished_run_of_the_previous_layout_resumes(tmp_path, monkeypatch)
 
 def test_old_key_names_in_new_settings_are_refused_with_the_new_name():
     with pytest.raises(ValueError, match=r"agent.buffer_size is now agent.buffer_transitions"):
-        resolve_config("slateq", ENV, {"agent": {"buffer_size": 10}})
+        resolve_config("slateq", ENV, {"agent": {"buffer_size": 10}}, preset="window")
     with pytest.raises(ValueError, match=r"agent.gradient_steps is now agent.updates_per_episode"):
         resolve_config("sac-topk-ideal", ENV, {"agent": {"gradient_steps": 2}}, preset="paper")
     with pytest.raises(ValueError, match="config_schema 7"):
