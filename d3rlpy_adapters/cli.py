@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     p.set_defaults(handler=cmd_collect, checker=check_collect)
 
+    p = sub.add_parser("merge-datasets", help="one dataset of the episodes of several (medium-expert: the medium "
+                       "and the expert datasets)")
+    p.add_argument("datasets", type=Path, nargs="+", help="collected datasets of the same environment")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--overwrite", action="store_true")
+    add_no_progress(p)
+    p.set_defaults(handler=cmd_merge_datasets)
+
     p = sub.add_parser("export", help="export a collected dataset to d3rlpy or Minari with GeMS latent actions")
     p.add_argument("dataset", type=Path)
     p.add_argument("--gems", type=Path, required=True, help="GeMS checkpoint that encodes the logged slates")
@@ -85,6 +93,17 @@ def check_collect(args: argparse.Namespace) -> None:
                          "deterministic mode to switch off")
     if reference and args.checkpoint != "best":
         raise ValueError(f"--checkpoint applies to agent runs, not to the reference policy {args.policy!r}")
+
+
+def cmd_merge_datasets(args: argparse.Namespace) -> int:
+    from .merge import merge_datasets
+
+    ds, notes = merge_datasets(args.datasets, args.out, args.overwrite, progress=not args.no_progress)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {args.out}: {len(ds)} episodes from {len(args.datasets)} datasets, mean return "
+          f"{float(ds.returns().mean()):.2f}, fingerprint {ds.fingerprint[:12]}")
+    return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -535,6 +535,10 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                         add(Trial(rel, "run", argv, deps, {**point, "seed": seed},
                                   method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
     if grid.get("offline") is not None:
+        if any(k.startswith("env_kwargs") for k in common_set):
+            raise GridError("offline: the datasets are collected in the environments as registered (collect takes no "
+                            "environment overrides), so set: env_kwargs.* would give the runs other episodes than the "
+                            "datasets; leave env_kwargs out of a grid with an offline section")
         _offline_trials(_mapping("offline", grid["offline"]), envs, seeds, trials, stage_trial, add, sweep_dir,
                         base_res, tracker_args, bool(stage_grid["gems"]) or any(
                             k.startswith("gems.") for g in zips for k in g), stage_settings["gems"])
@@ -586,30 +590,44 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
     runs = [t for t in trials if t.kind == "run"]
     for env_id in envs:
         env_short = env_id.split("/")[-1].split("-v")[0]
-        for name, dspec in datasets.items():
+        # datasets made of others (merge: [medium, expert]) after the ones they merge
+        ordered = sorted(datasets.items(), key=lambda kv: isinstance(kv[1], dict) and "merge" in kv[1])
+        for name, dspec in ordered:
             if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
                 raise GridError(f"offline.datasets: {name!r} must be letters, digits, '.', '_' or '-' (it names files)")
             dspec = dict(_mapping(f"offline.datasets.{name}", dspec))
-            policy = dspec.pop("policy", None)
-            if not isinstance(policy, str):
-                raise GridError(f"offline.datasets.{name}.policy: expected random, oracle, epsilon-greedy or "
-                                f"run:METHOD, got {policy!r}")
-            deps: list[str] = []
-            if policy.startswith("run:"):
-                method = policy[4:]
-                run_seed = dspec.pop("run_seed", seeds[0])
-                found = [t for t in runs if t.method == method and t.env_id == env_id and t.seed == run_seed]
-                if len(found) != 1:
-                    raise GridError(f"offline.datasets.{name}.policy: {policy} names {len(found)} runs of the grid on "
-                                    f"{env_short} with seed {run_seed} ({', '.join(t.id for t in found) or 'none'}); "
-                                    "it must name exactly one (methods: {" + method + ": ...}, run_seed: S)")
-                deps.append(found[0].id)
-                policy = str(sweep_dir / found[0].id)
             data_id = f"offline/data/{env_short}_{name}"
-            argv = ["collect", env_id, "--policy", policy, "--out", str(sweep_dir / data_id), "--no-progress"]
-            argv += _options("collect", dspec)
-            add(Trial(data_id, "collect", argv, deps, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
-                      gpus=res["gpus"]))
+            if "merge" in dspec:
+                parts = dspec.pop("merge")
+                if dspec or not isinstance(parts, list) or len(parts) < 2 or not all(
+                        p in datasets and "merge" not in (datasets[p] or {}) for p in parts):
+                    raise GridError(f"offline.datasets.{name}: merge takes a list of two or more of the other "
+                                    f"(collected) datasets and nothing else, got {parts!r}")
+                part_ids = [f"offline/data/{env_short}_{p}" for p in parts]
+                argv = ["merge-datasets", *(str(sweep_dir / p) for p in part_ids), "--out", str(sweep_dir / data_id),
+                        "--no-progress"]
+                add(Trial(data_id, "collect", argv, part_ids, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
+                          gpus=res["gpus"]))
+            else:
+                policy = dspec.pop("policy", None)
+                if not isinstance(policy, str):
+                    raise GridError(f"offline.datasets.{name}.policy: expected random, oracle, epsilon-greedy or "
+                                    f"run:METHOD, got {policy!r}")
+                deps: list[str] = []
+                if policy.startswith("run:"):
+                    method = policy[4:]
+                    run_seed = dspec.pop("run_seed", seeds[0])
+                    found = [t for t in runs if t.method == method and t.env_id == env_id and t.seed == run_seed]
+                    if len(found) != 1:
+                        raise GridError(f"offline.datasets.{name}.policy: {policy} names {len(found)} runs of the grid "
+                                        f"on {env_short} with seed {run_seed} ({', '.join(t.id for t in found) or 'none'}"
+                                        "); it must name exactly one (methods: {" + method + ": ...}, run_seed: S)")
+                    deps.append(found[0].id)
+                    policy = str(sweep_dir / found[0].id)
+                argv = ["collect", env_id, "--policy", policy, "--out", str(sweep_dir / data_id), "--no-progress"]
+                argv += _options("collect", dspec)
+                add(Trial(data_id, "collect", argv, deps, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
+                          gpus=res["gpus"]))
             if gems_from == "online":
                 gems_trial = stage_trial("gems", env_id, {})
             else:  # the grid's GeMS options, trained on this dataset

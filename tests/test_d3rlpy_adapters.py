@@ -131,6 +131,36 @@ def test_collect_from_agent_run(work, agent_run):
         collect("SlateRec/DiffuseMixed-v0", run_dir, 2, 0, work / "data_wrong_env", progress=False)
 
 
+def test_merged_datasets_hold_the_parts_in_order_and_say_what_they_left_out(work, agent_run, reference_datasets):
+    from d3rlpy_adapters.merge import describe_parts, merge_datasets
+
+    run_dir, gems_path = agent_run
+    medium = collect(ENV, run_dir, 6, 100, work / "m_medium", checkpoint="episodes:4", progress=False)
+    expert = collect(ENV, run_dir, 5, 200, work / "m_expert", progress=False)
+    both, notes = merge_datasets([medium.path, expert.path], work / "m_medium_expert", progress=False)
+    assert not notes and len(both) == 11
+    np.testing.assert_array_equal(both.slates, np.concatenate([medium.slates, expert.slates]))
+    np.testing.assert_array_equal(both.extras["actions"], np.concatenate([medium.extras["actions"],
+                                                                          expert.extras["actions"]]))
+    parts = describe_parts(both)
+    assert [p["episodes"] for p in parts] == [6, 5] and parts[1]["fingerprint"] == expert.fingerprint
+    assert parts[0]["policy"]["checkpoint"] == "ep0000004"
+    assert both.provenance["gems"]["fingerprint"] == sha256_file(gems_path)
+    h5 = export_d3rlpy(both, gems_path, work / "m_medium_expert.h5", window=3)  # the policies' own actions
+    assert json.loads(sidecar_path(h5).read_text())["action"]["source"] == "policy"
+    # a reference policy's dataset stores no actions: the merge keeps none and says so
+    mixed, notes = merge_datasets([expert.path, reference_datasets["random"].path], work / "m_mixed", progress=False)
+    assert "actions" not in mixed.extras and "left out" in notes[0]
+    long_episodes = collect(ENV, "random", 2, 0, work / "m_random_long", progress=False)  # 100 turns, not 10
+    with pytest.raises(ProvenanceMismatchError, match="differ in env_params"):
+        merge_datasets([expert.path, long_episodes.path], work / "m_bad", progress=False)
+    assert not (work / "m_bad").exists()
+    with pytest.raises(ArtifactExistsError):
+        merge_datasets([medium.path, expert.path], work / "m_medium_expert", progress=False)
+    with pytest.raises(ValueError, match="at least two"):
+        merge_datasets([medium.path], work / "m_one", progress=False)
+
+
 def test_export_round_trip_through_gems(work, trained):
     """decode(exported action) reproduces the logged slate for most items: epsilon-greedy
     logs of new users, encoded by the session's short-trained GeMS (tests/conftest.py)."""

@@ -472,12 +472,13 @@ OFFLINE_GRID = {
     "seeds": [0],
     "logged": {"episodes": 30, "seed": 0},
     "gems": {"max_steps": 4, "latent_dim": 8, "val_max_samples": 200},
-    "set": {"val_users": 4, "test_users": 4, "n_envs": 4, "env_kwargs.episode_length": 10},
+    "set": {"val_users": 4, "test_users": 4, "n_envs": 4},
     "methods": {"sac-gems": {"episodes": 8, "preset": "window",
                              "set": {"val_every": 4, "checkpoint_every": 4, "agent.warmup_episodes": 4,
                                      "agent.batch_transitions": 16}}},
     "offline": {"datasets": {"random": {"policy": "random", "episodes": 6},
-                             "expert": {"policy": "run:sac-gems", "episodes": 6}},
+                             "expert": {"policy": "run:sac-gems", "episodes": 6},
+                             "random-expert": {"merge": ["random", "expert"]}},
                 "export": {"window": 3}, "algorithms": ["td3bc", "bc"], "seeds": [0], "steps": 4,
                 "set": {"eval_every": 2, "val_users": 2, "test_users": 2, "batch_size": 16, "feature_size": 16}},
     "retries": 0,
@@ -487,7 +488,10 @@ OFFLINE_GRID = {
 def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_path):
     trials = {t.id: t for t in expand(OFFLINE_GRID, tmp_path)}
     kinds = sorted(t.kind for t in trials.values())
-    assert kinds.count("collect") == 2 and kinds.count("export") == 2 and kinds.count("offline") == 4
+    assert kinds.count("collect") == 3 and kinds.count("export") == 3 and kinds.count("offline") == 6
+    merged = trials["offline/data/FocusedTopDown_random-expert"]
+    assert merged.argv[0] == "merge-datasets" and merged.deps == ["offline/data/FocusedTopDown_random",
+                                                                  "offline/data/FocusedTopDown_expert"]
     assert kinds.count("gems") == 1  # gems: online, the sweep's GeMS stage exports both datasets
     expert = trials["offline/data/FocusedTopDown_expert"]
     (run_id,) = expert.deps
@@ -500,6 +504,7 @@ def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_
     own = expand({**OFFLINE_GRID, "offline": {**OFFLINE_GRID["offline"], "gems": "dataset"}}, tmp_path)
     gems = [t for t in own if t.kind == "gems"]
     assert sorted(t.id for t in gems) == ["gems/FocusedTopDown.pt", "offline/gems/FocusedTopDown_expert.pt",
+                                          "offline/gems/FocusedTopDown_random-expert.pt",
                                           "offline/gems/FocusedTopDown_random.pt"]  # the online one for sac-gems
     assert all(t.deps == [t.id.replace("offline/gems/", "offline/data/").removesuffix(".pt")]
                for t in gems if t.id.startswith("offline/"))
@@ -512,10 +517,14 @@ def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_
     ({"datasets": {"x y": {"policy": "random", "episodes": 4}}}, "must be letters"),
     ({"datasets": {"x": {"policy": "random", "episodes": 4}}, "set": {"td3bc_beta": 1}}, "td3bc_beta"),
     ({"datasets": {"x": {"policy": "random", "episodes": 4, "stochastic": True}}}, "--stochastic applies to agent runs"),
+    ({"datasets": {"x": {"policy": "random", "episodes": 4}, "y": {"merge": ["x", "z"]}}}, "merge takes a list"),
 ])
 def test_bad_offline_sections_are_refused_by_name(tmp_path, offline, message):
     with pytest.raises(GridError, match=message):
         expand({**OFFLINE_GRID, "offline": offline}, tmp_path)
+    # a reference policy collects in the registered environment: runs with other env settings would not match
+    with pytest.raises(GridError, match="env_kwargs"):
+        expand({**OFFLINE_GRID, "set": {**OFFLINE_GRID["set"], "env_kwargs.episode_length": 10}}, tmp_path)
 
 
 def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp_path):
@@ -525,6 +534,8 @@ def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp
     assert all(t["status"] == "done" for t in sweep.trials.values()), {
         k: t.get("error") for k, t in sweep.trials.items() if t["status"] != "done"}
     records, _ = comparable_records([tmp_path / "sw" / "offline" / "runs"], need_test=True)
-    assert len(records) == 4
+    assert len(records) == 6
     rows = {(r.method, r.config.get("dataset")) for r in records}
-    assert len(rows) == 4  # two algorithms x two datasets, never averaged together
+    assert len(rows) == 6  # two algorithms x three datasets, never averaged together
+    merged = json.loads((tmp_path / "sw" / "offline" / "data" / "FocusedTopDown_random-expert" / "meta.json").read_text())
+    assert [p["episodes"] for p in merged["provenance"]["policy"]["parts"]] == [6, 6]
