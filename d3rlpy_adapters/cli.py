@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     p.set_defaults(handler=cmd_collect, checker=check_collect)
 
+    p = sub.add_parser("replay-dataset", help="a dataset of the episodes an agent run's replay memory held at a "
+                       "periodic checkpoint (D4RL's medium-replay; train with --set replay_snapshots=[N])")
+    p.add_argument("run", type=Path, help="agent run directory (episode regime: the SAC methods, SlateQ)")
+    p.add_argument("--checkpoint", required=True, help="the periodic checkpoint: epNNNNNNN or episodes:N")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--overwrite", action="store_true")
+    add_no_progress(p)
+    p.set_defaults(handler=cmd_replay_dataset)
+
     p = sub.add_parser("merge-datasets", help="one dataset of the episodes of several (medium-expert: the medium "
                        "and the expert datasets)")
     p.add_argument("datasets", type=Path, nargs="+", help="collected datasets of the same environment")
@@ -93,6 +102,16 @@ def check_collect(args: argparse.Namespace) -> None:
                          "deterministic mode to switch off")
     if reference and args.checkpoint != "best":
         raise ValueError(f"--checkpoint applies to agent runs, not to the reference policy {args.policy!r}")
+
+
+def cmd_replay_dataset(args: argparse.Namespace) -> int:
+    from .collect import collect_replay
+
+    ds = collect_replay(args.run, args.checkpoint, args.out, args.overwrite, progress=not args.no_progress)
+    print(f"wrote {args.out}: {len(ds)} episodes of the replay memory of {args.run} at "
+          f"{ds.provenance['policy']['checkpoint']}, mean return {float(ds.returns().mean()):.2f}, "
+          f"{'with' if 'actions' in ds.extras else 'without'} the policy's GeMS actions")
+    return 0
 
 
 def cmd_merge_datasets(args: argparse.Namespace) -> int:

@@ -259,3 +259,56 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
     bar.close()
     assert writer.dataset is not None
     return writer.dataset
+
+
+def collect_replay(run_dir: PathLike, checkpoint: str, out: PathLike, overwrite: bool = False,
+                   progress: bool = True) -> LoggedDataset:
+    """The episodes of the replay memory an agent run kept with periodic checkpoint ``checkpoint``
+    (``RunConfig.replay_snapshots``), oldest first: D4RL's medium-replay. The actions are kept
+    when they are the policy's own GeMS actions (an episode-regime SAC acting through GeMS)."""
+    from gym_slaterec.run_dirs import list_checkpoints
+    from sb3_slate.runs import REPLAY_SNAPSHOT_PREFIX, read_run
+
+    run_dir, cfg, prov = read_run(run_dir)
+    name = resolve_checkpoint(list_checkpoints(run_dir), checkpoint)
+    path = run_dir / "checkpoints" / f"{REPLAY_SNAPSHOT_PREFIX}{name}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} kept no replay memory with checkpoint {name} (train with --set "
+                                f"replay_snapshots=[N], N a periodic checkpoint's episode count; kept: "
+                                f"{sorted(p.stem for p in (run_dir / 'checkpoints').glob(REPLAY_SNAPSHOT_PREFIX + '*.npz')) or 'none'})")
+    check_writable(out, overwrite, DATASET_KINDS)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            pos, size, cap, T, k, A, N = (int(x) for x in data["meta"])
+            slates, clicks = data["slates"], data["clicks"]
+            actions, rewards = data["actions"], data["rewards"]
+    except Exception as exc:  # truncated, foreign or pickled content
+        raise ValueError(f"replay memory {path} is damaged ({type(exc).__name__}: {exc})") from exc
+    if size < 1 or len(slates) != size:
+        raise ValueError(f"replay memory {path} holds {len(slates)} of {size} episodes")
+    order = np.roll(np.arange(size), -pos) if size == cap else np.arange(size)  # a full ring starts at pos
+    gems_fp = (prov.get("inputs") or {}).get("gems")
+    own_actions = (cfg.regime.model == "EpisodeSAC" and "gems" in cfg.spec.needs(cfg.agent) and gems_fp is not None)
+    extras = {"rewards": ((T,), np.float32), **({"actions": ((T, A), np.float32)} if own_actions else {})}
+    pol = {"kind": "replay", "run_dir": str(run_dir), "method": cfg.method, "checkpoint": name,
+           "checkpoint_fingerprint": sha256_file(path), "run_fingerprint": _run_fingerprint(run_dir),
+           "run_seed": cfg.seed}
+    record = provenance(
+        COLLECT_KIND, env_id=prov.get("env_id"), env_params=prov.get("env_params"),
+        item_embeddings_fingerprint=prov.get("item_embeddings_fingerprint"), seed=None,
+        hyperparameters={"episodes": size, "checkpoint": name, "source": "replay memory"},
+        inputs={"replay_memory": pol["checkpoint_fingerprint"], **({"gems": gems_fp} if own_actions else {})},
+        policy=pol, gems={"fingerprint": gems_fp, "path": cfg.gems} if own_actions else None,
+        episode_length=T, env_kwargs=dict(cfg.env_kwargs),
+        users={"rule": f"the training users of run seed {cfg.seed} whose episodes the replay memory held"},
+    )
+    bar = progress_bar(progress, total=size, unit="ep", desc=f"replay {cfg.method}:{name}")
+    with DatasetWriter(out, size, T, k, N, record, overwrite, extras) as writer:
+        for a in range(0, size, 2048):
+            idx = order[a:a + 2048]
+            writer.write(a, slates[idx], clicks[idx], rewards=rewards[idx],
+                         **({"actions": actions[idx]} if own_actions else {}))
+            bar.update(len(idx))
+    bar.close()
+    assert writer.dataset is not None
+    return writer.dataset

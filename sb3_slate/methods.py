@@ -69,6 +69,9 @@ class RunConfig:
     test_users: int = 500
     checkpoint_every: int = 500
     save_replay_buffer: bool = True
+    #: episode counts whose periodic checkpoint also keeps the replay memory as it is then
+    #: (checkpoints/replay_epNNNNNNN.npz: D4RL's medium-replay, ``slaterec collect --replay``)
+    replay_snapshots: list = field(default_factory=list)
     torch_threads: int = 1
     #: optional wall-clock budget in seconds: training stops at the first episode end past it
     max_wall_s: Optional[float] = None
@@ -148,6 +151,17 @@ class RunConfig:
         for name in ("gems", "mf", "notes"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        snaps = self.replay_snapshots
+        if not isinstance(snaps, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in snaps):
+            raise ValueError(f"replay_snapshots must be a list of positive episode counts, got {snaps!r}")
+        if snaps:
+            if not (self.regime.own_loop and self.regime.model in ("EpisodeSAC", "EpisodeSlateQ")):
+                raise ValueError(f"replay_snapshots: {self.method} (replay={self.replay}) keeps no replay memory of "
+                                 "episodes to snapshot (the episode regime of the SAC methods and SlateQ does)")
+            off = [v for v in snaps if not self.checkpoint_every or v % self.checkpoint_every]
+            if off:
+                raise ValueError(f"replay_snapshots {off} are not periodic checkpoints (multiples of checkpoint_every="
+                                 f"{self.checkpoint_every})")
         if self.tag is not None and (not isinstance(self.tag, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.tag)):
             raise ValueError(f"tag must be 1-64 letters, digits, '.', '_' or '-' (it names run directories), got {self.tag!r}")
         if not isinstance(self.agent, m.regimes[self.replay].config):

@@ -7,7 +7,8 @@ A run directory holds::
     state.json           progress: episodes, turns, validation curve, best checkpoint, status
     tb/                  TensorBoard scalars (+ progress.csv)
     checkpoints/         best.zip, last.zip, epNNNNNNN.zip (periodic; weights only, sb3_slate.checkpoints),
-                         last_replay_buffer.npz
+                         last_replay_buffer.npz, replay_epNNNNNNN.npz (the replay memory at the
+                         checkpoints named by replay_snapshots)
     best_validation.json episode and validation return of checkpoints/best
     results.json         validation curve and test return (mean, std, ci95, episodes) when complete
 
@@ -47,6 +48,8 @@ from .protocol import TEST_SEED, VALIDATION_SEED, ProtocolCallback, evaluate_age
 RUN_FORMAT = "slaterec.sb3_run/1"
 #: the replay memory of the last checkpoint (npz; runs before the pickle-free format wrote a .pkl)
 REPLAY_FILE = "last_replay_buffer.npz"
+#: the replay memory kept with periodic checkpoint epNNNNNNN (RunConfig.replay_snapshots)
+REPLAY_SNAPSHOT_PREFIX = "replay_"
 LEGACY_REPLAY_FILE = "last_replay_buffer.pkl"
 LAYOUT = run_dirs.LAYOUTS["sb3_run"]
 
@@ -275,6 +278,9 @@ class Run:
         own_format = is_ref or self.config.regime.load is not None  # their save writes no pickle
         with atomic_path(dest, overwrite=True) as tmp:
             self.model.save(tmp) if own_format else checkpoints.save_checkpoint(self.model, tmp)
+        if name.startswith("ep") and name[2:].isdigit() and int(name[2:]) in self.config.replay_snapshots:
+            with atomic_path(self.ckpt_dir / f"{REPLAY_SNAPSHOT_PREFIX}{name}.npz", overwrite=True) as tmp:
+                self.model.save_replay_buffer(tmp)
         if name == "last":
             if self.config.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
                 with atomic_path(self.ckpt_dir / REPLAY_FILE, overwrite=True) as tmp:

@@ -624,8 +624,16 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
                                         "); it must name exactly one (methods: {" + method + ": ...}, run_seed: S)")
                     deps.append(found[0].id)
                     policy = str(sweep_dir / found[0].id)
-                argv = ["collect", env_id, "--policy", policy, "--out", str(sweep_dir / data_id), "--no-progress"]
-                argv += _options("collect", dspec)
+                if "replay" in dspec:  # the run's replay memory at a periodic checkpoint (medium-replay)
+                    replay = dspec.pop("replay")
+                    if not deps or dspec:
+                        raise GridError(f"offline.datasets.{name}: replay takes a run's policy (run:METHOD) and "
+                                        f"nothing else but run_seed, got {sorted(dspec) or policy!r}")
+                    argv = ["replay-dataset", policy, "--checkpoint", str(replay), "--out", str(sweep_dir / data_id),
+                            "--no-progress"]
+                else:
+                    argv = ["collect", env_id, "--policy", policy, "--out", str(sweep_dir / data_id), "--no-progress"]
+                    argv += _options("collect", dspec)
                 add(Trial(data_id, "collect", argv, deps, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
                           gpus=res["gpus"]))
             if gems_from == "online":

@@ -161,6 +161,36 @@ def test_merged_datasets_hold_the_parts_in_order_and_say_what_they_left_out(work
         merge_datasets([medium.path], work / "m_one", progress=False)
 
 
+def test_medium_replay_is_the_replay_memory_kept_with_a_checkpoint_oldest_first(work, tiny_gems):
+    from d3rlpy_adapters.collect import collect_replay
+    from sb3_slate.methods import resolve_config
+    from sb3_slate.runs import train_run
+
+    base = {"episodes": 12, "n_envs": 4, "val_every": 4, "val_users": 4, "test_users": 4, "checkpoint_every": 4,
+            "env_kwargs": dict(SHORT), "gems": str(tiny_gems), "replay_snapshots": [8],
+            "agent": {"warmup_episodes": 4, "batch_episodes": 2, "buffer_episodes": 6, "net_arch": [16]}}
+    run = work / "replay_run"
+    train_run(resolve_config("sac-gems", ENV, base, preset="paper"), run, progress=False)
+    snapshot = run / "checkpoints" / "replay_ep0000008.npz"
+    assert snapshot.is_file() and not (run / "checkpoints" / "replay_ep0000004.npz").exists()
+    ds = collect_replay(run, "episodes:8", work / "data_medium_replay", progress=False)
+    with np.load(snapshot) as raw:  # 8 episodes into a ring of 6: the oldest kept is at index 8 % 6 = 2
+        order = [2, 3, 4, 5, 0, 1]
+        np.testing.assert_array_equal(ds.slates, raw["slates"][order])
+        np.testing.assert_array_equal(ds.extras["actions"], raw["actions"][order])
+    assert len(ds) == 6 and ds.provenance["policy"]["kind"] == "replay"
+    assert ds.provenance["gems"]["fingerprint"] == sha256_file(tiny_gems)
+    np.testing.assert_array_equal(ds.extras["rewards"], ds.clicks[:, 1:].sum(-1))
+    h5 = export_d3rlpy(ds, tiny_gems, work / "medium_replay.h5", window=3)
+    assert json.loads(sidecar_path(h5).read_text())["action"]["source"] == "policy"
+    with pytest.raises(FileNotFoundError, match="kept no replay memory with checkpoint ep0000004"):
+        collect_replay(run, "ep0000004", work / "data_none", progress=False)
+    with pytest.raises(ValueError, match=r"replay_snapshots \[6\] are not periodic checkpoints"):
+        resolve_config("sac-gems", ENV, {**base, "replay_snapshots": [6]}, preset="paper")
+    with pytest.raises(ValueError, match="keeps no replay memory of episodes"):
+        resolve_config("sac-gems", ENV, {**base, "agent": {}, "replay_snapshots": [8]}, preset="window")
+
+
 def test_export_round_trip_through_gems(work, trained):
     """decode(exported action) reproduces the logged slate for most items: epsilon-greedy
     logs of new users, encoded by the session's short-trained GeMS (tests/conftest.py)."""

@@ -473,12 +473,13 @@ OFFLINE_GRID = {
     "logged": {"episodes": 30, "seed": 0},
     "gems": {"max_steps": 4, "latent_dim": 8, "val_max_samples": 200},
     "set": {"val_users": 4, "test_users": 4, "n_envs": 4},
-    "methods": {"sac-gems": {"episodes": 8, "preset": "window",
+    "methods": {"sac-gems": {"episodes": 8, "preset": "paper",
                              "set": {"val_every": 4, "checkpoint_every": 4, "agent.warmup_episodes": 4,
-                                     "agent.batch_transitions": 16}}},
+                                     "agent.batch_episodes": 2, "replay_snapshots": [4]}}},
     "offline": {"datasets": {"random": {"policy": "random", "episodes": 6},
                              "expert": {"policy": "run:sac-gems", "episodes": 6},
-                             "random-expert": {"merge": ["random", "expert"]}},
+                             "random-expert": {"merge": ["random", "expert"]},
+                             "replay": {"policy": "run:sac-gems", "replay": "ep0000004"}},
                 "export": {"window": 3}, "algorithms": ["td3bc", "bc"], "seeds": [0], "steps": 4,
                 "set": {"eval_every": 2, "val_users": 2, "test_users": 2, "batch_size": 16, "feature_size": 16}},
     "retries": 0,
@@ -488,12 +489,13 @@ OFFLINE_GRID = {
 def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_path):
     trials = {t.id: t for t in expand(OFFLINE_GRID, tmp_path)}
     kinds = sorted(t.kind for t in trials.values())
-    assert kinds.count("collect") == 3 and kinds.count("export") == 3 and kinds.count("offline") == 6
+    assert kinds.count("collect") == 4 and kinds.count("export") == 4 and kinds.count("offline") == 8
     merged = trials["offline/data/FocusedTopDown_random-expert"]
     assert merged.argv[0] == "merge-datasets" and merged.deps == ["offline/data/FocusedTopDown_random",
                                                                   "offline/data/FocusedTopDown_expert"]
     assert kinds.count("gems") == 1  # gems: online, the sweep's GeMS stage exports both datasets
     expert = trials["offline/data/FocusedTopDown_expert"]
+    assert trials["offline/data/FocusedTopDown_replay"].argv[:2] == ["replay-dataset", expert.argv[3]]
     (run_id,) = expert.deps
     assert trials[run_id].kind == "run" and trials[run_id].method == "sac-gems"
     assert expert.argv[expert.argv.index("--policy") + 1] == str((tmp_path / run_id).resolve())
@@ -505,7 +507,8 @@ def test_offline_stages_expand_collect_export_and_train_offline_per_dataset(tmp_
     gems = [t for t in own if t.kind == "gems"]
     assert sorted(t.id for t in gems) == ["gems/FocusedTopDown.pt", "offline/gems/FocusedTopDown_expert.pt",
                                           "offline/gems/FocusedTopDown_random-expert.pt",
-                                          "offline/gems/FocusedTopDown_random.pt"]  # the online one for sac-gems
+                                          "offline/gems/FocusedTopDown_random.pt",
+                                          "offline/gems/FocusedTopDown_replay.pt"]  # the online one for sac-gems
     assert all(t.deps == [t.id.replace("offline/gems/", "offline/data/").removesuffix(".pt")]
                for t in gems if t.id.startswith("offline/"))
 
@@ -534,8 +537,8 @@ def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp
     assert all(t["status"] == "done" for t in sweep.trials.values()), {
         k: t.get("error") for k, t in sweep.trials.items() if t["status"] != "done"}
     records, _ = comparable_records([tmp_path / "sw" / "offline" / "runs"], need_test=True)
-    assert len(records) == 6
+    assert len(records) == 8
     rows = {(r.method, r.config.get("dataset")) for r in records}
-    assert len(rows) == 6  # two algorithms x three datasets, never averaged together
+    assert len(rows) == 8  # two algorithms x four datasets, never averaged together
     merged = json.loads((tmp_path / "sw" / "offline" / "data" / "FocusedTopDown_random-expert" / "meta.json").read_text())
     assert [p["episodes"] for p in merged["provenance"]["policy"]["parts"]] == [6, 6]
