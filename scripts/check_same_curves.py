@@ -35,13 +35,15 @@ def cases(art: dict[str, str]) -> dict[str, tuple[str, dict, str | None]]:
     common = {"episodes": 12, "n_envs": 4, "window": 3, "val_every": 4, "val_users": 16, "test_users": 16,
               "checkpoint_every": 4, "env_kwargs": dict(SMALL), "gems": art["gems"], "mf": art["mf"], "seed": 3}
     out = {}
-    for method in (name for name, m in METHOD_TABLE.items() if m.trains):
+    for method, m in ((name, m) for name, m in METHOD_TABLE.items() if m.trains):
         sac = method in SAC_METHODS
         agent = {"warmup_episodes": 4, "batch_transitions": 16, "net_arch": [32]} if sac else {}
-        out[f"{method}/window"] = (method, {**common, "agent": agent}, "window" if sac else None)
-        if sac:
+        # the window regime named explicitly where the paper's is the default
+        out[f"{method}/window"] = (method, {**common, "agent": agent}, "window" if m.default_preset else None)
+        if "episode" in m.regimes:
+            extra = {} if sac else {"batch_episodes": 2} if method == "slateq" else {}
             out[f"{method}/episode"] = (method, {**common, "episodes": 16, "n_envs": 4,
-                                                 "agent": {"warmup_episodes": 4, "net_arch": [32]}}, "paper")
+                                                 "agent": {"warmup_episodes": 4, "net_arch": [32], **extra}}, "paper")
     return out
 
 

@@ -1,12 +1,14 @@
 """What the agents with their own collection loop (:class:`~sb3_slate.agents.EpisodeSAC`,
-:class:`~sb3_slate.agents.EpisodeREINFORCE`) share: the per-batch bookkeeping of the
-episodes they collect, the report to the logger and the callback, and the random states
-their checkpoints keep."""
+:class:`~sb3_slate.agents.EpisodeREINFORCE`, :class:`~sb3_slate.agents.EpisodeSlateQ`) share:
+the collection loop of the episode-replay agents, the per-batch bookkeeping of the episodes
+they collect, the report to the logger and the callback, and the random states their
+checkpoints keep."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -139,3 +141,58 @@ def restore_counters(model: Any, state: dict[str, Any]) -> None:
     if state["generator"].numel() == model.generator.get_state().numel():
         model.generator.set_state(state["generator"])
     # else: saved on another kind of device; the acting noise restarts from the seed
+
+
+def replay_learn(model: Any, total_timesteps: int, callback: Any, reset_num_timesteps: bool,
+                 act: Callable[[dict, Any, bool], tuple[np.ndarray, Any]],
+                 turn_record: Callable[[dict, np.ndarray], np.ndarray]) -> Any:
+    """The episode-replay agents' loop: collect ``n_envs`` whole episodes at a time, spreading
+    ``model.gradient_steps`` updates per collected episode over their turns once the warm-up
+    is over and the memory holds episodes, then add the episodes to ``model.replay_buffer``.
+
+    ``act(obs, state, warm) -> (env action, state)``; ``turn_record(obs_after, action)`` is the
+    per-turn vector the memory keeps beside the slates (``replay_buffer.action_dim`` values).
+    ``callback`` is an SB3 ``BaseCallback``, called once per batch with each finished
+    episode's ``"episode"`` record.
+    """
+    target = model.start_learning(total_timesteps, callback, reset_num_timesteps)
+    env, T, k = model.env, model.T, model.slate_size
+    n = env.num_envs
+    updates_per_turn = model.gradient_steps * n / T
+    owed, metrics, stop = 0.0, {}, False
+    clock = time.perf_counter
+    while model.num_timesteps < target and not stop:
+        batch_start, train_s = clock(), 0.0
+        obs, _ = env.reset(seed=model.first_user_seed(model.episodes_done))
+        slates = np.empty((n, T + 1, k), dtype=np.int64)
+        clicks = np.empty((n, T + 1, k), dtype=np.uint8)
+        records = np.empty((n, T, model.replay_buffer.action_dim), dtype=np.float32)
+        rewards = np.empty((n, T), dtype=np.float32)
+        stats = BatchStats(n)
+        slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
+        warm = model.episodes_done < model.warmup_episodes
+        state = None
+        for t in range(T):
+            action, state = act(obs, state, warm)
+            obs, reward, terminated, truncated, info = env.step(action)
+            slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
+            records[:, t], rewards[:, t] = turn_record(obs, action), reward
+            stats.add(info)
+            model.num_timesteps += n
+            if len(model.replay_buffer) and not warm:
+                owed += updates_per_turn
+                while owed >= 1.0:
+                    step_start = clock()
+                    metrics = model.train_step()
+                    train_s += clock() - step_start
+                    owed -= 1.0
+        if not np.asarray(terminated).all():
+            raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
+        model.replay_buffer.add(slates, clicks, records, rewards)
+        model.episodes_done += n
+        model.seconds["train"] += train_s
+        model.seconds["collect"] += clock() - batch_start - train_s
+        stop = report_batch(model, rewards, stats, metrics, callback)
+    if callback is not None:
+        callback.on_training_end()
+    return model

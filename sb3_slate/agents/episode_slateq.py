@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -54,7 +53,7 @@ from gym_slaterec.provenance import TrainingDiverged
 
 from ..agent_configs import SLATEQ_SWITCHES
 from .episode_loop import (
-    BatchStats, OwnLoopPlumbing, loop_state, read_zip_checkpoint, report_batch, reset_where, restore_counters,
+    OwnLoopPlumbing, loop_state, read_zip_checkpoint, replay_learn, reset_where, restore_counters,
     write_zip_checkpoint,
 )
 from .episode_sac.buffer import EpisodeReplayBuffer
@@ -198,7 +197,7 @@ class EpisodeSlateQ(OwnLoopPlumbing):
         self.num_items, self.slate_size, self.T = int(num_items), int(slate_size), int(episode_length)
         self.gamma, self.tau = float(gamma), float(tau)
         self.batch_episodes, self.warmup_episodes = int(batch_episodes), int(warmup_episodes)
-        self.updates_per_episode = float(updates_per_episode)
+        self.gradient_steps = float(updates_per_episode)
         self.eps = (float(epsilon_start), float(epsilon_end), float(epsilon_decay_episodes))
         self.learn_from, self.next_slate_by, self.penalty_check = learn_from, next_slate_by, penalty_check
         self.device = torch.device(device)
@@ -300,50 +299,15 @@ class EpisodeSlateQ(OwnLoopPlumbing):
     def learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
               progress_bar: bool = False) -> "EpisodeSlateQ":
         """Collect ``n_envs`` episodes at a time; their updates are spread over the turns."""
-        target = self.start_learning(total_timesteps, callback, reset_num_timesteps)
-        env, T, k = self.env, self.T, self.slate_size
-        n = env.num_envs
-        updates_per_turn = self.updates_per_episode * n / T
-        owed, metrics, stop = 0.0, {}, False
-        clock = time.perf_counter
-        while self.num_timesteps < target and not stop:
-            start, train_s = clock(), 0.0
-            obs, _ = env.reset(seed=self.first_user_seed(self.episodes_done))
-            slates = np.empty((n, T + 1, k), dtype=np.int64)
-            clicks = np.empty((n, T + 1, k), dtype=np.uint8)
-            users = np.empty((n, T, self.replay_buffer.action_dim), dtype=np.float32)
-            rewards = np.empty((n, T), dtype=np.float32)
-            stats = BatchStats(n)
-            slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
-            warm = self.episodes_done < self.warmup_episodes
-            state = None
-            for t in range(T):
-                if warm:
-                    action = self.rng.integers(0, self.num_items, size=(n, k))
-                else:
-                    action, state = self.predict(obs, state)
-                obs, reward, terminated, truncated, info = env.step(action)
-                slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
-                users[:, t], rewards[:, t] = obs["target_user"], reward
-                stats.add(info)
-                self.num_timesteps += n
-                if len(self.replay_buffer) and not warm:
-                    owed += updates_per_turn
-                    while owed >= 1.0:
-                        step_start = clock()
-                        metrics = self.train_step()
-                        train_s += clock() - step_start
-                        owed -= 1.0
-            if not np.asarray(terminated).all():
-                raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
-            self.replay_buffer.add(slates, clicks, users, rewards)
-            self.episodes_done += n
-            self.seconds["train"] += train_s
-            self.seconds["collect"] += clock() - start - train_s
-            stop = report_batch(self, rewards, stats, metrics, callback)
-        if callback is not None:
-            callback.on_training_end()
-        return self
+        return replay_learn(self, total_timesteps, callback, reset_num_timesteps, self.collect_action,
+                            lambda obs, action: obs["target_user"])
+
+    def collect_action(self, obs: dict[str, np.ndarray], state: Optional[torch.Tensor],
+                       warm: bool) -> tuple[np.ndarray, Optional[torch.Tensor]]:
+        """Random item slates during warm-up, else the epsilon-greedy policy's."""
+        if warm:
+            return self.rng.integers(0, self.num_items, size=(len(obs["slate"]), self.slate_size)), state
+        return self.predict(obs, state)
 
     # ------------------------------------------------------------ save/load
     def save(self, path: Union[str, Path]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -15,7 +14,7 @@ from torch.nn import functional as F
 
 from gym_slaterec.provenance import TrainingDiverged
 
-from ..episode_loop import BatchStats, OwnLoopPlumbing, report_batch, reset_where
+from ..episode_loop import OwnLoopPlumbing, replay_learn, reset_where
 from . import checkpoint
 from .buffer import EpisodeReplayBuffer
 from .policies import SlateBelief, SquashedGaussianActor, TwinQ, WolpertingerRefiner, unroll_pair
@@ -248,49 +247,8 @@ class EpisodeSAC(OwnLoopPlumbing):
         ``callback`` is an SB3 ``BaseCallback``; it is called once per batch of
         episodes with ``infos`` holding each finished episode's ``"episode"`` record.
         """
-        target = self.start_learning(total_timesteps, callback, reset_num_timesteps)
-        env, T = self.env, self.T
-        n = env.num_envs
-        updates_per_turn = self.gradient_steps * n / T
-        owed = 0.0
-        last_metrics: dict[str, float] = {}
-        stop = False
-        clock = time.perf_counter
-        while self.num_timesteps < target and not stop:
-            batch_start, train_s = clock(), 0.0
-            obs, _ = env.reset(seed=self.first_user_seed(self.episodes_done))
-            slates = np.empty((n, T + 1, self.slate_size), dtype=np.int64)
-            clicks = np.empty((n, T + 1, self.slate_size), dtype=np.uint8)
-            actions = np.empty((n, T, self.replay_buffer.action_dim), dtype=np.float32)
-            rewards = np.empty((n, T), dtype=np.float32)
-            stats = BatchStats(n)
-            slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
-            warm = self.episodes_done < self.warmup_episodes
-            state = None
-            for t in range(T):
-                action, state = self.collect_action(obs, state, warm)
-                obs, reward, terminated, truncated, info = env.step(action)
-                slates[:, t + 1], clicks[:, t + 1] = obs["slate"], obs["clicks"]
-                actions[:, t], rewards[:, t] = self.stored_action(action), reward
-                stats.add(info)
-                self.num_timesteps += n
-                if len(self.replay_buffer) and self.episodes_done >= self.warmup_episodes:
-                    owed += updates_per_turn
-                    while owed >= 1.0:
-                        step_start = clock()
-                        last_metrics = self.train_step()
-                        train_s += clock() - step_start
-                        owed -= 1.0
-            if not np.asarray(terminated).all():
-                raise RuntimeError(f"episodes did not end after {T} turns (episode_length mismatch)")
-            self.replay_buffer.add(slates, clicks, actions, rewards)
-            self.episodes_done += n
-            self.seconds["train"] += train_s
-            self.seconds["collect"] += clock() - batch_start - train_s
-            stop = report_batch(self, rewards, stats, last_metrics, callback)
-        if callback is not None:
-            callback.on_training_end()
-        return self
+        return replay_learn(self, total_timesteps, callback, reset_num_timesteps, self.collect_action,
+                            lambda obs, action: self.stored_action(action))
 
     # ------------------------------------------------------------ save/load
     def save(self, path: Union[str, Path]) -> None:
