@@ -195,7 +195,8 @@ def test_window_slateq_targets_divide_crowded_slates_by_the_diversity_penalty():
     from sb3_slate.envs import SB3VecEnv
     from sb3_slate.methods import Artifacts, build_model, wrap_env
 
-    cfg = resolve_config("slateq", "SlateRec/FocusedDivPen-v0", {"n_envs": 1, "agent": {"buffer_transitions": 10}})
+    cfg = resolve_config("slateq", "SlateRec/FocusedDivPen-v0", {"n_envs": 1, "agent": {"buffer_transitions": 10}},
+                         preset="window")
     wrapped = wrap_env(cfg, Artifacts(), runs.base_env(cfg, 1))
     policy = build_model(cfg, Artifacts(), SB3VecEnv(wrapped, seed=0), wrapped).policy
     sim = simulator_of(wrapped)
