@@ -189,10 +189,15 @@ WKNN_SWITCHES: dict[str, tuple[str, str]] = {
 }
 
 
-def _switch(name: str, doc: str) -> Any:
-    paper, reference = WKNN_SWITCHES[name]
+def reading_switch(switches: dict[str, tuple[str, str]], name: str, doc: str) -> Any:
+    """A config field that reads one difference the paper's way (default) or the reference code's."""
+    paper, reference = switches[name]
     return setting(paper, f"{doc}: {paper} (the paper's reading) or {reference} (the reference code's)",
                    one_of(paper, reference))
+
+
+def _switch(name: str, doc: str) -> Any:
+    return reading_switch(WKNN_SWITCHES, name, doc)
 
 
 @dataclass
@@ -284,9 +289,7 @@ SLATEQ_SWITCHES: dict[str, tuple[str, str]] = {
 
 
 def _slateq_switch(name: str, doc: str) -> Any:
-    paper, reference = SLATEQ_SWITCHES[name]
-    return setting(paper, f"{doc}: {paper} (the paper's reading) or {reference} (the reference code's)",
-                   one_of(paper, reference))
+    return reading_switch(SLATEQ_SWITCHES, name, doc)
 
 
 @dataclass

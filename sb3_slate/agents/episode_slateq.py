@@ -45,7 +45,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import VectorEnv, VectorWrapper
+from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from gym_slaterec.policies import simulator_of
@@ -59,6 +59,7 @@ from .episode_loop import (
 from .episode_sac.buffer import EpisodeReplayBuffer
 from .episode_sac.policies import MLP, SlateBelief
 from .gru_sequence import unroll_gru
+from .slateq import ObservationAdder
 
 FORMAT = "slaterec.episode_slateq/1"
 
@@ -71,7 +72,7 @@ def reference_bored_mask(num_topics: int, topic_size: int) -> np.ndarray:
     return (d >= topic_size * c) & (d < (topic_size + 1) * c)
 
 
-class PrivilegedUserState(VectorWrapper):
+class PrivilegedUserState(ObservationAdder):
     """Adds the user vectors of the next turn's relevance to a dict observation (SlateQ).
 
     ``act_user`` (b, d) float32: the vector acting scores items with; ``target_user``: the one
@@ -109,14 +110,6 @@ class PrivilegedUserState(VectorWrapper):
                 act = np.where(boost, act * cfg.short_term_boost, act)
             act, target = act.astype(np.float32), sim.user.astype(np.float32)
         return {**obs, "act_user": act, "target_user": target}
-
-    def reset(self, **kwargs: Any):
-        obs, info = self.env.reset(**kwargs)
-        return self._add(obs), info
-
-    def step(self, actions: Any):
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        return self._add(obs), reward, terminated, truncated, info
 
 
 class ClickModel(torch.nn.Module):

@@ -41,7 +41,22 @@ def true_relevance(sim: Any) -> np.ndarray:
     return sigmoid((scores - cfg.offset) * cfg.slope)
 
 
-class PrivilegedRelevance(VectorWrapper):
+class ObservationAdder(VectorWrapper):
+    """A vector-env wrapper whose observations are the env's with entries added by ``_add``."""
+
+    def _add(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        return self._add(obs), info
+
+    def step(self, actions: Any):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return self._add(obs), reward, terminated, truncated, info
+
+
+class PrivilegedRelevance(ObservationAdder):
     """Adds ``relevance`` (b, N) float16, the true next-turn relevance of every item, to a dict observation."""
 
     def __init__(self, env: VectorEnv) -> None:
@@ -57,14 +72,6 @@ class PrivilegedRelevance(VectorWrapper):
 
     def _add(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {**obs, "relevance": true_relevance(self.sim).astype(np.float16)}
-
-    def reset(self, **kwargs: Any):
-        obs, info = self.env.reset(**kwargs)
-        return self._add(obs), info
-
-    def step(self, actions: Any):
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        return self._add(obs), reward, terminated, truncated, info
 
 
 class _ItemQ(nn.Module):
