@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from gym_slaterec.cli import add_no_progress, positive_int, seed_arg
 from gym_slaterec.devices import DEVICE_HELP, device_arg
@@ -22,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("method", choices=METHODS)
     p.add_argument("env_id")
-    p.add_argument("--seed", type=seed_arg, default=None, help="run seed (0 to 2**32-1); default 0")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=seed_arg, default=None, help="run seed (0 to 2**32-1); default 0")
+    seeds.add_argument("--seeds", type=seed_arg, nargs="+", metavar="SEED",
+                       help="train several seeds side by side, one ordinary run directory each (OUT/sSEED, or "
+                       "--out with a {seed} field), each in a process of its own; the same command resumes them")
+    p.add_argument("--jobs", type=positive_int, help="with --seeds: seeds trained at once (default: one per core)")
     p.add_argument("--out", type=Path, help="run directory (created; resumed if unfinished); default: "
                    "WORKSPACE/METHOD_ENV_sSEED[_TAG]_TIMESTAMP")
     p.add_argument("--workspace", type=Path, help="root of the default run directories "
@@ -32,9 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'log_{seed}/{method}/{tag}_{date}' or '{env}_gamma{agent.gamma}_s{seed}' (fields: method, env, "
                    "seed, tag, date, time and every configuration key)")
     p.add_argument("--notes", help="free text recorded in the run's configuration")
-    p.add_argument("--gems", type=Path, help=f"GeMS checkpoint ({', '.join(_needing('gems'))})")
-    p.add_argument("--mf", type=Path, help=f"MF embeddings ({', '.join(_needing('mf'))}; sac-wknn unless "
-                   "agent.embeddings=ideal)")
+    p.add_argument("--gems", type=Path, nargs="+", metavar="FILE", help=f"GeMS checkpoint "
+                   f"({', '.join(_needing('gems'))}); with --seeds, one for all seeds or one per seed")
+    p.add_argument("--mf", type=Path, nargs="+", metavar="FILE", help=f"MF embeddings ({', '.join(_needing('mf'))}; "
+                   "sac-wknn unless agent.embeddings=ideal); with --seeds, one for all seeds or one per seed")
     p.add_argument("--allow-partial", action="store_true", help="accept a GeMS checkpoint whose training was interrupted")
     p.add_argument("--episodes", type=positive_int, help="training budget in episodes")
     add_item_embeddings_argument(p)
@@ -52,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tracker_argument(p)
     add_no_progress(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    p.set_defaults(handler=cmd_train, checker=run_config)
+    p.set_defaults(handler=cmd_train, checker=check_train_args)
 
     m = sub.add_parser("methods", help="list the methods, or one method's regimes and settings with their defaults",
                        description="The method table: what each method needs, its regimes and devices; with METHOD, "
@@ -104,21 +111,49 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821
-    """The checked RunConfig of ``train``'s arguments (reads no input artifact, writes nothing)."""
+def check_train_args(args: argparse.Namespace) -> None:
+    """Every check of ``train``'s arguments that reads no input artifact and writes nothing:
+    each seed's RunConfig, and one --gems / --mf per run (or per seed)."""
+    from .seeds import check_seeds, per_seed, seed_out
+
+    if args.seeds is None:
+        for name in ("gems", "mf"):
+            if getattr(args, name) is not None and len(getattr(args, name)) > 1:
+                raise ValueError(f"--{name}: one file per run (several, one per seed, go with --seeds)")
+        if args.jobs is not None:
+            raise ValueError("--jobs goes with --seeds")
+        run_config(args)
+        return
+    seeds = check_seeds(args.seeds)
+    if args.out is not None and args.name_template is not None:
+        raise ValueError("--out and --name-template both name the run directories; give one")
+    for seed, gems, mf in zip(seeds, per_seed("--gems", args.gems, seeds), per_seed("--mf", args.mf, seeds)):
+        seed_out(args.out, seed)
+        run_config(args, seed, gems, mf)
+    args.seeds_out, args.out = args.out, None  # each seed's child holds its own run directory's lock
+
+
+def run_config(args: argparse.Namespace, seed: Optional[int] = None, gems: Optional[Path] = None,
+               mf: Optional[Path] = None) -> "RunConfig":  # noqa: F821
+    """The checked RunConfig of ``train``'s arguments (reads no input artifact, writes nothing);
+    ``seed``, ``gems``, ``mf``: one seed's of ``--seeds``."""
     from gym_slaterec.core.config import preset
 
     from .methods import parse_set, resolve_config
 
     env_id = preset(args.env_id).env_id
     overrides = parse_set(args.set_)
-    for key, value in (("seed", args.seed), ("episodes", args.episodes), ("variant", args.variant)):
+    if seed is None:
+        seed = args.seed
+        gems = args.gems[0] if args.gems else None
+        mf = args.mf[0] if args.mf else None
+    for key, value in (("seed", seed), ("episodes", args.episodes), ("variant", args.variant)):
         if value is not None:
             overrides[key] = value
-    if args.gems is not None:
-        overrides["gems"] = str(args.gems.resolve())
-    if args.mf is not None:
-        overrides["mf"] = str(args.mf.resolve())
+    if gems is not None:
+        overrides["gems"] = str(gems.resolve())
+    if mf is not None:
+        overrides["mf"] = str(mf.resolve())
     if args.allow_partial:
         overrides["allow_partial"] = True
     if args.item_embeddings is not None:
@@ -133,6 +168,8 @@ def run_config(args: argparse.Namespace) -> "RunConfig":  # noqa: F821
 def cmd_train(args: argparse.Namespace) -> int:
     from .runs import default_run_dir, train_run
 
+    if args.seeds is not None:
+        return train_several_seeds(args)
     cfg = run_config(args)
     env_id = cfg.env_id
     if args.out is not None and args.name_template is not None:
@@ -150,3 +187,63 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"at episode {results['best']['episodes']}; run directory {out}")
     return 0
 
+
+
+def _child_argv(args: argparse.Namespace, run: "SeedRun") -> list[str]:  # noqa: F821
+    """``train`` for one seed of ``--seeds``: the same options, that seed, its inputs and run directory."""
+    cfg = run.config
+    argv = ["train", args.method, args.env_id, "--seed", str(run.seed), "--out", str(run.out.resolve()),
+            "--no-progress", "--device", args.device]
+    if cfg.gems:
+        argv += ["--gems", cfg.gems]
+    if cfg.mf:
+        argv += ["--mf", cfg.mf]
+    for flag, value in (("--episodes", args.episodes), ("--item-embeddings", args.item_embeddings),
+                        ("--preset", args.preset), ("--variant", args.variant), ("--config", args.config),
+                        ("--tag", args.tag), ("--notes", args.notes)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.allow_partial:
+        argv.append("--allow-partial")
+    for item in args.set_:
+        argv += ["--set", item]
+    for tracker in args.trackers or []:
+        argv += ["--tracker", tracker]
+    return argv
+
+
+def train_several_seeds(args: argparse.Namespace) -> int:
+    """``train --seeds``: every seed planned and checked, then trained side by side (sb3_slate.seeds)."""
+    from gym_slaterec.cli import CLIError, default_threads
+
+    from .runs import default_run_dir
+    from .seeds import SeedRun, default_jobs, per_seed, plan_seed_runs, seed_out, seeds_summary, train_seeds
+
+    runs = []
+    for seed, gems, mf in zip(args.seeds, per_seed("--gems", args.gems, args.seeds), per_seed("--mf", args.mf, args.seeds)):
+        cfg = run_config(args, seed, gems, mf)
+        out = seed_out(args.seeds_out, seed) or default_run_dir(cfg, args.workspace, args.name_template)
+        runs.append(SeedRun(seed, cfg, out))
+    plan_seed_runs(runs)
+    threads = max(default_threads(), runs[0].config.torch_threads)
+    jobs = args.jobs or default_jobs(len(runs), threads)
+    train_seeds(runs, lambda r: _child_argv(args, r), jobs, threads, progress=not args.no_progress)
+    summary = seeds_summary(runs)
+    if args.json:
+        from gym_slaterec.provenance import dumps_strict
+        print(dumps_strict(summary))
+    else:
+        for r in runs:
+            if r.results is not None:
+                t, b = r.results["test"], r.results["best"]
+                print(f"seed {r.seed}: test return {t['mean']:.2f} 95% CI [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]; "
+                      f"best validation {b['validation_return']:.2f} at episode {b['episodes']}; {r.out}")
+        if "mean" in summary:
+            m = summary["mean"]
+            spread = f" [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] (95% t interval over seeds)" if m["n"] > 1 else ""
+            print(f"{args.method} on {runs[0].config.env_id}: mean test return over {m['n']} seed(s) "
+                  f"{m['mean']:.2f}{spread}")
+    if summary["failed"]:
+        raise CLIError(f"seed(s) {', '.join(summary['failed'])} failed (the others are kept; the same command "
+                       "resumes them): " + "; ".join(f"seed {s}: {e}" for s, e in summary["failed"].items()))
+    return 0

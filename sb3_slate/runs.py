@@ -229,6 +229,34 @@ def evaluate_run_dir(run_dir: PathLike, env_id: str, episodes: int, seed: int,
     return {"policy": str(run_dir), "method": agent.method, "checkpoint": agent.checkpoint, "env_id": env_id, **res.summary()}
 
 
+def load_run_inputs(cfg: RunConfig) -> tuple[Any, Artifacts]:
+    """A one-user env of the run's environment and the run's GeMS / MF artifacts, checked
+    against it (an artifact of another environment or item matrix is refused here)."""
+    probe = base_env(cfg, 1, analysis=False)
+    art = load_artifacts(cfg, cfg.env_id, probe.simulator.catalogue.fingerprint)
+    wrap_env(cfg, art, probe)
+    return probe, art
+
+
+def existing_run(cfg: RunConfig, out: Path) -> Optional[dict[str, Any]]:
+    """The state of the run already in ``out`` (None when ``out`` does not exist); refuses a
+    directory that holds something else, or an unfinished run with another configuration."""
+    if not out.exists():
+        return None
+    if not (out / "state.json").is_file() or not (out / "config.json").is_file():
+        raise ArtifactExistsError(f"{out} exists and is not a resumable run directory; choose a new --out")
+    state = read_state(out)
+    if state.get("status") == "complete":
+        return state
+    raw = read_run_json(out / "config.json")
+    try:  # an older layout is read as the configuration it was written with
+        saved = RunConfig.from_json(raw).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
+    run_dirs.check_same_run(out, saved, cfg.to_dict())
+    return state
+
+
 class Run:
     """One training run in its directory (created or resumed by :func:`train_run`)."""
 
@@ -241,11 +269,9 @@ class Run:
         self.trackers = trackers
         self.state: dict[str, Any] = {}
         self.model: Any = None
-        probe = base_env(config, 1, analysis=False)
+        probe, self.artifacts = load_run_inputs(config)  # inputs that do not fit fail now, before a run dir exists
         self.item_fingerprint = probe.simulator.catalogue.fingerprint
         self.env_params = probe.simulator.config.to_dict()
-        self.artifacts = load_artifacts(config, config.env_id, self.item_fingerprint)
-        wrap_env(config, self.artifacts, probe)  # artifacts that do not fit the env fail now, before a run dir exists
         self.T = episode_length(config)
 
     # ------------------------------------------------------------ bookkeeping
@@ -501,18 +527,10 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
 
 def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers: tuple[str, ...]) -> dict[str, Any]:
     resume = False
-    if out.exists():
-        if not (out / "state.json").is_file() or not (out / "config.json").is_file():
-            raise ArtifactExistsError(f"{out} exists and is not a resumable run directory; choose a new --out")
-        state = read_state(out)
-        raw = read_run_json(out / "config.json")
+    state = existing_run(cfg, out)
+    if state is not None:
         if state.get("status") == "complete":
             raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
-        try:  # an older layout is read as the configuration it was written with
-            saved = RunConfig.from_json(raw).to_dict()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
-        run_dirs.check_same_run(out, saved, cfg.to_dict())
         run = Run(out, cfg, progress, device, trackers)
         prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from gym_slaterec.cli import sigterm_as_interrupt
+from gym_slaterec.cli.children import child_env, start_child, stop_child, tail
 from gym_slaterec.locks import writer_lock
 from gym_slaterec.provenance import package_version, write_json_atomic
 
@@ -31,15 +30,6 @@ SWEEP_FORMAT = "slaterec.sweep/1"
 SWEEP_FILE = "sweep.json"
 #: statuses a trial can have in sweep.json
 PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED = "pending", "running", "done", "failed", "blocked", "interrupted"
-# The trial answers the SIGINT the sweep sends it even when the sweep itself was started with
-# SIGINT ignored (``nohup slaterec sweep ... &``: background jobs of a script ignore it, and
-# children inherit that), so a stopped sweep's trials still save their resume points. On
-# Linux it also asks for SIGTERM when its parent dies (PR_SET_PDEATHSIG), so a driver killed
-# with SIGKILL leaves no orphan writing into the sweep; it exits at once if the parent is
-# already gone.
-_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from gym_slaterec.cli import die_with_parent, main; die_with_parent(); sys.exit(main())")
-
 
 def visible_gpus() -> list[str]:
     """The GPUs the local executor may hand to trials: ``$CUDA_VISIBLE_DEVICES`` when set (so a
@@ -77,20 +67,16 @@ def run_command(argv: list[str], log_path: str, cwd: str, threads: int,
     An interruption of the caller (Ctrl-C, a Ray cancellation) is passed to the child
     as SIGINT, which every slaterec command answers by leaving a resumable state.
     """
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               SLATEREC_PARENT_PID=str(os.getpid()))
-    if devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = devices
+    env = child_env(threads, devices)
     t0 = time.time()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} slaterec {' '.join(argv)}\n")
-        proc = subprocess.Popen([sys.executable, "-c", _CLI, *argv], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=env, start_new_session=True)
+        proc = start_child(argv, log, cwd, env)
         try:
             code = proc.wait()
         except BaseException:
-            _stop(proc)
+            stop_child(proc)
             raise
         log.write(f"=== exit status {code} after {time.time() - t0:.1f} s\n")
     return {"returncode": code, "wall_s": time.time() - t0}
@@ -113,29 +99,6 @@ def run_inline(argv: list[str], log_path: str) -> dict[str, Any]:
     if code == 130:  # the command was interrupted and has saved what it could
         raise KeyboardInterrupt
     return {"returncode": code, "wall_s": time.time() - t0}
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
-    """SIGINT (the command saves what it can), then SIGKILL after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    shown = [line for line in text if not line.startswith("===")]
-    return " | ".join(shown[-lines:])
 
 
 def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
