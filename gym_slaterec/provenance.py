@@ -173,6 +173,7 @@ DATASET_KINDS = ("logged_dataset", "collected_dataset")
 RUN_ENTRIES = frozenset({
     "config.json", "provenance.json", "state.json", "tb", "checkpoints", "best_validation.json",
     "results.json", "summary.json", "progress.csv", "train.log", "command.txt",
+    "inputs",  # a policy bundle's own copies of its GeMS / MF (d3rlpy_adapters.benchmark)
 })
 #: ... and the offline runs' model files.
 RUN_PATTERNS = ("model_*.pt", "model_*.d3")
@@ -180,6 +181,7 @@ RUN_PATTERNS = ("model_*.pt", "model_*.d3")
 EMPTY_FOLDER = "empty_folder"
 DEMO_MARKER = "slaterec_demo.json"
 MINARI_MARKER = "slaterec_export.json"
+BENCHMARK_MARKER = "benchmark.json"
 
 
 def _json_file(path: Path) -> Optional[dict]:
@@ -219,7 +221,7 @@ def identify_artifact(path: PathLike) -> tuple[Optional[str], str]:
             if foreign:
                 return None, f"a {kind} folder that also holds files SlateRec did not write ({', '.join(foreign[:5])})"
             return kind, f"a {kind} folder"
-        for marker in (MINARI_MARKER, DEMO_MARKER):
+        for marker in (MINARI_MARKER, DEMO_MARKER, BENCHMARK_MARKER):
             record = _json_file(p / marker)
             if record is not None and record.get("package") == "slaterec":
                 return str(record.get("kind")), f"a {record.get('kind')} folder"

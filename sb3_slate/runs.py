@@ -189,6 +189,10 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
         raise ValueError(f"{run_dir / 'config.json'} is damaged: expected a JSON object")
     try:
         cfg = RunConfig.from_json(data)
+        for key in ("gems", "mf"):  # a policy bundle names its own copies relative to itself
+            value = getattr(cfg, key)
+            if value and not Path(value).is_absolute():
+                setattr(cfg, key, str(run_dir / value))
         cfg.validate()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{run_dir / 'config.json'} is damaged or from another version: {exc}") from exc

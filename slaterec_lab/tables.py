@@ -46,7 +46,7 @@ def short_env(env_id: str) -> str:
 def build(records: list[RunRecord]) -> dict:
     """{env: {method: {"values": [...], "runs": [RunRecord...], "summary": SeedSummary, "p": p-value vs
     best, "best": bool, "normalised": SeedSummary of the seeds' normalised scores, or None}}}."""
-    from .scores import normalised
+    from gym_slaterec.scores import normalised
 
     table: dict = {}
     for r in records:

@@ -241,7 +241,7 @@ def test_normalised_scores_use_the_shipped_references_and_only_on_their_matrix(t
     import csv
     import io
 
-    from slaterec_lab.scores import normalised, reference_returns
+    from gym_slaterec.scores import normalised, reference_returns
 
     refs = reference_returns()
     assert set(refs) == {"FocusedTopDown", "FocusedMixed", "FocusedDivPen", "DiffuseTopDown", "DiffuseMixed",

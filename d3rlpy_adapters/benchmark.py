@@ -1,0 +1,223 @@
+"""The offline benchmark's datasets: collecting policies and the five D4RL-style datasets.
+
+A *policies folder* (one per environment) holds what rebuilds the datasets:
+
+    benchmark.json   env id, item matrix, the source run, the reference returns, the chosen
+                     checkpoints and (once recorded) each dataset's fingerprint, per dataset size
+    expert/          a policy bundle: the run's best checkpoint with its own GeMS copy
+    medium/          the periodic checkpoint whose validation return is closest to halfway
+                     between random and the expert, with the replay memory it kept (medium-replay)
+
+A *policy bundle* is a trimmed run directory (config, provenance, results, one checkpoint) whose
+GeMS / MF copies lie in ``inputs/``, named relative to the bundle, so it can be moved and shipped.
+
+From a policies folder, :func:`build_datasets` writes ``random``, ``medium``, ``expert``,
+``medium-replay`` and ``medium-expert`` (D4RL's meanings) of ``episodes`` episodes each, every
+one played by the fixed users ``DATASET_SEED + j``, and compares each dataset's fingerprint with
+the one recorded in ``benchmark.json`` (another CPU or torch build may round differently).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from gym_slaterec.provenance import (
+    BENCHMARK_MARKER,
+    PathLike,
+    atomic_path,
+    check_writable,
+    provenance,
+    sha256_file,
+)
+
+QUALITIES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+#: episodes per dataset (1M turns with 100-turn episodes) and the first user's seed
+DATASET_EPISODES = 10_000
+DATASET_SEED = 2_000_000
+POLICIES_KIND = "benchmark_policies"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is missing or damaged ({type(exc).__name__}: {exc})") from None
+
+
+def bundle_run(run_dir: PathLike, checkpoint: str, out: Path, with_replay: bool = False) -> dict[str, Any]:
+    """Write the policy bundle of ``run_dir`` at ``checkpoint`` into ``out`` (a new folder)."""
+    from gym_slaterec.run_dirs import checkpoint_file
+
+    from sb3_slate.runs import REPLAY_SNAPSHOT_PREFIX, read_run
+
+    run_dir, cfg, prov = read_run(run_dir)
+    path, name = checkpoint_file(run_dir, checkpoint)
+    config = json.loads((run_dir / "config.json").read_text())
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "inputs").mkdir()
+    for key, suffix in (("gems", ".pt"), ("mf", ".npz")):
+        if config.get(key):
+            shutil.copy2(getattr(cfg, key), out / "inputs" / (key + suffix))
+            config[key] = f"inputs/{key}{suffix}"
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for file in ("provenance.json", "results.json", "state.json"):
+        if (run_dir / file).is_file():
+            shutil.copy2(run_dir / file, out / file)
+    shutil.copy2(path, out / "checkpoints" / path.name)
+    replay = None
+    if with_replay:
+        snapshot = run_dir / "checkpoints" / f"{REPLAY_SNAPSHOT_PREFIX}{name}.npz"
+        if not snapshot.is_file():
+            raise FileNotFoundError(f"{run_dir} kept no replay memory with checkpoint {name} (medium-replay needs one)")
+        shutil.copy2(snapshot, out / "checkpoints" / snapshot.name)
+        replay = name
+    return {"checkpoint": name, "checkpoint_fingerprint": sha256_file(path), "replay": replay}
+
+
+def _validation_at(state: dict[str, Any], episodes: int) -> Optional[float]:
+    for v in state.get("validation", []):
+        if int(v["episodes"]) == episodes:
+            return float(v["mean"])
+    return None
+
+
+def choose_medium(run_dir: Path, random_return: float, medium: str = "halfway") -> tuple[str, float, float]:
+    """``(checkpoint, its validation return, the target)``: with ``halfway``, the periodic
+    checkpoint that kept its replay memory (else any periodic one) whose validation return is
+    closest to halfway between ``random_return`` and the run's best validation return; or the
+    checkpoint ``episodes:N`` / ``epNNNNNNN`` named by ``medium``."""
+    from gym_slaterec.run_dirs import list_checkpoints
+
+    from sb3_slate.runs import REPLAY_SNAPSHOT_PREFIX
+
+    from .collect import checkpoint_episodes, resolve_checkpoint
+
+    state = _read(run_dir / "state.json")
+    best = max(float(v["mean"]) for v in state["validation"])
+    target = (random_return + best) / 2
+    periodic = [n for n in list_checkpoints(run_dir) if n.startswith("ep")]
+    if medium != "halfway":
+        name = resolve_checkpoint(periodic, medium)
+        value = _validation_at(state, checkpoint_episodes(name))
+        if value is None:
+            raise ValueError(f"{run_dir}: no validation return at checkpoint {name}")
+        return name, value, target
+    kept = [n for n in periodic if (run_dir / "checkpoints" / f"{REPLAY_SNAPSHOT_PREFIX}{n}.npz").is_file()]
+    scored = [(abs(v - target), n, v) for n in (kept or periodic)
+              if (v := _validation_at(state, checkpoint_episodes(n))) is not None]
+    if not scored:
+        raise ValueError(f"{run_dir} has no periodic checkpoint with a validation return (train with "
+                         "checkpoint_every a multiple of val_every)")
+    _, name, value = min(scored)
+    return name, value, target
+
+
+def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", overwrite: bool = False) -> dict[str, Any]:
+    """The policies folder of a finished agent run (a SAC+GeMS of the paper regime with periodic
+    checkpoints and replay snapshots): the expert and medium bundles and ``benchmark.json``."""
+    from gym_slaterec.scores import reference_returns
+
+    from sb3_slate.runs import read_run
+
+    run_dir, cfg, prov = read_run(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise ValueError(f"{run_dir} is not finished (no results.json): its best checkpoint is not final")
+    out = Path(out)
+    check_writable(out, overwrite, POLICIES_KIND)
+    env = cfg.env_id.split("/")[-1].split("-v")[0]
+    ref = reference_returns().get(env)
+    item_fp = prov.get("item_embeddings_fingerprint") or ""
+    if ref is None or not item_fp.startswith(str(ref["item_matrix"])[:12]) or cfg.env_kwargs:
+        raise ValueError(f"{run_dir}: no shipped random return for {cfg.env_id} with this item matrix and these "
+                         "environment overrides (gym_slaterec/data/reference_returns.json); the medium level "
+                         "is defined from it")
+    name, value, target = choose_medium(run_dir, float(ref["random"]), medium)
+    results = _read(run_dir / "results.json")
+    with atomic_path(out, overwrite, directory=True, kind=POLICIES_KIND) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        expert = bundle_run(run_dir, "best", tmp / "expert")
+        med = bundle_run(run_dir, name, tmp / "medium", with_replay=name.startswith("ep") and (
+            run_dir / "checkpoints" / f"replay_{name}.npz").is_file())
+        manifest = provenance(
+            POLICIES_KIND, env_id=cfg.env_id, env_params=prov.get("env_params"), item_embeddings_fingerprint=item_fp,
+            inputs={"run": sha256_file(run_dir / "provenance.json"), **(prov.get("inputs") or {})}, seed=cfg.seed,
+            hyperparameters={"medium": medium}, method=cfg.method, source_run=str(run_dir),
+            reference={"random": float(ref["random"]), "expert_validation": float(results["best"]["validation_return"]),
+                       "expert_test": float(results["test"]["mean"]), "medium_target": target},
+            policies={"expert": {"dir": "expert", **expert, "validation_return": float(results["best"]["validation_return"]),
+                                 "episodes": int(results["best"]["episodes"])},
+                      "medium": {"dir": "medium", **med, "validation_return": value,
+                                 "episodes": int(name[2:]) if name[2:].isdigit() else None}},
+            datasets={"episodes": DATASET_EPISODES, "seed": DATASET_SEED, "fingerprints": {}},
+        )
+        (tmp / BENCHMARK_MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_policies(policies: PathLike) -> dict[str, Any]:
+    """``benchmark.json`` of a policies folder, checked."""
+    path = Path(policies) / BENCHMARK_MARKER
+    if not path.is_file():
+        raise FileNotFoundError(f"{policies} is not a benchmark policies folder (no {BENCHMARK_MARKER}; build one with "
+                                "slaterec benchmark policies RUN --out DIR)")
+    manifest = _read(path)
+    if manifest.get("kind") != POLICIES_KIND or manifest.get("package") != "slaterec":
+        raise ValueError(f"{path} is not a slaterec benchmark policies record")
+    return manifest
+
+
+def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] = QUALITIES,
+                   episodes: Optional[int] = None, overwrite: bool = False, record: bool = False,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """Write the chosen datasets of one environment into ``out/QUALITY`` from its policies folder;
+    returns one row per dataset (quality, episodes, mean return, fingerprint and whether it
+    matches the one recorded for datasets of this size). ``record``: write the fingerprints
+    into ``benchmark.json``."""
+    from gym_slaterec.logged_data import LoggedDataset
+
+    from .collect import collect, collect_replay
+    from .merge import merge_datasets
+
+    policies = Path(policies)
+    manifest = read_policies(policies)
+    bad = [q for q in qualities if q not in QUALITIES]
+    if bad or not qualities:
+        raise ValueError(f"unknown dataset quality {', '.join(bad) or '(none)'}; expected some of {', '.join(QUALITIES)}")
+    spec = manifest["datasets"]
+    n = int(episodes or spec["episodes"])
+    wanted = list(dict.fromkeys(q for q in QUALITIES if q in qualities or (
+        q in ("medium", "expert") and "medium-expert" in qualities)))
+    if "medium-replay" in wanted and not manifest["policies"]["medium"].get("replay"):
+        raise ValueError(f"{policies}: the medium policy kept no replay memory, so medium-replay cannot be rebuilt")
+    out = Path(out)
+    for q in wanted:
+        check_writable(out / q, overwrite, ("collected_dataset",))
+    env_id, seed = manifest["env_id"], int(spec["seed"])
+    pol = manifest["policies"]
+    rows = []
+    for q in wanted:
+        dest = out / q
+        if q == "random":
+            ds = collect(env_id, "random", n, seed, dest, overwrite=overwrite, progress=progress)
+        elif q in ("medium", "expert"):
+            ds = collect(env_id, policies / pol[q]["dir"], n, seed, dest, checkpoint=pol[q]["checkpoint"],
+                         overwrite=overwrite, progress=progress)
+        elif q == "medium-replay":
+            ds = collect_replay(policies / pol["medium"]["dir"], pol["medium"]["replay"], dest, overwrite=overwrite,
+                                progress=progress)
+        else:
+            ds, _ = merge_datasets([out / "medium", out / "expert"], dest, overwrite=overwrite, progress=progress)
+        ds = LoggedDataset.load(dest)
+        recorded = spec["fingerprints"].get(str(n), {}).get(q)
+        rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes,
+                     "mean_return": float(ds.returns().mean()),
+                     "fingerprint": ds.fingerprint, "recorded": recorded,
+                     "matches": None if recorded is None else recorded == ds.fingerprint})
+    if record:
+        manifest["datasets"]["fingerprints"].setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
+        with atomic_path(policies / BENCHMARK_MARKER, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    return [r for r in rows if r["quality"] in qualities]

@@ -1,0 +1,108 @@
+"""``slaterec benchmark``: policies folders and the five datasets rebuilt from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from gym_slaterec.cli import main
+from gym_slaterec.logged_data import LoggedDataset
+
+ENV = "FocusedTopDown-v0"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished (tiny) paper-regime SAC+GeMS run with periodic checkpoints and a replay snapshot."""
+    import torch
+
+    from gym_slaterec.gems import GeMSConfig, train_gems
+    from gym_slaterec.rollouts import generate_logged_data
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("bench")
+    ds = generate_logged_data(f"SlateRec/{ENV}", d / "logged", episodes=20, seed=0, progress=False)
+    gems = train_gems(ds, GeMSConfig(epochs=1, latent_dim=8), out=d / "gems.pt", progress=False, max_steps=3)
+    out = d / "run"
+    assert main(["train", "sac-gems", ENV, "--gems", str(gems.path), "--seed", "0", "--out", str(out), "--no-progress",
+                 "--episodes", "6", "--set", "n_envs=2", "--set", "val_every=2", "--set", "val_users=4",
+                 "--set", "test_users=4", "--set", "checkpoint_every=2", "--set", "replay_snapshots=[2, 4]",
+                 "--set", "agent.warmup_episodes=2", "--set", "agent.batch_episodes=2",
+                 "--set", "agent.net_arch=[16]"]) == 0
+    return out
+
+
+def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, capsys):
+    policies = tmp_path / "policies"
+    assert main(["benchmark", "policies", str(run), "--out", str(policies)]) == 0
+    capsys.readouterr()
+    manifest = json.loads((policies / "benchmark.json").read_text())
+    state = json.loads((run / "state.json").read_text())
+    curve = {v["episodes"]: v["mean"] for v in state["validation"]}
+    ref = manifest["reference"]
+    assert ref["expert_validation"] == max(curve.values())
+    assert ref["medium_target"] == pytest.approx((ref["random"] + max(curve.values())) / 2)
+    medium = manifest["policies"]["medium"]
+    # the medium: among the checkpoints that kept their replay memory, the nearest to halfway
+    assert medium["episodes"] in (2, 4) and medium["replay"] == medium["checkpoint"]
+    other = 6 - medium["episodes"]
+    assert abs(curve[medium["episodes"]] - ref["medium_target"]) <= abs(curve[other] - ref["medium_target"])
+    assert json.loads((policies / "medium" / "config.json").read_text())["gems"] == "inputs/gems.pt"
+
+    moved = tmp_path / "elsewhere" / "FocusedTopDown"  # a bundle is relocatable: it names its GeMS copy
+    moved.parent.mkdir()
+    shutil.move(str(policies), str(moved))
+    args = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "data"), "--episodes", "5", "--no-progress",
+            "--json"]
+    assert main([*args, "--record"]) == 0
+    rows = {r["quality"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+    assert set(rows) == {"random", "medium", "expert", "medium-replay", "medium-expert"}
+    assert all(r["matches"] is None for r in rows.values())  # nothing recorded before
+    data = tmp_path / "data" / "FocusedTopDown"
+    assert rows["medium-expert"]["episodes"] == 10 and rows["expert"]["episodes"] == 5
+    replayed = LoggedDataset.load(data / "medium-replay")
+    assert len(replayed) == medium["episodes"]  # the replay memory held every episode so far
+    expert = LoggedDataset.load(data / "expert")
+    assert expert.provenance["policy"]["run_dir"] == str(moved / "expert")
+    assert expert.provenance["users"]["first_seed"] == 2_000_000
+    recorded = json.loads((moved / "benchmark.json").read_text())["datasets"]["fingerprints"]["5"]
+    assert recorded == {q: r["fingerprint"] for q, r in rows.items()}
+
+    # rebuilt in another folder: the same datasets, checked against the record
+    args[args.index("--out") + 1] = str(tmp_path / "again")
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(r["matches"] is True for r in again)
+    # a record that disagrees is reported, not hidden
+    manifest = json.loads((moved / "benchmark.json").read_text())
+    manifest["datasets"]["fingerprints"]["5"]["random"] = "0" * 64
+    (moved / "benchmark.json").write_text(json.dumps(manifest))
+    assert main(["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
+                 "--qualities", "random", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "DIFFERS (recorded 000000000000)" in printed and "medium" not in printed.split("\n", 1)[1]
+    # nothing is overwritten without --overwrite
+    assert main(["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
+                 "--qualities", "random", "--no-progress"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_refusals(run, tmp_path, capsys):
+    assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d")]) == 2
+    assert "no benchmark policies ship for DiffuseMixed" in capsys.readouterr().err
+    assert main(["benchmark", "datasets", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
+    assert "not a benchmark policies folder" in capsys.readouterr().err
+    assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p"), "--medium", "episodes:4"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "p" / "benchmark.json").read_text())["policies"]["medium"]["checkpoint"] == "ep0000004"
+    assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p")]) == 2  # exists
+    assert main(["benchmark", "datasets", str(tmp_path / "p"), "--out", str(tmp_path / "d"),
+                 "--qualities", "expert", "bogus"]) == 2
+    assert "unknown dataset quality bogus" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "results.json").unlink()
+    assert main(["benchmark", "policies", str(unfinished), "--out", str(tmp_path / "q")]) == 2
+    assert "not finished" in capsys.readouterr().err
