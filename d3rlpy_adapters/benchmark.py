@@ -8,8 +8,9 @@ A *policies folder* (one per environment) holds what rebuilds the datasets:
     medium/          the periodic checkpoint whose validation return is closest to halfway
                      between random and the expert, with the replay memory it kept (medium-replay)
 
-A *policy bundle* is a trimmed run directory (config, provenance, results, one checkpoint) whose
-GeMS / MF copies lie in ``inputs/``, named relative to the bundle, so it can be moved and shipped.
+A *policy bundle* is a trimmed run directory (config, provenance, results, and its one policy as
+checkpoint ``best``, whatever the source checkpoint was) whose GeMS / MF copies lie in ``inputs/``,
+named relative to the bundle, so it can be moved and shipped.
 
 From a policies folder, :func:`build_datasets` writes ``random``, ``medium``, ``expert``,
 ``medium-replay`` and ``medium-expert`` (D4RL's meanings) of ``episodes`` episodes each, every
@@ -66,15 +67,16 @@ def bundle_run(run_dir: PathLike, checkpoint: str, out: Path, with_replay: bool 
     for file in ("provenance.json", "results.json", "state.json"):
         if (run_dir / file).is_file():
             shutil.copy2(run_dir / file, out / file)
-    shutil.copy2(path, out / "checkpoints" / path.name)
+    shutil.copy2(path, out / "checkpoints" / ("best" + path.suffix))  # the bundle's one policy
     replay = None
     if with_replay:
         snapshot = run_dir / "checkpoints" / f"{REPLAY_SNAPSHOT_PREFIX}{name}.npz"
         if not snapshot.is_file():
             raise FileNotFoundError(f"{run_dir} kept no replay memory with checkpoint {name} (medium-replay needs one)")
-        shutil.copy2(snapshot, out / "checkpoints" / snapshot.name)
-        replay = name
-    return {"checkpoint": name, "checkpoint_fingerprint": sha256_file(path), "replay": replay}
+        shutil.copy2(snapshot, out / "checkpoints" / f"{REPLAY_SNAPSHOT_PREFIX}best.npz")
+        replay = "best"
+    return {"checkpoint": "best", "source_checkpoint": name, "checkpoint_fingerprint": sha256_file(path),
+            "replay": replay}
 
 
 def _validation_at(state: dict[str, Any], episodes: int) -> Optional[float]:

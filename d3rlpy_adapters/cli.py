@@ -151,9 +151,9 @@ def cmd_benchmark_policies(args: argparse.Namespace) -> int:
 
     m = build_policies(args.run, args.out, args.medium, args.overwrite)
     ref, pol = m["reference"], m["policies"]
-    print(f"wrote {args.out}: {m['env_id']}; expert = {pol['expert']['checkpoint']} (validation "
+    print(f"wrote {args.out}: {m['env_id']}; expert = {pol['expert']['source_checkpoint']} (validation "
           f"{pol['expert']['validation_return']:.2f} at episode {pol['expert']['episodes']}, test {ref['expert_test']:.2f}); "
-          f"medium = {pol['medium']['checkpoint']} (validation {pol['medium']['validation_return']:.2f}; halfway between "
+          f"medium = {pol['medium']['source_checkpoint']} (validation {pol['medium']['validation_return']:.2f}; halfway between "
           f"random {ref['random']:.2f} and the expert: {ref['medium_target']:.2f}); medium-replay "
           f"{'kept' if pol['medium']['replay'] else 'not available (no replay memory at that checkpoint)'}")
     return 0

@@ -46,7 +46,8 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert ref["medium_target"] == pytest.approx((ref["random"] + max(curve.values())) / 2)
     medium = manifest["policies"]["medium"]
     # the medium: among the checkpoints that kept their replay memory, the nearest to halfway
-    assert medium["episodes"] in (2, 4) and medium["replay"] == medium["checkpoint"]
+    assert medium["episodes"] in (2, 4) and medium["source_checkpoint"] == f"ep{medium['episodes']:07d}"
+    assert medium["checkpoint"] == medium["replay"] == "best"  # a bundle is one policy
     other = 6 - medium["episodes"]
     assert abs(curve[medium["episodes"]] - ref["medium_target"]) <= abs(curve[other] - ref["medium_target"])
     assert json.loads((policies / "medium" / "config.json").read_text())["gems"] == "inputs/gems.pt"
@@ -69,6 +70,9 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert expert.provenance["users"]["first_seed"] == 2_000_000
     recorded = json.loads((moved / "benchmark.json").read_text())["datasets"]["fingerprints"]["5"]
     assert recorded == {q: r["fingerprint"] for q, r in rows.items()}
+
+    assert main(["evaluate", ENV, "--policy", str(moved / "medium"), "--episodes", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 3
 
     # rebuilt in another folder: the same datasets, checked against the record
     args[args.index("--out") + 1] = str(tmp_path / "again")
@@ -96,7 +100,7 @@ def test_refusals(run, tmp_path, capsys):
     assert "not a benchmark policies folder" in capsys.readouterr().err
     assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p"), "--medium", "episodes:4"]) == 0
     capsys.readouterr()
-    assert json.loads((tmp_path / "p" / "benchmark.json").read_text())["policies"]["medium"]["checkpoint"] == "ep0000004"
+    assert json.loads((tmp_path / "p" / "benchmark.json").read_text())["policies"]["medium"]["source_checkpoint"] == "ep0000004"
     assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p")]) == 2  # exists
     assert main(["benchmark", "datasets", str(tmp_path / "p"), "--out", str(tmp_path / "d"),
                  "--qualities", "expert", "bogus"]) == 2
