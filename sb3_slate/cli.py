@@ -214,7 +214,7 @@ def _child_argv(args: argparse.Namespace, run: "SeedRun") -> list[str]:  # noqa:
 
 def train_several_seeds(args: argparse.Namespace) -> int:
     """``train --seeds``: every seed planned and checked, then trained side by side (sb3_slate.seeds)."""
-    from gym_slaterec.cli import CLIError, default_threads
+    from gym_slaterec.cli import CLIError
 
     from .runs import default_run_dir
     from .seeds import SeedRun, default_jobs, per_seed, plan_seed_runs, seed_out, seeds_summary, train_seeds
@@ -225,7 +225,7 @@ def train_several_seeds(args: argparse.Namespace) -> int:
         out = seed_out(args.seeds_out, seed) or default_run_dir(cfg, args.workspace, args.name_template)
         runs.append(SeedRun(seed, cfg, out))
     plan_seed_runs(runs)
-    threads = max(default_threads(), runs[0].config.torch_threads)
+    threads = runs[0].config.torch_threads  # per seed (--set torch_threads=N), whatever this process has
     jobs = args.jobs or default_jobs(len(runs), threads)
     train_seeds(runs, lambda r: _child_argv(args, r), jobs, threads, progress=not args.no_progress)
     summary = seeds_summary(runs)

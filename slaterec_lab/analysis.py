@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .grid import seed_run_ids
+
 
 def slate_statistics(run_dir: Path, users: int = 200, first_seed: Optional[int] = None,
                      checkpoint: str = "best") -> dict[str, Any]:
@@ -43,17 +45,18 @@ def heatmap_data(sweep_dir: Path, x_key: str, y_key: str, method: Optional[str] 
     runs: list[str] = []
     methods = set()
     for t in record["trials"]:
-        if t["kind"] != "run" or (method and t["method"] != method) or (env and env not in t["env_id"]):
+        if t["kind"] not in ("run", "seeds") or (method and t["method"] != method) or (env and env not in t["env_id"]):
             continue
         if x_key not in t["point"] or y_key not in t["point"]:
             continue
-        try:
-            res = json.loads((Path(sweep_dir) / t["id"] / "results.json").read_text())
-        except (OSError, ValueError):
-            continue  # not finished
-        methods.add((t["method"], t["env_id"]))
-        cells.setdefault((t["point"][x_key], t["point"][y_key]), []).append(float(res["test"]["mean"]))
-        runs.append(str(Path(sweep_dir) / t["id"]))
+        for _, rel in seed_run_ids(t):
+            try:
+                res = json.loads((Path(sweep_dir) / rel / "results.json").read_text())
+            except (OSError, ValueError):
+                continue  # not finished
+            methods.add((t["method"], t["env_id"]))
+            cells.setdefault((t["point"][x_key], t["point"][y_key]), []).append(float(res["test"]["mean"]))
+            runs.append(str(Path(sweep_dir) / rel))
     if not cells:
         raise ValueError(f"no finished run of {sweep_dir} has both {x_key!r} and {y_key!r} in its grid point"
                          + (f" (method {method})" if method else ""))

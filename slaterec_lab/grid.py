@@ -44,7 +44,7 @@ from gym_slaterec import yaml_values
 
 TOP_KEYS = {"name", "description", "environments", "seeds", "methods", "logged", "gems", "mf", "set", "grid", "zip",
             "offline",
-            "resources", "retries", "item_embeddings", "preset", "device", "name_template", "trackers"}
+            "resources", "retries", "item_embeddings", "preset", "device", "name_template", "trackers", "group_seeds"}
 METHOD_KEYS = {"episodes", "preset", "set", "grid", "resources", "device"}
 STAGES = ("logged", "gems", "mf")
 #: how the keys of a stage's options begin in ``grid`` and ``zip``
@@ -75,7 +75,7 @@ class Trial:
     """One command of a sweep and the artifact it writes."""
 
     id: str                 # the artifact's path relative to the sweep directory
-    kind: str               # logged | gems | mf | run | collect | export | offline
+    kind: str               # logged | gems | mf | run | seeds (group_seeds) | collect | export | offline
     argv: list[str]         # arguments of ``slaterec``
     deps: list[str] = field(default_factory=list)
     point: dict[str, Any] = field(default_factory=dict)  # the grid values and seed that define it
@@ -396,6 +396,15 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
             if key == f"{s}.":
                 raise GridError(f"grid.{key}: empty option name")
 
+    group_seeds = grid.get("group_seeds", False)
+    if not isinstance(group_seeds, bool):
+        raise GridError(f"group_seeds: expected true or false, got {group_seeds!r}")
+    if group_seeds and template is not None:
+        raise GridError("group_seeds: the seeds of a trial share one run-directory name with a {seed} field; "
+                        "leave name_template out")
+    if group_seeds and grid.get("offline") is not None:
+        raise GridError("group_seeds: an offline: section collects from single-seed runs; leave group_seeds out")
+
     trials: list[Trial] = []
     by_id: dict[str, Trial] = {}
 
@@ -492,6 +501,7 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                 stage_point = {k: v for k, v in paired_point.items() if k.startswith(STAGE_PREFIXES)}
                 paired_run = {k: v for k, v in paired_point.items() if k not in stage_point}
                 for own_run_point in _product(method_grid, run_zips):
+                    members: list[Trial] = []  # the seeds of this cell (group_seeds)
                     run_point = {**paired_run, **own_run_point}
                     needs = needs_at(run_point)
                     # a run that needs no artifact of a stage is not repeated over that stage's values
@@ -520,7 +530,8 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             argv += ["--item-embeddings", items]
                         if spec.get("device", device) is not None:
                             argv += ["--device", str(spec.get("device", device))]
-                        threads = {} if res["cpus"] < 2 or method_of(method).reference else {"torch_threads": int(res["cpus"])}
+                        threads = {} if res["cpus"] < 2 or method_of(method).reference or group_seeds else {
+                            "torch_threads": int(res["cpus"])}
                         argv += _set_args({**threads, **settings, **run_point})  # a trial's cpus are its torch threads
                         if grid.get("name"):
                             argv += ["--notes", f"sweep {grid['name']}" + (f": {json.dumps(point, default=str)}"
@@ -532,8 +543,12 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                         if rel in by_id:
                             raise GridError(f"name_template {template!r} gives {rel} to two runs; add the keys that "
                                             "differ between them (e.g. {seed}, {agent.gamma})")
-                        add(Trial(rel, "run", argv, deps, {**point, "seed": seed},
-                                  method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"]))
+                        trial = Trial(rel, "run", argv, deps, {**point, "seed": seed},
+                                      method=method, env_id=env_id, seed=seed, cpus=res["cpus"], gpus=res["gpus"])
+                        members.append(trial) if group_seeds else add(trial)
+                    if members:
+                        name = _name([method, env_short, "sSEED"] + [f"{_short(k)}={_fmt(v)}" for k, v in point.items()])
+                        add(seeds_trial(members, "runs/" + name.replace("sSEED", "s{seed}", 1), sweep_dir))
     if grid.get("offline") is not None:
         if any(k.startswith("env_kwargs") for k in common_set):
             raise GridError("offline: the datasets are collected in the environments as registered (collect takes no "
@@ -544,6 +559,37 @@ def expand(grid: dict[str, Any], sweep_dir: Path) -> list[Trial]:
                             k.startswith("gems.") for g in zips for k in g), stage_settings["gems"])
     check_trials(trials)
     return trials
+
+
+#: where a grouped trial's per-seed run directories are named (``group_seeds``)
+SEED_FIELD = "{seed}"
+
+
+def seeds_trial(members: list[Trial], rel: str, sweep_dir: Path) -> Trial:
+    """One trial training the seeds of ``members`` (single-seed run trials of one cell) with
+    ``train --seeds``: the same run directories, ``cpus`` seeds at a time (one thread each)."""
+    first = members[0]
+    argv = list(first.argv)
+    i = argv.index("--seed")
+    argv[i:i + 2] = ["--seeds", *[str(m.seed) for m in members]]
+    argv[argv.index("--out") + 1] = str(sweep_dir / rel)
+    for flag in ("--gems", "--mf"):
+        if flag in argv:
+            values = [m.argv[m.argv.index(flag) + 1] for m in members]
+            j = argv.index(flag)
+            argv[j:j + 2] = [flag, *(values if len(set(values)) > 1 else values[:1])]
+    argv += ["--jobs", str(max(1, int(first.cpus)))]
+    deps = list(dict.fromkeys(d for m in members for d in m.deps))
+    point = {k: v for k, v in first.point.items() if k != "seed"}
+    return Trial(rel, "seeds", argv, deps, {**point, "seeds": [m.seed for m in members]}, method=first.method,
+                 env_id=first.env_id, cpus=first.cpus, gpus=first.gpus)
+
+
+def seed_run_ids(trial: dict[str, Any]) -> list[tuple[int, str]]:
+    """``(seed, run directory relative to the sweep)`` of a run trial, or of each seed of a grouped one."""
+    if trial["kind"] == "seeds":
+        return [(s, trial["id"].replace(SEED_FIELD, str(s))) for s in trial["point"]["seeds"]]
+    return [(trial.get("seed"), trial["id"])]
 
 
 OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources"}

@@ -24,7 +24,7 @@ from gym_slaterec.cli.children import child_env, start_child, stop_child, tail
 from gym_slaterec.locks import writer_lock
 from gym_slaterec.provenance import package_version, write_json_atomic
 
-from .grid import expand, grid_fingerprint, retries_of
+from .grid import expand, grid_fingerprint, retries_of, seed_run_ids
 
 SWEEP_FORMAT = "slaterec.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -105,6 +105,8 @@ def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
     """Whether the trial's artifact is complete on disk (whatever sweep.json says)."""
     from gym_slaterec.provenance import DATASET_KINDS, identify_artifact
 
+    if trial["kind"] == "seeds":
+        return all(is_done(sweep_dir, {"id": rel, "kind": "run"}) for _, rel in seed_run_ids(trial))
     out = sweep_dir / trial["id"]
     if not out.exists():
         return False
@@ -218,13 +220,15 @@ class _Progress:
 
 
 def _result_note(sweep_dir: Path, trial: dict[str, Any]) -> str:
-    if trial["kind"] not in ("run", "offline"):
+    if trial["kind"] not in ("run", "offline", "seeds"):
         return ""
-    try:
-        test = json.loads((sweep_dir / trial["id"] / "results.json").read_text())["test"]
-        return f", test {test['mean']:.2f}"
-    except (OSError, ValueError, KeyError):
-        return ""
+    tests = []
+    for _, rel in seed_run_ids(trial):
+        try:
+            tests.append(f"{json.loads((sweep_dir / rel / 'results.json').read_text())['test']['mean']:.2f}")
+        except (OSError, ValueError, KeyError):
+            pass
+    return f", test {', '.join(tests)}" if tests else ""
 
 
 def run_sweep(grid: dict[str, Any], grid_file: Path, sweep_dir: Path, executor: str = "auto",
@@ -302,7 +306,7 @@ def _ready(sweep: Sweep) -> list[dict[str, Any]]:
         elif all(s == DONE for s in deps):
             out.append(t)
     # stages first: they unblock the runs that wait for them (a stable sort keeps the grid's order)
-    return sorted(out, key=lambda t: t["kind"] in ("run", "offline"))
+    return sorted(out, key=lambda t: t["kind"] in ("run", "offline", "seeds"))
 
 
 def _argv(sweep: Sweep, t: dict[str, Any]) -> list[str]:

@@ -542,3 +542,27 @@ def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp
     assert len(rows) == 8  # two algorithms x four datasets, never averaged together
     merged = json.loads((tmp_path / "sw" / "offline" / "data" / "FocusedTopDown_random-expert" / "meta.json").read_text())
     assert [p["episodes"] for p in merged["provenance"]["policy"]["parts"]] == [6, 6]
+
+
+def test_grouped_seeds_are_one_trial_with_the_same_run_directories(tmp_path):
+    """group_seeds: a cell's seeds train in one trial (train --seeds), into the run directories,
+    and with the results, that one trial per seed gives."""
+    grid = {**GRID, "methods": {**GRID["methods"], "sac-topk-ideal": {**GRID["methods"]["sac-topk-ideal"], "episodes": 8}}}
+    grouped = {**grid, "group_seeds": True, "resources": {"cpus": 2}}
+    trials = {t.id: t for t in expand(grouped, tmp_path / "g")}
+    assert set(trials) == {"runs/random_FocusedTopDown_s{seed}", "runs/sac-topk-ideal_FocusedTopDown_s{seed}"}
+    t = trials["runs/sac-topk-ideal_FocusedTopDown_s{seed}"]
+    assert t.kind == "seeds" and t.point["seeds"] == [0, 1] and t.cpus == 2
+    assert t.argv[t.argv.index("--seeds") + 1:t.argv.index("--seeds") + 3] == ["0", "1"]
+    assert t.argv[t.argv.index("--jobs") + 1] == "2" and "torch_threads=2" not in " ".join(t.argv)
+    one = run_sweep(grid, _write(tmp_path, grid), tmp_path / "one", executor="inline", progress=False)
+    two = run_sweep(grouped, _write(tmp_path, grouped, "g.yaml"), tmp_path / "g", executor="inline", progress=False)
+    assert {t["status"] for t in two.trials.values()} == {"done"} and len(two.trials) == 2
+    assert _test_returns(tmp_path / "g") == pytest.approx(_test_returns(tmp_path / "one"), rel=1e-6)
+    assert len(_test_returns(tmp_path / "g")) == 4
+    again = run_sweep(grouped, _write(tmp_path, grouped, "g.yaml"), tmp_path / "g", executor="inline", progress=False)
+    assert all(t["attempts"] == 1 for t in again.trials.values())  # done trials are not run again
+    for bad, message in [({"name_template": "{method}_{seed}"}, "leave name_template out"),
+                         ({"group_seeds": "yes"}, "expected true or false")]:
+        with pytest.raises(GridError, match=message):
+            expand({**grouped, **bad}, tmp_path / "x")
