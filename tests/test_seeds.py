@@ -137,3 +137,14 @@ def test_interrupted_seeds_resume_where_they_stopped(tmp_path):
         assert state["status"] == "complete" and state["resumed"] == 1
         assert state["validation"][:len(before["validation"])] == before["validation"]  # kept, then continued
         assert state["validation"][-1]["episodes"] >= 800
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
+def test_seeds_train_on_a_gpu(gems, tmp_path, capsys):
+    """Every seed's networks on the GPU; seed i still the single-seed run (on the same device)."""
+    base = ["train", "sac-gems", ENV, "--gems", gems["FocusedTopDown"], "--no-progress", "--device", "cuda", *SMALL]
+    assert main([*base, "--seeds", "0", "1", "--out", str(tmp_path / "both")]) == 0
+    assert main([*base, "--seed", "1", "--out", str(tmp_path / "single")]) == 0
+    for seed in (0, 1):
+        assert json.loads((tmp_path / "both" / f"s{seed}" / "state.json").read_text())["device"].startswith("cuda")
+    assert curve(tmp_path / "both" / "s1") == pytest.approx(curve(tmp_path / "single"), rel=1e-4, abs=1e-4)
