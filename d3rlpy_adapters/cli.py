@@ -50,38 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     p.set_defaults(handler=cmd_merge_datasets)
 
-    p = sub.add_parser("benchmark", help="the offline benchmark's datasets: collecting policies and the five "
-                       "D4RL-style datasets (random, medium, expert, medium-replay, medium-expert)")
-    kinds = p.add_subparsers(dest="benchmark_command", metavar="COMMAND")
-    kinds.required = True
-    b = kinds.add_parser("policies", help="a policies folder from a finished agent run: its best checkpoint "
-                         "(expert) and the checkpoint halfway between random and expert (medium), with their GeMS",
-                         description="Bundle the collecting policies of one environment from a finished SAC+GeMS run "
-                         "of the paper regime trained with periodic checkpoints and replay snapshots (e.g. sweeps/"
-                         "benchmark_policies.yaml): expert = its best checkpoint; medium = the periodic checkpoint "
-                         "(with a kept replay memory) whose validation return is closest to halfway between the "
-                         "shipped random return and the best validation return.")
-    b.add_argument("run", type=Path, help="a finished agent run directory")
-    b.add_argument("--out", type=Path, required=True, help="policies folder to create")
-    b.add_argument("--medium", default="halfway", help="halfway (default), or a checkpoint: episodes:N / epNNNNNNN")
-    b.add_argument("--overwrite", action="store_true")
-    b.set_defaults(handler=cmd_benchmark_policies)
-    b = kinds.add_parser("datasets", help="rebuild the benchmark datasets from policies folders and check them "
-                         "against their recorded fingerprints")
-    b.add_argument("policies", nargs="+", help="policies folders (slaterec benchmark policies), or environment names "
-                   "whose policies ship with the package")
-    b.add_argument("--out", type=Path, required=True, help="folder of the datasets: OUT/ENV/QUALITY")
-    b.add_argument("--qualities", nargs="+", default=None, metavar="QUALITY",
-                   help="random, medium, expert, medium-replay, medium-expert (default: all five)")
-    b.add_argument("--episodes", type=positive_int, help="episodes per dataset (default: the benchmark's 10,000; "
-                   "fingerprints are compared with those recorded for that size)")
-    b.add_argument("--record", action="store_true", help="write the datasets' fingerprints into each policies "
-                   "folder's benchmark.json (whoever builds the policies does this once)")
-    b.add_argument("--overwrite", action="store_true")
-    add_no_progress(b)
-    b.add_argument("--json", action="store_true", help="print the rows as JSON")
-    b.set_defaults(handler=cmd_benchmark_datasets)
-
     p = sub.add_parser("export", help="export a collected dataset to d3rlpy or Minari with GeMS latent actions")
     p.add_argument("dataset", type=Path)
     p.add_argument("--gems", type=Path, required=True, help="GeMS checkpoint that encodes the logged slates")
@@ -143,59 +111,6 @@ def cmd_replay_dataset(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(ds)} episodes of the replay memory of {args.run} at "
           f"{ds.provenance['policy']['checkpoint']}, mean return {float(ds.returns().mean()):.2f}, "
           f"{'with' if 'actions' in ds.extras else 'without'} the policy's GeMS actions")
-    return 0
-
-
-def cmd_benchmark_policies(args: argparse.Namespace) -> int:
-    from .benchmark import build_policies
-
-    m = build_policies(args.run, args.out, args.medium, args.overwrite)
-    ref, pol = m["reference"], m["policies"]
-    print(f"wrote {args.out}: {m['env_id']}; expert = {pol['expert']['source_checkpoint']} (validation "
-          f"{pol['expert']['validation_return']:.2f} at episode {pol['expert']['episodes']}, test {ref['expert_test']:.2f}); "
-          f"medium = {pol['medium']['source_checkpoint']} (validation {pol['medium']['validation_return']:.2f}; halfway between "
-          f"random {ref['random']:.2f} and the expert: {ref['medium_target']:.2f}); medium-replay "
-          f"{'kept' if pol['medium']['replay'] else 'not available (no replay memory at that checkpoint)'}")
-    return 0
-
-
-def shipped_policies(name: str) -> Path:
-    """The policies folder of environment ``name`` shipped with the package (``gym_slaterec/data/benchmark``)."""
-    import gym_slaterec
-    from gym_slaterec.core.config import preset
-
-    root = Path(gym_slaterec.__file__).parent / "data" / "benchmark"
-    env = preset(name).env_id.split("/")[-1].split("-v")[0]
-    if not (root / env).is_dir():
-        shipped = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise FileNotFoundError(f"no benchmark policies ship for {env} yet (shipped: {', '.join(shipped) or 'none'}); "
-                                "build them: slaterec sweep benchmark_policies, then slaterec benchmark policies RUN "
-                                "--out DIR, and pass DIR here")
-    return root / env
-
-
-def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
-    from .benchmark import QUALITIES, build_datasets, read_policies
-
-    folders = [Path(p) if Path(p).is_dir() else shipped_policies(p) for p in args.policies]
-    envs = [read_policies(f)["env_id"].split("/")[-1].split("-v")[0] for f in folders]  # every folder checked first
-    if len(set(envs)) != len(envs):
-        raise ValueError(f"two policies folders of one environment ({', '.join(envs)}): their datasets would share OUT/ENV")
-    rows = []
-    for folder, env in zip(folders, envs):
-        for r in build_datasets(folder, args.out / env, args.qualities or QUALITIES, args.episodes, args.overwrite,
-                                args.record, progress=not args.no_progress):
-            rows.append({"env": env, **r})
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    print(f"{'environment':16s} {'dataset':14s} {'episodes':>8s} {'mean return':>11s}  fingerprint   recorded")
-    for r in rows:
-        check = {None: "not recorded", True: "matches", False: f"DIFFERS (recorded {str(r['recorded'])[:12]})"}[r["matches"]]
-        print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.2f}  {r['fingerprint'][:12]}  {check}")
-    if any(r["matches"] is False for r in rows):
-        print("note: a dataset differs from the recorded one: another CPU, thread count or torch build rounds the "
-              "policy's actions differently; the dataset is still a valid one of the same policy")
     return 0
 
 

@@ -1,11 +1,11 @@
-"""``slaterec table | plot``: results across runs and seeds."""
+"""``slaterec table | plot | sweep | benchmark ...``: experiments, results across runs and seeds."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gym_slaterec.cli import nonnegative_int, positive_int
+from gym_slaterec.cli import add_no_progress, nonnegative_int, positive_int
 
 from .results import STATUSES as RUN_STATUSES
 
@@ -25,6 +25,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
+
+    p = sub.add_parser("benchmark", help="the offline benchmark's datasets: collecting policies and the five "
+                       "D4RL-style datasets (random, medium, expert, medium-replay, medium-expert)")
+    kinds = p.add_subparsers(dest="benchmark_command", metavar="COMMAND")
+    kinds.required = True
+    b = kinds.add_parser("policies", help="a policies folder from a finished agent run: its best checkpoint "
+                         "(expert) and the checkpoint halfway between random and expert (medium), with their GeMS",
+                         description="Bundle the collecting policies of one environment from a finished SAC+GeMS run "
+                         "of the paper regime trained with periodic checkpoints and replay snapshots (e.g. sweeps/"
+                         "benchmark_policies.yaml): expert = its best checkpoint; medium = the periodic checkpoint "
+                         "(with a kept replay memory) whose validation return is closest to halfway between the "
+                         "shipped random return and the best validation return.")
+    b.add_argument("run", type=Path, help="a finished agent run directory")
+    b.add_argument("--out", type=Path, required=True, help="policies folder to create")
+    b.add_argument("--medium", default="halfway", help="halfway (default), or a checkpoint: episodes:N / epNNNNNNN")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(handler=cmd_benchmark_policies)
+    b = kinds.add_parser("train-policies", help="build the collecting policies from scratch: the online chain per "
+                         "environment (a sweep), then a policies folder per environment",
+                         description="Run GRID (default: the shipped benchmark_policies: 100,000 logged episodes -> "
+                         "GeMS -> SAC+GeMS in the paper regime with checkpoints and replay snapshots; ~1.5 core-hours "
+                         "per environment) on the given environments into OUT/sweep, then write OUT/ENV with "
+                         "slaterec benchmark policies. Running it again resumes the sweep.")
+    b.add_argument("environments", nargs="+", help="environment names (FocusedTopDown, ...)")
+    b.add_argument("--out", type=Path, required=True, help="folder of the sweep and the policies folders")
+    b.add_argument("--grid", type=Path, default=Path("benchmark_policies"), help="grid file or shipped grid name; "
+                   "its environments are replaced by ENVIRONMENTS, its sac-gems run of seed 0 is the source")
+    b.add_argument("--executor", choices=("auto", "ray", "local", "inline"), default="auto")
+    b.add_argument("--workers", type=positive_int, help="CPUs of the local Ray instance (default: all)")
+    add_no_progress(b)
+    b.set_defaults(handler=cmd_benchmark_train_policies)
+    b = kinds.add_parser("datasets", help="rebuild the benchmark datasets from policies folders and check them "
+                         "against their recorded fingerprints")
+    b.add_argument("policies", nargs="+", help="policies folders (slaterec benchmark policies), or environment names "
+                   "whose policies ship with the package")
+    b.add_argument("--out", type=Path, required=True, help="folder of the datasets: OUT/ENV/QUALITY")
+    b.add_argument("--qualities", nargs="+", default=None, metavar="QUALITY",
+                   help="random, medium, expert, medium-replay, medium-expert (default: all five)")
+    b.add_argument("--episodes", type=positive_int, help="episodes per dataset (default: the benchmark's 10,000; "
+                   "fingerprints are compared with those recorded for that size)")
+    b.add_argument("--record", action="store_true", help="write the datasets' fingerprints into each policies "
+                   "folder's benchmark.json (whoever builds the policies does this once)")
+    b.add_argument("--overwrite", action="store_true")
+    add_no_progress(b)
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
+    b.set_defaults(handler=cmd_benchmark_datasets)
 
     p = sub.add_parser("summaries", help="keep the small summaries of finished runs (a few KB each) in a folder "
                        "that tables and curves read as they read run directories",
@@ -251,6 +297,99 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"table: slaterec table {sweep.path}")
         return 0
     return 1
+
+
+def cmd_benchmark_train_policies(args: argparse.Namespace) -> int:
+    from gym_slaterec.core.config import preset
+
+    from d3rlpy_adapters.benchmark import build_policies, read_policies
+
+    from .grid import GridError, load_grid, seed_run_ids, shipped_grid
+    from .sweep import run_sweep, summary_lines
+
+    grid = load_grid(args.grid)
+    grid_file = args.grid if args.grid.is_file() else shipped_grid(str(args.grid))
+    envs = [preset(e).env_id for e in args.environments]
+    if "sac-gems" not in (grid.get("methods") or {}) or 0 not in grid.get("seeds", [0]):
+        raise GridError(f"{grid_file}: the policies come from its sac-gems run of seed 0; the grid has none")
+    grid["environments"] = envs
+    sweep = run_sweep(grid, grid_file, args.out / "sweep", args.executor, None, args.workers, not args.no_progress)
+    for line in summary_lines(sweep):
+        print(line)
+    made = 0
+    for env_id in envs:
+        env = env_id.split("/")[-1].split("-v")[0]
+        (rel,) = [rel for t in sweep.trials.values() if t["kind"] in ("run", "seeds") and t["method"] == "sac-gems"
+                  and t["env_id"] == env_id for s, rel in seed_run_ids(t) if s == 0][:1] or [None]
+        run = None if rel is None else sweep.path / rel
+        if run is None or not (run / "results.json").is_file():
+            print(f"{env}: its SAC+GeMS run is not finished; run the same command again to resume")
+            continue
+        target = args.out / env
+        if (target / "benchmark.json").is_file() and read_policies(target).get("source_run") == str(run):
+            print(f"{env}: policies already in {target}")
+        else:
+            m = build_policies(run, target)
+            print(f"{env}: wrote {target} (expert validation {m['policies']['expert']['validation_return']:.2f}, "
+                  f"medium {m['policies']['medium']['validation_return']:.2f} at {m['policies']['medium']['source_checkpoint']})")
+        made += 1
+    print(f"datasets: slaterec benchmark datasets {' '.join(str(args.out / e.split('/')[-1].split('-v')[0]) for e in envs)} "
+          "--out DATA --record")
+    return 0 if made == len(envs) else 1
+
+
+def cmd_benchmark_policies(args: argparse.Namespace) -> int:
+    from d3rlpy_adapters.benchmark import build_policies
+
+    m = build_policies(args.run, args.out, args.medium, args.overwrite)
+    ref, pol = m["reference"], m["policies"]
+    print(f"wrote {args.out}: {m['env_id']}; expert = {pol['expert']['source_checkpoint']} (validation "
+          f"{pol['expert']['validation_return']:.2f} at episode {pol['expert']['episodes']}, test {ref['expert_test']:.2f}); "
+          f"medium = {pol['medium']['source_checkpoint']} (validation {pol['medium']['validation_return']:.2f}; halfway between "
+          f"random {ref['random']:.2f} and the expert: {ref['medium_target']:.2f}); medium-replay "
+          f"{'kept' if pol['medium']['replay'] else 'not available (no replay memory at that checkpoint)'}")
+    return 0
+
+
+def shipped_policies(name: str) -> Path:
+    """The policies folder of environment ``name`` shipped with the package (``gym_slaterec/data/benchmark``)."""
+    import gym_slaterec
+    from gym_slaterec.core.config import preset
+
+    root = Path(gym_slaterec.__file__).parent / "data" / "benchmark"
+    env = preset(name).env_id.split("/")[-1].split("-v")[0]
+    if not (root / env).is_dir():
+        shipped = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise FileNotFoundError(f"no benchmark policies ship for {env} yet (shipped: {', '.join(shipped) or 'none'}); "
+                                "build them: slaterec benchmark train-policies ENV --out DIR, and pass DIR/ENV here")
+    return root / env
+
+
+def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
+    import json
+
+    from d3rlpy_adapters.benchmark import QUALITIES, build_datasets, read_policies
+
+    folders = [Path(p) if Path(p).is_dir() else shipped_policies(p) for p in args.policies]
+    envs = [read_policies(f)["env_id"].split("/")[-1].split("-v")[0] for f in folders]  # every folder checked first
+    if len(set(envs)) != len(envs):
+        raise ValueError(f"two policies folders of one environment ({', '.join(envs)}): their datasets would share OUT/ENV")
+    rows = []
+    for folder, env in zip(folders, envs):
+        for r in build_datasets(folder, args.out / env, args.qualities or QUALITIES, args.episodes, args.overwrite,
+                                args.record, progress=not args.no_progress):
+            rows.append({"env": env, **r})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'environment':16s} {'dataset':14s} {'episodes':>8s} {'mean return':>11s}  fingerprint   recorded")
+    for r in rows:
+        check = {None: "not recorded", True: "matches", False: f"DIFFERS (recorded {str(r['recorded'])[:12]})"}[r["matches"]]
+        print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.2f}  {r['fingerprint'][:12]}  {check}")
+    if any(r["matches"] is False for r in rows):
+        print("note: a dataset differs from the recorded one: another CPU, thread count or torch build rounds the "
+              "policy's actions differently; the dataset is still a valid one of the same policy")
+    return 0
 
 
 def cmd_drift(args: argparse.Namespace) -> int:

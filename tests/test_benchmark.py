@@ -110,3 +110,25 @@ def test_refusals(run, tmp_path, capsys):
     (unfinished / "results.json").unlink()
     assert main(["benchmark", "policies", str(unfinished), "--out", str(tmp_path / "q")]) == 2
     assert "not finished" in capsys.readouterr().err
+
+
+def test_train_policies_runs_the_chain_then_bundles_each_environment(tmp_path, capsys):
+    import yaml
+
+    grid = {"name": "tiny_policies", "seeds": [0], "environments": ["DiffuseMixed-v0"],
+            "logged": {"episodes": 20, "seed": 0}, "gems": {"max_steps": 3, "latent_dim": 8, "seed": 0},
+            "set": {"val_every": 2, "val_users": 4, "test_users": 4, "n_envs": 2},
+            "methods": {"sac-gems": {"episodes": 4, "set": {
+                "checkpoint_every": 2, "replay_snapshots": [2, 4], "agent.warmup_episodes": 2,
+                "agent.batch_episodes": 2, "agent.net_arch": [16]}}}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid))
+    args = ["benchmark", "train-policies", "FocusedTopDown", "--out", str(tmp_path / "p"), "--grid",
+            str(tmp_path / "g.yaml"), "--executor", "inline", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads((tmp_path / "p" / "FocusedTopDown" / "benchmark.json").read_text())
+    assert manifest["env_id"] == "SlateRec/FocusedTopDown-v0"  # the grid's environments replaced
+    assert manifest["source_run"] == str(tmp_path / "p" / "sweep" / "runs" / "sac-gems_FocusedTopDown_s0")
+    assert "benchmark datasets" in out
+    assert main(args) == 0  # resumed: nothing to train, the policies kept
+    assert "policies already in" in capsys.readouterr().out
