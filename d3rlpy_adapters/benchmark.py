@@ -117,9 +117,11 @@ def choose_medium(run_dir: Path, random_return: float, medium: str = "halfway") 
     return name, value, target
 
 
-def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", overwrite: bool = False) -> dict[str, Any]:
+def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", overwrite: bool = False,
+                   replay: bool = True) -> dict[str, Any]:
     """The policies folder of a finished agent run (a SAC+GeMS of the paper regime with periodic
-    checkpoints and replay snapshots): the expert and medium bundles and ``benchmark.json``."""
+    checkpoints and replay snapshots): the expert and medium bundles and ``benchmark.json``;
+    ``replay=False`` leaves the medium's replay memory out (a folder small enough to ship)."""
     from gym_slaterec.scores import reference_returns
 
     from sb3_slate.runs import read_run
@@ -141,7 +143,7 @@ def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", ov
     with atomic_path(out, overwrite, directory=True, kind=POLICIES_KIND) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         expert = bundle_run(run_dir, "best", tmp / "expert")
-        med = bundle_run(run_dir, name, tmp / "medium", with_replay=name.startswith("ep") and (
+        med = bundle_run(run_dir, name, tmp / "medium", with_replay=replay and name.startswith("ep") and (
             run_dir / "checkpoints" / f"replay_{name}.npz").is_file())
         manifest = provenance(
             POLICIES_KIND, env_id=cfg.env_id, env_params=prov.get("env_params"), item_embeddings_fingerprint=item_fp,
@@ -171,6 +173,13 @@ def read_policies(policies: PathLike) -> dict[str, Any]:
     return manifest
 
 
+def available_qualities(policies: PathLike) -> list[str]:
+    """The datasets a policies folder can rebuild: all five, less ``medium-replay`` when its medium
+    bundle kept no replay memory (the policies shipped with the package leave it out)."""
+    manifest = read_policies(policies)
+    return [q for q in QUALITIES if q != "medium-replay" or manifest["policies"]["medium"].get("replay")]
+
+
 def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] = QUALITIES,
                    episodes: Optional[int] = None, overwrite: bool = False, record: bool = False,
                    progress: bool = True) -> list[dict[str, Any]]:
@@ -193,7 +202,9 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
     wanted = list(dict.fromkeys(q for q in QUALITIES if q in qualities or (
         q in ("medium", "expert") and "medium-expert" in qualities)))
     if "medium-replay" in wanted and not manifest["policies"]["medium"].get("replay"):
-        raise ValueError(f"{policies}: the medium policy kept no replay memory, so medium-replay cannot be rebuilt")
+        raise ValueError(f"{policies}: the medium policy kept no replay memory (the shipped policies leave it out: "
+                         "it is ~100 MB), so medium-replay cannot be rebuilt from it; build the policies with "
+                         "slaterec benchmark train-policies to have it")
     out = Path(out)
     for q in wanted:
         check_writable(out / q, overwrite, ("collected_dataset",))

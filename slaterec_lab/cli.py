@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("run", type=Path, help="a finished agent run directory")
     b.add_argument("--out", type=Path, required=True, help="policies folder to create")
     b.add_argument("--medium", default="halfway", help="halfway (default), or a checkpoint: episodes:N / epNNNNNNN")
+    b.add_argument("--no-replay", action="store_true", help="leave the medium's replay memory out (~100 MB; "
+                   "medium-replay then cannot be rebuilt from the folder): a folder small enough to ship")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(handler=cmd_benchmark_policies)
     b = kinds.add_parser("train-policies", help="build the collecting policies from scratch: the online chain per "
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "whose policies ship with the package")
     b.add_argument("--out", type=Path, required=True, help="folder of the datasets: OUT/ENV/QUALITY")
     b.add_argument("--qualities", nargs="+", default=None, metavar="QUALITY",
-                   help="random, medium, expert, medium-replay, medium-expert (default: all five)")
+                   help="random, medium, expert, medium-replay, medium-expert (default: all the folder can rebuild)")
     b.add_argument("--episodes", type=positive_int, help="episodes per dataset (default: the benchmark's 10,000; "
                    "fingerprints are compared with those recorded for that size)")
     b.add_argument("--record", action="store_true", help="write the datasets' fingerprints into each policies "
@@ -341,7 +343,7 @@ def cmd_benchmark_train_policies(args: argparse.Namespace) -> int:
 def cmd_benchmark_policies(args: argparse.Namespace) -> int:
     from d3rlpy_adapters.benchmark import build_policies
 
-    m = build_policies(args.run, args.out, args.medium, args.overwrite)
+    m = build_policies(args.run, args.out, args.medium, args.overwrite, replay=not args.no_replay)
     ref, pol = m["reference"], m["policies"]
     print(f"wrote {args.out}: {m['env_id']}; expert = {pol['expert']['source_checkpoint']} (validation "
           f"{pol['expert']['validation_return']:.2f} at episode {pol['expert']['episodes']}, test {ref['expert_test']:.2f}); "
@@ -368,7 +370,7 @@ def shipped_policies(name: str) -> Path:
 def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
     import json
 
-    from d3rlpy_adapters.benchmark import QUALITIES, build_datasets, read_policies
+    from d3rlpy_adapters.benchmark import available_qualities, build_datasets, read_policies
 
     folders = [Path(p) if Path(p).is_dir() else shipped_policies(p) for p in args.policies]
     envs = [read_policies(f)["env_id"].split("/")[-1].split("-v")[0] for f in folders]  # every folder checked first
@@ -376,7 +378,10 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
         raise ValueError(f"two policies folders of one environment ({', '.join(envs)}): their datasets would share OUT/ENV")
     rows = []
     for folder, env in zip(folders, envs):
-        for r in build_datasets(folder, args.out / env, args.qualities or QUALITIES, args.episodes, args.overwrite,
+        qualities = args.qualities or available_qualities(folder)
+        if args.qualities is None and "medium-replay" not in qualities:
+            print(f"note: {folder} kept no replay memory (the shipped policies leave it out); medium-replay is skipped")
+        for r in build_datasets(folder, args.out / env, qualities, args.episodes, args.overwrite,
                                 args.record, progress=not args.no_progress):
             rows.append({"env": env, **r})
     if args.json:

@@ -105,6 +105,19 @@ def test_refusals(run, tmp_path, capsys):
     assert main(["benchmark", "datasets", str(tmp_path / "p"), "--out", str(tmp_path / "d"),
                  "--qualities", "expert", "bogus"]) == 2
     assert "unknown dataset quality bogus" in capsys.readouterr().err
+    # a folder without the replay memory rebuilds the other four, and says why not the fifth
+    assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "small"), "--no-replay"]) == 0
+    assert not list((tmp_path / "small" / "medium" / "checkpoints").glob("replay_*"))
+    capsys.readouterr()
+    assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d4"), "--episodes", "2",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "medium-replay is skipped" in printed
+    assert sorted(p.name for p in (tmp_path / "d4" / "FocusedTopDown").iterdir()) == [
+        "expert", "medium", "medium-expert", "random"]
+    assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d5"),
+                 "--qualities", "medium-replay"]) == 2
+    assert "kept no replay memory" in capsys.readouterr().err
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "results.json").unlink()
