@@ -119,7 +119,8 @@ def train_seeds(runs: list[SeedRun], argv_of: Callable[[SeedRun], list[str]], jo
     """Train the planned seeds that are not complete, ``jobs`` child processes at a time, each
     ``slaterec`` + ``argv_of(run)`` with ``threads`` threads; fills each run's ``results`` (or
     ``error``). An interruption stops every child, each leaving a resumable run directory."""
-    from gym_slaterec.cli.children import child_env, start_child, stop_child, tail
+    from gym_slaterec.cli.children import child_env, start_child, stop_children, tail
+    from gym_slaterec.provenance import mark_run_status
     from gym_slaterec.progress import progress as progress_bar
     from gym_slaterec.run_dirs import read_run_json
 
@@ -165,9 +166,13 @@ def train_seeds(runs: list[SeedRun], argv_of: Callable[[SeedRun], list[str]], jo
             if waiting or running:
                 time.sleep(1.0)
     except BaseException:
+        killed = stop_children([proc for _, proc, _ in running.values()])
         for r, proc, log in running.values():
-            stop_child(proc)
             log.close()
+            if proc in killed:  # its last checkpoint is its resume point; say so on disk
+                mark_run_status(r.out, "interrupted")
+                bar.write(f"seed {r.seed}: did not stop within a minute and was killed; it resumes from its last "
+                          f"checkpoint (its stacks are at the end of {log.name})")
         raise
     finally:
         bar.close()

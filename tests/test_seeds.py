@@ -130,13 +130,36 @@ def test_interrupted_seeds_resume_where_they_stopped(tmp_path):
     stopped = {s: json.loads((out / f"s{s}" / "state.json").read_text()) for s in (3, 4)}
     for seed, state in stopped.items():
         assert not (out / f"s{seed}" / "results.json").exists()
-        assert state["status"] == "interrupted" and state["episodes"] < 800, state
+        assert state["status"] == "interrupted" and state["episodes"] < 800, (seed, state, output)
     assert main(argv) == 0
     for seed, before in stopped.items():
         state = json.loads((out / f"s{seed}" / "state.json").read_text())
         assert state["status"] == "complete" and state["resumed"] == 1
         assert state["validation"][:len(before["validation"])] == before["validation"]  # kept, then continued
         assert state["validation"][-1]["episodes"] >= 800
+
+
+def test_a_child_that_does_not_stop_is_killed_after_its_grace_with_its_stacks_in_its_log(tmp_path):
+    """stop_children: SIGINT to all at once; one that ignores it dumps its stacks, then is killed."""
+    from gym_slaterec.cli.children import CHILD_CLI, stop_children
+
+    stubborn = ("import faulthandler, signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "faulthandler.register(signal.SIGUSR1, all_threads=True); print('ready', flush=True); "
+                "time.sleep(120)")
+    logs = [open(tmp_path / f"{i}.log", "w") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", stubborn], stdout=logs[0], stderr=subprocess.STDOUT),
+             subprocess.Popen([sys.executable, "-c", CHILD_CLI, "--version"], stdout=logs[1],
+                              stderr=subprocess.STDOUT)]
+    t0 = time.monotonic()
+    while "ready" not in (tmp_path / "0.log").read_text():
+        assert time.monotonic() - t0 < 60, "the stubborn child did not start"
+        time.sleep(0.1)
+    killed = stop_children(procs, grace_s=2.0)
+    for log in logs:
+        log.close()
+    assert killed == [procs[0]] and procs[0].returncode == -signal.SIGKILL
+    assert "File \"<string>\", line 1" in (tmp_path / "0.log").read_text()  # faulthandler's stack dump
+    assert stop_children(procs) == []  # already stopped: nothing to do
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
