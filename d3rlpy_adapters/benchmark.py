@@ -161,6 +161,25 @@ def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", ov
     return manifest
 
 
+def shipped_policies(name: str) -> Path:
+    """The policies folder of environment ``name`` shipped with the package (``gym_slaterec/data/benchmark``)."""
+    import gym_slaterec
+    from gym_slaterec.core.config import preset
+
+    root = Path(gym_slaterec.__file__).parent / "data" / "benchmark"
+    env = preset(name).env_id.split("/")[-1].split("-v")[0]
+    if not (root / env / BENCHMARK_MARKER).is_file():
+        shipped = sorted(p.name for p in root.iterdir() if (p / BENCHMARK_MARKER).is_file()) if root.is_dir() else []
+        raise FileNotFoundError(f"no benchmark policies ship for {env} yet (shipped: {', '.join(shipped) or 'none'}); "
+                                "build them: slaterec benchmark train-policies ENV --out DIR, and pass DIR/ENV here")
+    return root / env
+
+
+def policies_folder(spec: PathLike) -> Path:
+    """A policies folder given as a path, or as an environment name whose policies ship."""
+    return Path(spec) if Path(spec).is_dir() else shipped_policies(str(spec))
+
+
 def read_policies(policies: PathLike) -> dict[str, Any]:
     """``benchmark.json`` of a policies folder, checked."""
     path = Path(policies) / BENCHMARK_MARKER
@@ -180,14 +199,21 @@ def available_qualities(policies: PathLike) -> list[str]:
     return [q for q in QUALITIES if q != "medium-replay" or manifest["policies"]["medium"].get("replay")]
 
 
+class FingerprintMismatch(ValueError):
+    """A rebuilt dataset differs from the one recorded for its policies folder."""
+
+
 def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] = QUALITIES,
                    episodes: Optional[int] = None, overwrite: bool = False, record: bool = False,
-                   progress: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True, allow_mismatch: bool = False) -> list[dict[str, Any]]:
     """Write the chosen datasets of one environment into ``out/QUALITY`` from its policies folder;
     returns one row per dataset (quality, episodes, mean return, fingerprint and whether it
-    matches the one recorded for datasets of this size). ``record``: write the fingerprints
-    into ``benchmark.json``."""
-    from gym_slaterec.logged_data import LoggedDataset
+    matches the one recorded for datasets of this size). Each dataset's provenance gets a
+    ``benchmark`` record: its quality, collecting policy, reference returns and the fingerprint
+    check. A dataset whose fingerprint differs from the recorded one is removed and refused
+    (:class:`FingerprintMismatch`) unless ``allow_mismatch``, which keeps it and records the
+    mismatch. ``record``: write the fingerprints into ``benchmark.json``."""
+    from gym_slaterec.logged_data import LoggedDataset, annotate_provenance
 
     from .collect import collect, collect_replay
     from .merge import merge_datasets
@@ -210,6 +236,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
         check_writable(out / q, overwrite, ("collected_dataset",))
     env_id, seed = manifest["env_id"], int(spec["seed"])
     pol = manifest["policies"]
+    source = {"policies": str(policies.resolve()), "policies_record": sha256_file(policies / BENCHMARK_MARKER),
+              "source_run": manifest.get("source_run"), "reference": manifest.get("reference")}
     rows = []
     for q in wanted:
         dest = out / q
@@ -225,10 +253,27 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
             ds, _ = merge_datasets([out / "medium", out / "expert"], dest, overwrite=overwrite, progress=progress)
         ds = LoggedDataset.load(dest)
         recorded = spec["fingerprints"].get(str(n), {}).get(q)
+        matches = None if recorded is None else recorded == ds.fingerprint
+        if q == "random":
+            collecting: Any = "random"
+        elif q == "medium-expert":
+            collecting = ["medium", "expert"]
+        else:
+            collecting = {k: pol["medium" if q == "medium-replay" else q].get(k) for k in (
+                "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
+        annotate_provenance(dest, "benchmark", {
+            "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
+            "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False)})
+        if matches is False and not allow_mismatch:
+            shutil.rmtree(dest)
+            raise FingerprintMismatch(
+                f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
+                f"{str(recorded)[:12]} (another CPU, thread count or torch build rounds the policy's actions "
+                "differently); it was removed. Pass --allow-mismatch to keep it (its provenance then records the "
+                "mismatch)")
         rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes,
                      "mean_return": float(ds.returns().mean()),
-                     "fingerprint": ds.fingerprint, "recorded": recorded,
-                     "matches": None if recorded is None else recorded == ds.fingerprint})
+                     "fingerprint": ds.fingerprint, "recorded": recorded, "matches": matches})
     if record:
         manifest["datasets"]["fingerprints"].setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
         with atomic_path(policies / BENCHMARK_MARKER, overwrite=True) as tmp:

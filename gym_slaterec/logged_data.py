@@ -33,6 +33,7 @@ from .provenance import (
     atomic_path,
     check_free_disk,
     sha256_array,
+    write_json_atomic,
 )
 
 FORMAT = "slaterec.logged/1"
@@ -273,6 +274,15 @@ def _meta_from_info(info: dict, provenance: dict, num_items: int, shape: tuple) 
         "arrays": info,
         "provenance": provenance,
     }
+
+
+def annotate_provenance(path: PathLike, key: str, value: Any) -> None:
+    """Add ``key: value`` to the provenance in a dataset's meta.json (atomically); the arrays and
+    so the fingerprint are untouched."""
+    meta_path = Path(path) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"][key] = value
+    write_json_atomic(meta_path, meta, overwrite=True)
 
 
 class DatasetWriter:

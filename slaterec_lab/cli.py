@@ -69,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "fingerprints are compared with those recorded for that size)")
     b.add_argument("--record", action="store_true", help="write the datasets' fingerprints into each policies "
                    "folder's benchmark.json (whoever builds the policies does this once)")
+    b.add_argument("--allow-mismatch", action="store_true", help="keep a dataset whose fingerprint differs from the "
+                   "recorded one (refused and removed otherwise); its provenance records the mismatch")
     b.add_argument("--overwrite", action="store_true")
     add_no_progress(b)
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -353,26 +355,12 @@ def cmd_benchmark_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def shipped_policies(name: str) -> Path:
-    """The policies folder of environment ``name`` shipped with the package (``gym_slaterec/data/benchmark``)."""
-    import gym_slaterec
-    from gym_slaterec.core.config import preset
-
-    root = Path(gym_slaterec.__file__).parent / "data" / "benchmark"
-    env = preset(name).env_id.split("/")[-1].split("-v")[0]
-    if not (root / env).is_dir():
-        shipped = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise FileNotFoundError(f"no benchmark policies ship for {env} yet (shipped: {', '.join(shipped) or 'none'}); "
-                                "build them: slaterec benchmark train-policies ENV --out DIR, and pass DIR/ENV here")
-    return root / env
-
-
 def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
     import json
 
-    from d3rlpy_adapters.benchmark import available_qualities, build_datasets, read_policies
+    from d3rlpy_adapters.benchmark import available_qualities, build_datasets, policies_folder, read_policies
 
-    folders = [Path(p) if Path(p).is_dir() else shipped_policies(p) for p in args.policies]
+    folders = [policies_folder(p) for p in args.policies]
     envs = [read_policies(f)["env_id"].split("/")[-1].split("-v")[0] for f in folders]  # every folder checked first
     if len(set(envs)) != len(envs):
         raise ValueError(f"two policies folders of one environment ({', '.join(envs)}): their datasets would share OUT/ENV")
@@ -382,7 +370,7 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
         if args.qualities is None and "medium-replay" not in qualities:
             print(f"note: {folder} kept no replay memory (the shipped policies leave it out); medium-replay is skipped")
         for r in build_datasets(folder, args.out / env, qualities, args.episodes, args.overwrite,
-                                args.record, progress=not args.no_progress):
+                                args.record, progress=not args.no_progress, allow_mismatch=args.allow_mismatch):
             rows.append({"env": env, **r})
     if args.json:
         print(json.dumps(rows))
@@ -392,8 +380,9 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
         check = {None: "not recorded", True: "matches", False: f"DIFFERS (recorded {str(r['recorded'])[:12]})"}[r["matches"]]
         print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.2f}  {r['fingerprint'][:12]}  {check}")
     if any(r["matches"] is False for r in rows):
-        print("note: a dataset differs from the recorded one: another CPU, thread count or torch build rounds the "
-              "policy's actions differently; the dataset is still a valid one of the same policy")
+        print("note: kept with --allow-mismatch (recorded in each dataset's provenance): another CPU, thread count or "
+              "torch build rounds the policy's actions differently; the dataset is a valid one of the same policy, "
+              "but not the benchmark's")
     return 0
 
 

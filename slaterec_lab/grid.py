@@ -638,18 +638,31 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
         env_short = env_id.split("/")[-1].split("-v")[0]
         # datasets made of others (merge: [medium, expert]) after the ones they merge
         ordered = sorted(datasets.items(), key=lambda kv: isinstance(kv[1], dict) and "merge" in kv[1])
+        data_ids: dict[str, str] = {}
+        data_gems: dict[str, Optional[str]] = {}
         for name, dspec in ordered:
             if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
                 raise GridError(f"offline.datasets: {name!r} must be letters, digits, '.', '_' or '-' (it names files)")
             dspec = dict(_mapping(f"offline.datasets.{name}", dspec))
             data_id = f"offline/data/{env_short}_{name}"
-            if "merge" in dspec:
+            export_gems: Optional[str] = None  # the GeMS a benchmark dataset's policies acted through
+            if "benchmark" in dspec:  # one of the benchmark's standard datasets, rebuilt from its policies folder
+                data_id, argv, export_gems = _benchmark_dataset(name, dspec, env_id, sweep_dir)
+                add(Trial(data_id, "collect", argv, [], {"dataset": name}, env_id=env_id, cpus=res["cpus"],
+                          gpus=res["gpus"]))
+            elif "merge" in dspec:
                 parts = dspec.pop("merge")
                 if dspec or not isinstance(parts, list) or len(parts) < 2 or not all(
                         p in datasets and "merge" not in (datasets[p] or {}) for p in parts):
                     raise GridError(f"offline.datasets.{name}: merge takes a list of two or more of the other "
                                     f"(collected) datasets and nothing else, got {parts!r}")
-                part_ids = [f"offline/data/{env_short}_{p}" for p in parts]
+                part_ids = [data_ids[p] for p in parts]
+                part_gems = {data_gems[p] for p in parts}
+                if len(part_gems) > 1:  # some benchmark datasets (each with its policies' GeMS), some not
+                    raise GridError(f"offline.datasets.{name}: merges datasets acted through different GeMS "
+                                    f"({', '.join(sorted(g or 'the sweep GeMS stage' for g in part_gems))}); merge "
+                                    "datasets of one source")
+                export_gems = part_gems.pop()
                 argv = ["merge-datasets", *(str(sweep_dir / p) for p in part_ids), "--out", str(sweep_dir / data_id),
                         "--no-progress"]
                 add(Trial(data_id, "collect", argv, part_ids, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
@@ -658,7 +671,7 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
                 policy = dspec.pop("policy", None)
                 if not isinstance(policy, str):
                     raise GridError(f"offline.datasets.{name}.policy: expected random, oracle, epsilon-greedy or "
-                                    f"run:METHOD, got {policy!r}")
+                                    f"run:METHOD (or benchmark: QUALITY instead of policy), got {policy!r}")
                 deps: list[str] = []
                 if policy.startswith("run:"):
                     method = policy[4:]
@@ -682,30 +695,78 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
                     argv += _options("collect", dspec)
                 add(Trial(data_id, "collect", argv, deps, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
                           gpus=res["gpus"]))
-            if gems_from == "online":
+            data_ids[name], data_gems[name] = data_id, export_gems
+            gems_deps: list[str] = []
+            if gems_from == "online" and export_gems is not None:
+                gems_path = export_gems
+            elif gems_from == "online":
                 gems_trial = stage_trial("gems", env_id, {})
+                gems_path, gems_deps = str(sweep_dir / gems_trial.id), [gems_trial.id]
             else:  # the grid's GeMS options, trained on this dataset
                 gems_id = f"offline/gems/{env_short}_{name}.pt"
                 gems_argv = ["pretrain-gems", str(sweep_dir / data_id), "--out", str(sweep_dir / gems_id),
                              "--no-progress"] + _options("gems", gems_settings) + tracker_args
                 gems_trial = add(Trial(gems_id, "gems", gems_argv, [data_id], {"dataset": name}, env_id=env_id,
                                        cpus=res["cpus"], gpus=res["gpus"]))
+                gems_path, gems_deps = str(sweep_dir / gems_trial.id), [gems_trial.id]
             export_id = f"offline/export/{env_short}_{name}.h5"
-            argv = ["export", str(sweep_dir / data_id), "--gems", str(sweep_dir / gems_trial.id),
+            argv = ["export", str(sweep_dir / data_id), "--gems", gems_path,
                     "--out", str(sweep_dir / export_id)] + _options("export", export_opts)
-            export_trial = add(Trial(export_id, "export", argv, [data_id, gems_trial.id], {"dataset": name},
+            export_trial = add(Trial(export_id, "export", argv, [data_id, *gems_deps], {"dataset": name},
                                      env_id=env_id, cpus=res["cpus"], gpus=res["gpus"]))
             for algo in algorithms:
                 for seed in off_seeds:
                     run_id = f"offline/runs/{algo}_{env_short}_{name}_s{seed}"
-                    argv = ["train-offline", algo, str(sweep_dir / export_id), "--gems", str(sweep_dir / gems_trial.id),
+                    argv = ["train-offline", algo, str(sweep_dir / export_id), "--gems", gems_path,
                             "--seed", str(seed), "--out", str(sweep_dir / run_id), "--no-progress"] + tracker_args
                     if steps is not None:
                         argv += ["--steps", str(steps)]
                     argv += _set_args(settings)
-                    add(Trial(run_id, "offline", argv, [export_trial.id, gems_trial.id],
+                    add(Trial(run_id, "offline", argv, [export_trial.id, *gems_deps],
                               {"dataset": name, "algorithm": algo, "seed": seed}, env_id=env_id, seed=seed,
                               method=f"offline-{algo}", cpus=res["cpus"], gpus=res["gpus"]))
+
+
+BENCHMARK_DATASET_KEYS = {"benchmark", "policies", "episodes"}
+
+
+def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir: Path) -> tuple[str, list[str], str]:
+    """``(trial id, argv, the policies' GeMS)`` of ``{benchmark: QUALITY, policies: DIR, episodes: N}``:
+    a standard dataset rebuilt by ``slaterec benchmark datasets`` from a policies folder (default:
+    the one shipped for the environment)."""
+    from d3rlpy_adapters.benchmark import QUALITIES, policies_folder, read_policies
+
+    bad = set(dspec) - BENCHMARK_DATASET_KEYS
+    if bad:
+        raise GridError(f"offline.datasets.{name}: unknown key(s) {', '.join(sorted(bad))} beside benchmark; expected "
+                        f"some of {', '.join(sorted(BENCHMARK_DATASET_KEYS))}")
+    quality = dspec["benchmark"]
+    if quality not in QUALITIES:
+        raise GridError(f"offline.datasets.{name}.benchmark: unknown quality {quality!r}; expected one of "
+                        f"{', '.join(QUALITIES)}")
+    env_short = env_id.split("/")[-1].split("-v")[0]
+    where = dspec.get("policies")
+    try:
+        folder = policies_folder(str(Path(where).resolve()) if where is not None else env_short).resolve()
+        manifest = read_policies(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise GridError(f"offline.datasets.{name}: {exc}") from None
+    if manifest["env_id"] != env_id:
+        raise GridError(f"offline.datasets.{name}: the policies folder {folder} is of {manifest['env_id']}, not of "
+                        f"{env_id}")
+    if quality == "medium-replay" and not manifest["policies"]["medium"].get("replay"):
+        raise GridError(f"offline.datasets.{name}: {folder} kept no replay memory (the shipped policies leave it "
+                        "out), so it cannot rebuild medium-replay; give policies: a folder built by slaterec "
+                        "benchmark train-policies")
+    argv = ["benchmark", "datasets", str(folder), "--qualities", quality, "--out",
+            str(sweep_dir / "offline" / "data" / f"{env_short}_{name}"), "--overwrite", "--no-progress"]
+    episodes = dspec.get("episodes")
+    if episodes is not None:
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise GridError(f"offline.datasets.{name}.episodes: expected a positive integer, got {episodes!r}")
+        argv += ["--episodes", str(episodes)]
+    gems = folder / manifest["policies"]["expert"]["dir"] / "inputs" / "gems.pt"
+    return f"offline/data/{env_short}_{name}/{env_short}/{quality}", argv, str(gems)
 
 
 def retries_of(grid: dict[str, Any]) -> int:

@@ -79,17 +79,27 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert main(args) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert all(r["matches"] is True for r in again)
-    # a record that disagrees is reported, not hidden
+    bench = LoggedDataset.load(tmp_path / "again" / "FocusedTopDown" / "medium").provenance["benchmark"]
+    assert bench["quality"] == "medium" and bench["matches"] is True and not bench["mismatch_allowed"]
+    assert bench["collecting_policy"]["source_checkpoint"] == medium["source_checkpoint"]
+    assert bench["reference"] == ref
+    # a record that disagrees: refused (the dataset removed) unless --allow-mismatch, which records it
     manifest = json.loads((moved / "benchmark.json").read_text())
     manifest["datasets"]["fingerprints"]["5"]["random"] = "0" * 64
     (moved / "benchmark.json").write_text(json.dumps(manifest))
-    assert main(["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
-                 "--qualities", "random", "--no-progress"]) == 0
+    third = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
+             "--qualities", "random", "--no-progress"]
+    assert main(third) == 2
+    assert "differs from the recorded 000000000000" in capsys.readouterr().err
+    assert not (tmp_path / "third" / "FocusedTopDown" / "random").exists()
+    assert main([*third, "--allow-mismatch"]) == 0
     printed = capsys.readouterr().out
     assert "DIFFERS (recorded 000000000000)" in printed and "medium" not in printed.split("\n", 1)[1]
+    kept = LoggedDataset.load(tmp_path / "third" / "FocusedTopDown" / "random")
+    assert kept.provenance["benchmark"]["mismatch_allowed"] is True
+    assert kept.fingerprint == rows["random"]["fingerprint"]  # the record does not change the data's fingerprint
     # nothing is overwritten without --overwrite
-    assert main(["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
-                 "--qualities", "random", "--no-progress"]) == 2
+    assert main([*third, "--allow-mismatch"]) == 2
     assert "exists" in capsys.readouterr().err
 
 
@@ -145,3 +155,49 @@ def test_train_policies_runs_the_chain_then_bundles_each_environment(tmp_path, c
     assert "benchmark datasets" in out
     assert main(args) == 0  # resumed: nothing to train, the policies kept
     assert "policies already in" in capsys.readouterr().out
+
+
+def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
+    """offline.datasets {benchmark: QUALITY}: the standard datasets rebuilt from a policies folder,
+    exported through the GeMS those policies acted through, then trained on."""
+    from gym_slaterec.provenance import sha256_file
+    from slaterec_lab.grid import GridError, expand
+    from slaterec_lab.sweep import run_sweep
+
+    policies = tmp_path / "policies"
+    assert main(["benchmark", "policies", str(run), "--out", str(policies), "--no-replay"]) == 0
+    grid = {"name": "bench_offline", "environments": [ENV],
+            "offline": {"datasets": {"random": {"benchmark": "random", "policies": str(policies), "episodes": 3},
+                                     "expert": {"benchmark": "expert", "policies": str(policies), "episodes": 3},
+                                     "both": {"merge": ["random", "expert"]}},
+                        "algorithms": ["bc"], "steps": 4, "set": {"eval_every": 4, "val_users": 2, "test_users": 2}}}
+    file = tmp_path / "g.yaml"
+    file.write_text(json.dumps(grid))
+    sweep = run_sweep(grid, file, tmp_path / "sw", executor="inline", progress=False)
+    assert {t["status"] for t in sweep.trials.values()} == {"done"}, {
+        k: t.get("error") for k, t in sweep.trials.items() if t["status"] != "done"}
+    assert not any(t["kind"] == "gems" for t in sweep.trials.values())  # no online chain: the policies' GeMS
+    expert = LoggedDataset.load(tmp_path / "sw" / "offline" / "data" / "FocusedTopDown_expert" / "FocusedTopDown" / "expert")
+    assert expert.provenance["benchmark"]["quality"] == "expert" and expert.num_episodes == 3
+    for name in ("random", "expert", "both"):
+        results = json.loads((tmp_path / "sw" / "offline" / "runs" / f"bc_FocusedTopDown_{name}_s0" / "results.json").read_text())
+        assert "test" in results
+    prov = json.loads((tmp_path / "sw" / "offline" / "runs" / "bc_FocusedTopDown_both_s0" / "provenance.json").read_text())
+    assert sha256_file(policies / "expert" / "inputs" / "gems.pt") in json.dumps(prov)
+    for bad, message in [({"benchmark": "bogus", "policies": str(policies)}, "unknown quality 'bogus'"),
+                         ({"benchmark": "medium-replay", "policies": str(policies)}, "kept no replay memory"),
+                         ({"benchmark": "expert", "policies": str(tmp_path)}, "not a benchmark policies folder"),
+                         ({"benchmark": "expert", "policies": str(policies), "seed": 3}, "unknown key"),
+                         ({"benchmark": "expert"}, "no benchmark policies ship for DiffuseTopDown")]:
+        g = {**grid, "offline": {**grid["offline"], "datasets": {"d": bad}}}
+        if "ship" in message:
+            g["environments"] = ["DiffuseTopDown-v0"]
+        with pytest.raises(GridError, match=message):
+            expand(g, tmp_path / "x")
+    mixed = {"random": grid["offline"]["datasets"]["random"], "eg": {"policy": "epsilon-greedy", "episodes": 3},
+             "m": {"merge": ["random", "eg"]}}
+    with pytest.raises(GridError, match="merges datasets acted through different GeMS"):
+        expand({**grid, "methods": {"random": {}}, "offline": {**grid["offline"], "datasets": mixed}}, tmp_path / "x")
+    g = {**grid, "environments": ["DiffuseTopDown-v0"]}
+    with pytest.raises(GridError, match="is of SlateRec/FocusedTopDown-v0"):
+        expand(g, tmp_path / "x")
