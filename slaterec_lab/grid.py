@@ -592,7 +592,7 @@ def seed_run_ids(trial: dict[str, Any]) -> list[tuple[int, str]]:
     return [(trial.get("seed"), trial["id"])]
 
 
-OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources"}
+OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources", "policies"}
 #: where an offline dataset's export GeMS comes from: the sweep's GeMS stage, or one pretrained on
 #: that dataset with the grid's gems options
 OFFLINE_GEMS = ("online", "dataset")
@@ -647,7 +647,8 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
             data_id = f"offline/data/{env_short}_{name}"
             export_gems: Optional[str] = None  # the GeMS a benchmark dataset's policies acted through
             if "benchmark" in dspec:  # one of the benchmark's standard datasets, rebuilt from its policies folder
-                data_id, argv, export_gems = _benchmark_dataset(name, dspec, env_id, sweep_dir)
+                data_id, argv, export_gems = _benchmark_dataset(name, {"policies": spec.get("policies"), **dspec},
+                                                                env_id, sweep_dir)
                 add(Trial(data_id, "collect", argv, [], {"dataset": name}, env_id=env_id, cpus=res["cpus"],
                           gpus=res["gpus"]))
             elif "merge" in dspec:
@@ -733,7 +734,7 @@ BENCHMARK_DATASET_KEYS = {"benchmark", "policies", "episodes"}
 def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir: Path) -> tuple[str, list[str], str]:
     """``(trial id, argv, the policies' GeMS)`` of ``{benchmark: QUALITY, policies: DIR, episodes: N}``:
     a standard dataset rebuilt by ``slaterec benchmark datasets`` from a policies folder (default:
-    the one shipped for the environment)."""
+    the one shipped for the environment; ``{env}`` in DIR is the environment's short name)."""
     from d3rlpy_adapters.benchmark import QUALITIES, policies_folder, read_policies
 
     bad = set(dspec) - BENCHMARK_DATASET_KEYS
@@ -746,6 +747,10 @@ def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir:
                         f"{', '.join(QUALITIES)}")
     env_short = env_id.split("/")[-1].split("-v")[0]
     where = dspec.get("policies")
+    if where is not None and not isinstance(where, str):
+        raise GridError(f"offline.datasets.{name}.policies: expected a folder path, got {where!r}")
+    if where is not None:
+        where = where.replace("{env}", env_short)
     try:
         folder = policies_folder(str(Path(where).resolve()) if where is not None else env_short).resolve()
         manifest = read_policies(folder)

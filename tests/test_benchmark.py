@@ -198,6 +198,13 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
              "m": {"merge": ["random", "eg"]}}
     with pytest.raises(GridError, match="merges datasets acted through different GeMS"):
         expand({**grid, "methods": {"random": {}}, "offline": {**grid["offline"], "datasets": mixed}}, tmp_path / "x")
+    # offline.policies: the folder of every benchmark dataset, {env} its environment
+    (tmp_path / "all").mkdir()
+    shutil.copytree(policies, tmp_path / "all" / "FocusedTopDown")
+    g = {**grid, "offline": {**grid["offline"], "policies": str(tmp_path / "all" / "{env}"),
+                             "datasets": {"expert": {"benchmark": "expert"}}}}
+    (t,) = [t for t in expand(g, tmp_path / "y") if t.kind == "collect"]
+    assert t.argv[2] == str(tmp_path / "all" / "FocusedTopDown")
     g = {**grid, "environments": ["DiffuseTopDown-v0"]}
     with pytest.raises(GridError, match="is of SlateRec/FocusedTopDown-v0"):
         expand(g, tmp_path / "x")
