@@ -351,7 +351,7 @@ def cmd_benchmark_policies(args: argparse.Namespace) -> int:
           f"{pol['expert']['validation_return']:.2f} at episode {pol['expert']['episodes']}, test {ref['expert_test']:.2f}); "
           f"medium = {pol['medium']['source_checkpoint']} (validation {pol['medium']['validation_return']:.2f}; halfway between "
           f"random {ref['random']:.2f} and the expert: {ref['medium_target']:.2f}); medium-replay "
-          f"{'kept' if pol['medium']['replay'] else 'not available (no replay memory at that checkpoint)'}")
+          f"{'kept' if pol['medium']['replay'] else 'left out (--no-replay)' if args.no_replay else 'not available (no replay memory at that checkpoint)'}")
     return 0
 
 

@@ -188,10 +188,10 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
                          ({"benchmark": "medium-replay", "policies": str(policies)}, "kept no replay memory"),
                          ({"benchmark": "expert", "policies": str(tmp_path)}, "not a benchmark policies folder"),
                          ({"benchmark": "expert", "policies": str(policies), "seed": 3}, "unknown key"),
-                         ({"benchmark": "expert"}, "no benchmark policies ship for DiffuseTopDown")]:
+                         ({"benchmark": "expert"}, "no benchmark policies ship for DiffuseMixed")]:
         g = {**grid, "offline": {**grid["offline"], "datasets": {"d": bad}}}
         if "ship" in message:
-            g["environments"] = ["DiffuseTopDown-v0"]
+            g["environments"] = ["DiffuseMixed-v0"]
         with pytest.raises(GridError, match=message):
             expand(g, tmp_path / "x")
     mixed = {"random": grid["offline"]["datasets"]["random"], "eg": {"policy": "epsilon-greedy", "episodes": 3},
@@ -208,3 +208,22 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
     g = {**grid, "environments": ["DiffuseTopDown-v0"]}
     with pytest.raises(GridError, match="is of SlateRec/FocusedTopDown-v0"):
         expand(g, tmp_path / "x")
+
+
+@pytest.mark.parametrize("env", ["FocusedTopDown", "DiffuseTopDown"])
+def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_expert(env, tmp_path, capsys):
+    from d3rlpy_adapters.benchmark import QUALITIES, shipped_policies
+    from gym_slaterec.scores import reference_returns
+
+    manifest = json.loads((shipped_policies(env) / "benchmark.json").read_text())
+    ref = reference_returns()[env]
+    assert manifest["env_id"] == f"SlateRec/{env}-v0"
+    assert manifest["item_embeddings_fingerprint"].startswith(ref["item_matrix"])
+    assert manifest["reference"]["expert_test"] == pytest.approx(ref["expert"], abs=0.01)
+    assert manifest["reference"]["random"] == pytest.approx(ref["random"], abs=0.01)
+    assert set(manifest["datasets"]["fingerprints"]["10000"]) == set(QUALITIES) - {"medium-replay"}
+    assert main(["benchmark", "datasets", env, "--out", str(tmp_path), "--qualities", "expert", "--episodes", "6",
+                 "--no-progress", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # six users of the expert: far above halfway between random and its test return (per-user spread ~50)
+    assert row["episodes"] == 6 and row["mean_return"] > (ref["random"] + ref["expert"]) / 2
