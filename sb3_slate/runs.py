@@ -189,9 +189,9 @@ def read_run(run_dir: PathLike) -> tuple[Path, RunConfig, dict[str, Any]]:
         raise ValueError(f"{run_dir / 'config.json'} is damaged: expected a JSON object")
     try:
         cfg = RunConfig.from_json(data)
-        for key in ("gems", "mf"):  # a policy bundle names its own copies relative to itself
-            value = getattr(cfg, key)
-            if value and not Path(value).is_absolute():
+        for key in ("gems", "mf"):  # a policy bundle names its own copies relative to itself; a run
+            value = getattr(cfg, key)  # trained with a relative --gems keeps it relative to where it runs
+            if value and not Path(value).is_absolute() and (run_dir / value).is_file():
                 setattr(cfg, key, str(run_dir / value))
         cfg.validate()
     except (TypeError, ValueError) as exc:

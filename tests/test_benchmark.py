@@ -227,3 +227,19 @@ def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_ex
     (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # six users of the expert: far above halfway between random and its test return (per-user spread ~50)
     assert row["episodes"] == 6 and row["mean_return"] > (ref["random"] + ref["expert"]) / 2
+
+
+def test_a_run_trained_with_a_relative_gems_path_still_reads_it(run, tmp_path, monkeypatch):
+    """Only a bundle's own copies (inside the run directory) are read relative to the run; a path a
+    user gave relative to the working directory stays so (the demo trains with demo_output/gems.pt)."""
+    from sb3_slate.runs import read_run
+
+    config = json.loads((run / "config.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    shutil.copy2(config["gems"], tmp_path / "work" / "g.pt")
+    shutil.copytree(run, tmp_path / "work" / "run")
+    (tmp_path / "work" / "run" / "config.json").write_text(json.dumps({**config, "gems": "work/g.pt"}))
+    _, cfg, _ = read_run("work/run")
+    assert cfg.gems == "work/g.pt"
+    assert main(["evaluate", ENV, "--policy", "work/run", "--episodes", "2", "--json"]) == 0
