@@ -659,11 +659,11 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
                                     f"(collected) datasets and nothing else, got {parts!r}")
                 part_ids = [data_ids[p] for p in parts]
                 part_gems = {data_gems[p] for p in parts}
-                if len(part_gems) > 1:  # some benchmark datasets (each with its policies' GeMS), some not
+                if len(part_gems) > 1 and gems_from == "online":  # exported through which GeMS, then?
                     raise GridError(f"offline.datasets.{name}: merges datasets acted through different GeMS "
                                     f"({', '.join(sorted(g or 'the sweep GeMS stage' for g in part_gems))}); merge "
                                     "datasets of one source")
-                export_gems = part_gems.pop()
+                export_gems = part_gems.pop() if len(part_gems) == 1 else None
                 argv = ["merge-datasets", *(str(sweep_dir / p) for p in part_ids), "--out", str(sweep_dir / data_id),
                         "--no-progress"]
                 add(Trial(data_id, "collect", argv, part_ids, {"dataset": name}, env_id=env_id, cpus=res["cpus"],
