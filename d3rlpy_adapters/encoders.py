@@ -40,8 +40,9 @@ class _Belief(nn.Module):
         if x.shape[0] > 512:
             # CQL/BCQ repeat each observation for many sampled actions: run the GRU
             # once per distinct window and scatter the beliefs back.
-            unique, inverse = torch.unique(x, dim=0, return_inverse=True)
-            if unique.shape[0] < x.shape[0] // 2:
+            found = _distinct_rows(x)
+            if found is not None:
+                unique, inverse = found
                 return self._belief(unique)[inverse]
         return self._belief(x)
 
@@ -60,6 +61,33 @@ class _Belief(nn.Module):
         outputs, _ = self.gru(inputs)  # (B, W, hidden)
         last = (mask[..., 0].round().sum(1).long() - 1).clamp_(0, L.window - 1)
         return outputs[torch.arange(x.shape[0], device=x.device), last]
+
+
+def _key_weights(n: int, device: torch.device) -> torch.Tensor:
+    """Irrational-ratio weights: integer-valued rows that differ rarely share a key."""
+    return torch.linspace(1.0, 2.0, n, dtype=torch.float64, device=device).sqrt_()
+
+
+def _distinct_rows(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor] | None":
+    """``(unique rows, inverse)`` of ``x`` when at most half its rows are distinct, else None.
+
+    ``torch.unique(dim=0)`` sorts rows element by element (~60 ms for CQL's 2,560 window rows);
+    a float64 projection gives one key per row and the result is checked exactly, so a key
+    collision only costs the slow path.
+    """
+    with torch.no_grad():
+        keys = x.detach().to(torch.float64) @ _key_weights(x.shape[1], x.device)
+        uniq_keys, inverse = torch.unique(keys, return_inverse=True)
+        if uniq_keys.shape[0] >= x.shape[0] // 2:
+            return None
+        first = torch.full((uniq_keys.shape[0],), x.shape[0], dtype=torch.long, device=x.device)
+        first.scatter_reduce_(0, inverse, torch.arange(x.shape[0], device=x.device), reduce="amin")
+        unique = x[first]
+        if not torch.equal(unique[inverse], x):
+            unique, inverse = torch.unique(x, dim=0, return_inverse=True)
+            if unique.shape[0] >= x.shape[0] // 2:
+                return None
+    return unique, inverse
 
 
 class SlateHistoryEncoder(Encoder):

@@ -175,7 +175,7 @@ def run_summary(run: Path) -> dict[str, Any]:
 #: configuration keys that do not change what a run learns (bookkeeping), ignored when
 #: deciding whether two runs of a method are seeds of one configuration
 BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_replay_buffer", "checkpoint_every",
-                              "allow_partial", "log_every"})  # max_wall_s is a budget: it splits rows
+                              "allow_partial", "log_every", "replay_snapshots"})  # max_wall_s is a budget: it splits rows
 
 
 def _shown(key: str, value: Any) -> str:

@@ -86,8 +86,20 @@ def _cell(cell: dict, paper: Optional[float], fmt: str, normalise: bool = False)
     elif cell["p"] is not None:
         text += f", p={cell['p']:.3g}"
     if paper is not None:
-        text += f" [paper {paper:.1f}, {s.mean - paper:+.1f}]"
+        text += f" [paper {paper:.1f}, {s.mean - paper:+.1f}{_short_of_paper(cell)}]"
     return text
+
+
+#: the paper's training budget per seed (Deffayet et al. 2023, section 5): a row trained on less is
+#: not the published experiment, and its comparison with the paper says so
+PAPER_EPISODES = 100_000
+
+
+def _short_of_paper(cell: dict) -> str:
+    episodes = [r.budget.get("episodes") for r in cell["runs"]]
+    if any(e is None for e in episodes) or max(episodes) == 0 or min(episodes) >= PAPER_EPISODES:
+        return ""  # a reference policy (no training), an unknown budget, or the paper's
+    return f"; {_span(episodes)} of {PAPER_EPISODES:,} episodes"
 
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:

@@ -244,6 +244,33 @@ def test_window_observations_match_online_buffer():
     np.testing.assert_array_equal(rows[:, 5, 0, 4:8], c[:, 3])
 
 
+def test_encoder_runs_repeated_windows_once_with_the_beliefs_of_each_row(monkeypatch):
+    """CQL repeats each observation for its sampled actions; the encoder's shortcut (one GRU pass
+    per distinct window) gives every row the belief of a pass over all rows, even when windows
+    differ in one entry or share a projection key."""
+    from d3rlpy_adapters.encoders import _Belief, _distinct_rows
+
+    torch.manual_seed(0)
+    layout = WindowLayout(3, 4, 50)
+    rng = np.random.default_rng(1)
+    base = episode_windows(rng.integers(0, 50, (40, 4, 4)), rng.integers(0, 2, (40, 4, 4)), 3, 50).reshape(-1, layout.size)
+    base[1] = base[0]
+    base[1, 5] = 1 - base[1, 5]  # differs from row 0 in one click only
+    x = torch.as_tensor(np.repeat(base, 10, axis=0), dtype=torch.float32)[torch.randperm(len(base) * 10)]
+    unique, inverse = _distinct_rows(x)
+    assert len(unique) == len(np.unique(base, axis=0)) and torch.equal(unique[inverse], x)
+    belief = _Belief(layout, item_dim=5, hidden=6)
+    torch.testing.assert_close(belief(x), belief._belief(x), rtol=1e-5, atol=1e-6)
+    assert _distinct_rows(x[: len(base)].unique(dim=0)) is None  # mostly distinct rows: no shortcut
+    # when distinct rows share a key (here: all of them), the exact comparison catches it
+    import d3rlpy_adapters.encoders as encoders
+
+    monkeypatch.setattr(encoders, "_key_weights", lambda n, device: torch.zeros(n, dtype=torch.float64))
+    u, inv = _distinct_rows(x)
+    assert len(u) == len(unique) and torch.equal(u[inv], x)
+    torch.testing.assert_close(belief(x), belief._belief(x), rtol=1e-5, atol=1e-6)
+
+
 def test_export_d3rlpy_shapes_dtypes_boundaries(export_file, reference_datasets, tiny_gems):
     ds = reference_datasets["epsilon-greedy"]
     gems = GeMSCheckpoint.load(tiny_gems)

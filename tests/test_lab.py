@@ -56,6 +56,9 @@ def test_table_matches_a_hand_computation(grid):
     assert np.isnan(table["oracle"]["summary"].half_width) and table["oracle"]["p"] is None
     md = render(build(records), "markdown", paper=True)
     assert f"**{a.mean():.1f} ± {half_a:.1f} (n=3)" in md and "[paper 305.3, " in md
+    # runs shorter than the paper's 100,000 episodes say so beside the comparison; the oracle trains nothing
+    assert f"[paper 305.3, {a.mean() - 305.3:+.1f}; 1,000-3,000 of 100,000 episodes]" in md
+    assert "[paper 107.7, -0.7]" in md
     csv_text = render(build(records), "csv")
     assert csv_text.startswith("method,environment,") and "sac-topk-mf,FocusedTopDown,252.0" in csv_text
     assert "\\textbf{" in render(build(records), "latex")
