@@ -1,0 +1,70 @@
+"""Time of one offline gradient step (batch 256, GRU window encoders) per algorithm, one thread.
+
+A synthetic dataset of 200 episodes x 100 turns (random slates, 10 % clicks, left-aligned
+10-turn windows as the exporter writes them, 32-d latent actions) feeds each algorithm of
+``d3rlpy_adapters.offline.make_algorithm``; after 3 warm-up updates, N updates are timed on
+pre-sampled batches. ``--profile`` prints torch's operator table for 10 updates instead.
+
+    .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def synthetic_dataset(episodes: int = 200, turns: int = 100, seed: int = 0):
+    import d3rlpy
+
+    from d3rlpy_adapters.export import episode_windows
+    from d3rlpy_adapters.window import WindowLayout
+
+    layout = WindowLayout(10, 10, 1000)
+    rng = np.random.default_rng(seed)
+    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
+    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.1).astype(np.uint8)
+    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
+    actions = rng.standard_normal((len(obs), 32)).astype(np.float32)
+    rewards = rng.random((len(obs), 1)).astype(np.float32)
+    terminals = np.zeros(len(obs))
+    terminals[turns - 1 :: turns] = 1
+    return layout, d3rlpy.dataset.MDPDataset(obs.astype(np.float32), actions, rewards, terminals)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("algos", nargs="+", choices=["td3bc", "iql", "cql", "bcq", "bc"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
+
+    layout, data = synthetic_dataset()
+    for algo in args.algos:
+        learner = make_algorithm(OfflineConfig(algo=algo), layout)
+        learner.build_with_dataset(data)
+        for _ in range(3):
+            learner.update(data.sample_transition_batch(256))
+        batches = [data.sample_transition_batch(256) for _ in range(10 if args.profile else args.steps)]
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for batch in batches:
+                    learner.update(batch)
+            print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20))
+            continue
+        t0 = time.perf_counter()
+        for batch in batches:
+            learner.update(batch)
+        ms = (time.perf_counter() - t0) / len(batches) * 1e3
+        print(f"{algo}: {ms:.1f} ms/step, {1e3 / ms:.1f} steps/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
