@@ -210,7 +210,7 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
         expand(g, tmp_path / "x")
 
 
-@pytest.mark.parametrize("env", ["FocusedTopDown", "DiffuseTopDown"])
+@pytest.mark.parametrize("env", ["FocusedTopDown", "FocusedMixed", "FocusedDivPen", "DiffuseTopDown"])
 def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_expert(env, tmp_path, capsys):
     from d3rlpy_adapters.benchmark import QUALITIES, shipped_policies
     from gym_slaterec.scores import reference_returns
