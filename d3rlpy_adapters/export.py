@@ -189,6 +189,22 @@ def to_mdp_dataset(arrays: dict[str, np.ndarray]):
     )
 
 
+def benchmark_quality(provenance: dict) -> "str | None":
+    """The benchmark quality a dataset was built as (``expert``, ...), from its provenance's
+    ``benchmark`` record, or, for a merge of such datasets, their qualities joined
+    (``medium`` + ``expert`` is D4RL's ``medium-expert``); None for any other dataset."""
+    record = provenance.get("benchmark")
+    if isinstance(record, dict) and record.get("quality"):
+        return str(record["quality"])
+    policy = provenance.get("policy") or {}
+    parts = policy.get("parts") if isinstance(policy, dict) and policy.get("kind") == "merged" else None
+    if parts:
+        qualities = [p.get("quality") for p in parts]
+        if all(qualities):
+            return "-".join(qualities)
+    return None
+
+
 def export_provenance(kind: str, ds: Any, ckpt: Any, **extra: Any) -> dict[str, Any]:
     """Provenance of a dataset exported with GeMS actions: the source dataset's env and
     seed, and the fingerprints of the dataset and of the GeMS that encoded the actions."""
@@ -200,7 +216,8 @@ def export_provenance(kind: str, ds: Any, ckpt: Any, **extra: Any) -> dict[str, 
         inputs={"dataset": ds.fingerprint, "gems": ckpt.fingerprint},
         seed=ds.provenance.get("seed"),
         source_dataset={"path": str(ds.path) if ds.path else None, "fingerprint": ds.fingerprint,
-                        "policy": ds.provenance.get("policy"), "kind": ds.provenance.get("kind")},
+                        "policy": ds.provenance.get("policy"), "kind": ds.provenance.get("kind"),
+                        "quality": benchmark_quality(ds.provenance)},
         gems={"fingerprint": ckpt.fingerprint, "path": str(ckpt.path) if ckpt.path else None,
               "latent_dim": ckpt.latent_dim, "low": ckpt.low, "high": ckpt.high},
         **extra,

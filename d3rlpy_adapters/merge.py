@@ -18,7 +18,7 @@ from gym_slaterec.logged_data import DatasetWriter, LoggedDataset
 from gym_slaterec.progress import progress as progress_bar
 from gym_slaterec.provenance import PathLike, ProvenanceMismatchError, check_writable, provenance
 
-from .export import check_dataset
+from .export import benchmark_quality, check_dataset
 
 #: what must agree between the parts of a merged dataset
 _SAME = ("env_id", "env_params", "item_embeddings_fingerprint")
@@ -66,7 +66,8 @@ def merge_datasets(inputs: Sequence[PathLike], out: PathLike, overwrite: bool = 
         env_kwargs=src.get("env_kwargs") or {}, seed=None, hyperparameters={"episodes": total},
         inputs={f"part{i}": ds.fingerprint for i, ds in enumerate(parts)},
         policy={"kind": "merged", "parts": [{"path": str(ds.path), "fingerprint": ds.fingerprint, "episodes": len(ds),
-                                             "policy": ds.provenance.get("policy")} for ds in parts]},
+                                             "policy": ds.provenance.get("policy"),
+                                             "quality": benchmark_quality(ds.provenance)} for ds in parts]},
         gems=src.get("gems") if "actions" in extras else None,
         users=[ds.provenance.get("users") for ds in parts],
     )

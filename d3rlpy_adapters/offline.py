@@ -374,6 +374,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         hyperparameters=config.to_dict(),
         method=f"offline-{config.algo}",
         dataset={"path": str(Path(dataset)), "policy": meta.get("source_dataset", {}).get("policy"),
+                 "quality": meta.get("source_dataset", {}).get("quality"),
                  "episodes": meta.get("episodes"), "mean_return": meta.get("mean_return")},
         gems={"fingerprint": ckpt.fingerprint, "path": str(ckpt.path), "latent_dim": ckpt.latent_dim},
         observation=layout.describe(),

@@ -259,6 +259,9 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
             value = (prov.get("inputs") or {}).get(role)
             if value:
                 config[role] = str(value)[:12]
+        quality = (prov.get("dataset") or {}).get("quality")
+        if quality and "dataset" in config:  # a benchmark dataset: its quality names the row, its fingerprint pins it
+            config["dataset"] = f"{quality} {config['dataset']}"
     return RunRecord(run, label or method, str(prov.get("env_id")), seed,
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),

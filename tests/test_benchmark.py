@@ -179,9 +179,18 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
     assert not any(t["kind"] == "gems" for t in sweep.trials.values())  # no online chain: the policies' GeMS
     expert = LoggedDataset.load(tmp_path / "sw" / "offline" / "data" / "FocusedTopDown_expert" / "FocusedTopDown" / "expert")
     assert expert.provenance["benchmark"]["quality"] == "expert" and expert.num_episodes == 3
-    for name in ("random", "expert", "both"):
+    for name, quality in (("random", "random"), ("expert", "expert"), ("both", "random-expert")):
         results = json.loads((tmp_path / "sw" / "offline" / "runs" / f"bc_FocusedTopDown_{name}_s0" / "results.json").read_text())
-        assert "test" in results
+        assert "test" in results and results["provenance"]["dataset"]["quality"] == quality
+    # table rows are algorithm x dataset quality (pinned by the dataset's fingerprint)
+    from slaterec_lab.results import find_runs, label_variants, read_run
+
+    labels = {r.method for r in label_variants([read_run(r) for r in find_runs([tmp_path / "sw" / "offline" / "runs"])])}
+    assert len(labels) == 3 and {label.split("=")[1].split()[0] for label in labels} == {"random", "expert", "random-expert"}
+    from d3rlpy_adapters.export import benchmark_quality
+
+    assert benchmark_quality({"policy": {"kind": "reference", "name": "random"}}) is None  # not a benchmark dataset
+    assert benchmark_quality({"policy": {"kind": "merged", "parts": [{"quality": "medium"}, {"quality": None}]}}) is None
     prov = json.loads((tmp_path / "sw" / "offline" / "runs" / "bc_FocusedTopDown_both_s0" / "provenance.json").read_text())
     assert sha256_file(policies / "expert" / "inputs" / "gems.pt") in json.dumps(prov)
     for bad, message in [({"benchmark": "bogus", "policies": str(policies)}, "unknown quality 'bogus'"),
