@@ -480,7 +480,8 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         "best": {"step": best["step"], "validation_return": best["mean"], "checkpoint": f"model_best{MODEL_SUFFIX}"},
         "test": {**test, "checkpoint": "best", "users_first_seed": test_seed},
         "dataset": {"path": str(Path(dataset)), "mean_return": meta.get("mean_return"),
-                    "policy": meta.get("source_dataset", {}).get("policy")},
+                    "policy": meta.get("source_dataset", {}).get("policy"),
+                    "quality": meta.get("source_dataset", {}).get("quality")},
         "provenance": prov,
     }
     write_json_atomic(out / "results.json", strict_json(results))

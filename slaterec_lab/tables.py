@@ -90,16 +90,20 @@ def _cell(cell: dict, paper: Optional[float], fmt: str, normalise: bool = False)
     return text
 
 
-#: the paper's training budget per seed (Deffayet et al. 2023, section 5): a row trained on less is
-#: not the published experiment, and its comparison with the paper says so
-PAPER_EPISODES = 100_000
+def _paper_episodes() -> int:
+    """The paper's training budget per seed, as the ``paper`` preset sets it: a row trained on
+    less is not the published experiment, and its comparison with the paper says so."""
+    from sb3_slate.methods import CONFIG_DIR, _read_yaml
+
+    return int(_read_yaml(CONFIG_DIR / "presets" / "paper.yaml")["episodes"])
 
 
 def _short_of_paper(cell: dict) -> str:
     episodes = [r.budget.get("episodes") for r in cell["runs"]]
-    if any(e is None for e in episodes) or max(episodes) == 0 or min(episodes) >= PAPER_EPISODES:
+    paper = _paper_episodes()
+    if any(e is None for e in episodes) or max(episodes) == 0 or min(episodes) >= paper:
         return ""  # a reference policy (no training), an unknown budget, or the paper's
-    return f"; {_span(episodes)} of {PAPER_EPISODES:,} episodes"
+    return f"; {_span(episodes)} of {paper:,} episodes"
 
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:

@@ -181,7 +181,7 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
     assert expert.provenance["benchmark"]["quality"] == "expert" and expert.num_episodes == 3
     for name, quality in (("random", "random"), ("expert", "expert"), ("both", "random-expert")):
         results = json.loads((tmp_path / "sw" / "offline" / "runs" / f"bc_FocusedTopDown_{name}_s0" / "results.json").read_text())
-        assert "test" in results and results["provenance"]["dataset"]["quality"] == quality
+        assert "test" in results and results["provenance"]["dataset"]["quality"] == results["dataset"]["quality"] == quality
     # table rows are algorithm x dataset quality (pinned by the dataset's fingerprint)
     from slaterec_lab.results import find_runs, label_variants, read_run
 
