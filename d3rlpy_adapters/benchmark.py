@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -194,9 +195,66 @@ def read_policies(policies: PathLike) -> dict[str, Any]:
 
 def available_qualities(policies: PathLike) -> list[str]:
     """The datasets a policies folder can rebuild: all five, less ``medium-replay`` when its medium
-    bundle kept no replay memory (the policies shipped with the package leave it out)."""
-    manifest = read_policies(policies)
-    return [q for q in QUALITIES if q != "medium-replay" or manifest["policies"]["medium"].get("replay")]
+    bundle kept no replay memory and is no periodic checkpoint (which :func:`rebuild_replay` retrains)."""
+    medium = read_policies(policies)["policies"]["medium"]
+    return [q for q in QUALITIES if q != "medium-replay" or medium.get("replay") or medium.get("episodes")]
+
+
+#: where :func:`rebuild_replay` retrains, inside a dataset folder (resumable; removed once the dataset is written)
+REBUILD_DIR = ".medium-replay-run"
+
+
+def _weights(model: Any) -> dict[str, Any]:
+    import torch
+
+    return {f"{name}.{k}": t for name, value in vars(model).items() if isinstance(value, torch.nn.Module)
+            for k, t in value.state_dict().items()}
+
+
+def rebuild_replay(policies: PathLike, work: PathLike, progress: bool = True) -> tuple[Path, str, dict[str, Any]]:
+    """Retrain the medium bundle's agent from its seed up to the medium checkpoint, keeping the
+    replay memory there: medium-replay for a policies folder that left the memory out (the shipped
+    ones: it is ~160 MB). The retrained run lies in ``work`` (an interrupted retraining resumes).
+    Returns the run, its checkpoint name and a record of the check against the shipped policy:
+    its weights' largest difference and whether its validation curve is the one the bundle kept
+    (both exact on the CPU and torch build that trained it; other hardware rounds differently)."""
+    import torch
+
+    from sb3_slate.runs import load_agent, read_run, train_run
+
+    policies = Path(policies)
+    medium = read_policies(policies)["policies"]["medium"]
+    episodes = medium.get("episodes")
+    if not episodes:
+        raise ValueError(f"{policies}: the medium policy is not a periodic checkpoint of its run, so its replay memory "
+                         "cannot be rebuilt by retraining")
+    bundle = policies / medium["dir"]
+    _, cfg, _ = read_run(bundle)
+    cfg.episodes, cfg.replay_snapshots, cfg.max_wall_s = int(episodes), [int(episodes)], None
+    cfg.validate()
+    run = Path(work)
+    t0 = time.time()
+    if (run / "results.json").is_file():  # retrained before (its dataset was then refused or interrupted)
+        if read_run(run)[1].to_dict() != cfg.to_dict():
+            raise ValueError(f"{run} holds another finished run than the medium agent's retraining; remove it")
+        t0 -= float(_read(run / "state.json").get("wall_s", 0.0))
+    else:
+        threads = torch.get_num_threads()
+        try:
+            train_run(cfg, run, progress=progress, device="cpu")
+        finally:
+            torch.set_num_threads(threads)
+    name = f"ep{int(episodes):07d}"
+    mine = _weights(load_agent(run, name, warn_unfinished=False).model)
+    shipped = _weights(load_agent(bundle, medium["checkpoint"], warn_unfinished=False).model)
+    if set(mine) != set(shipped):
+        raise ValueError(f"the retrained medium agent in {run} does not have the shipped one's weights "
+                         f"({sorted(set(mine) ^ set(shipped))[:3]})")
+    diff = max(float((mine[k].double() - shipped[k].double()).abs().max()) if mine[k].numel() else 0.0 for k in mine)
+    curve = lambda d: [(v["episodes"], v["mean"]) for v in _read(d / "state.json")["validation"] if v["episodes"] <= episodes]
+    record = {"episodes": int(episodes), "seed": cfg.seed, "wall_s": round(time.time() - t0, 1),
+              "policy_max_abs_diff": diff, "validation_matches": curve(run) == curve(bundle)}
+    return run, name, record
 
 
 class FingerprintMismatch(ValueError):
@@ -227,10 +285,11 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
     n = int(episodes or spec["episodes"])
     wanted = list(dict.fromkeys(q for q in QUALITIES if q in qualities or (
         q in ("medium", "expert") and "medium-expert" in qualities)))
-    if "medium-replay" in wanted and not manifest["policies"]["medium"].get("replay"):
-        raise ValueError(f"{policies}: the medium policy kept no replay memory (the shipped policies leave it out: "
-                         "it is ~100 MB), so medium-replay cannot be rebuilt from it; build the policies with "
-                         "slaterec benchmark train-policies to have it")
+    rebuild = "medium-replay" in wanted and not manifest["policies"]["medium"].get("replay")
+    if rebuild and not manifest["policies"]["medium"].get("episodes"):
+        raise ValueError(f"{policies}: the medium policy kept no replay memory and is not a periodic checkpoint, so "
+                         "medium-replay can be neither copied nor retrained; build the policies with slaterec "
+                         "benchmark train-policies to have it")
     out = Path(out)
     for q in wanted:
         check_writable(out / q, overwrite, ("collected_dataset",))
@@ -246,6 +305,9 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
         elif q in ("medium", "expert"):
             ds = collect(env_id, policies / pol[q]["dir"], n, seed, dest, checkpoint=pol[q]["checkpoint"],
                          overwrite=overwrite, progress=progress)
+        elif q == "medium-replay" and rebuild:
+            run, name, retrained = rebuild_replay(policies, out / REBUILD_DIR, progress=progress)
+            ds = collect_replay(run, name, dest, overwrite=overwrite, progress=progress)
         elif q == "medium-replay":
             ds = collect_replay(policies / pol["medium"]["dir"], pol["medium"]["replay"], dest, overwrite=overwrite,
                                 progress=progress)
@@ -263,7 +325,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
         annotate_provenance(dest, "benchmark", {
             "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
-            "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False)})
+            "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False),
+            **({"retrained": retrained} if q == "medium-replay" and rebuild else {})})
         if matches is False and not allow_mismatch:
             shutil.rmtree(dest)
             raise FingerprintMismatch(
@@ -271,6 +334,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 f"{str(recorded)[:12]} (another CPU, thread count or torch build rounds the policy's actions "
                 "differently); it was removed. Pass --allow-mismatch to keep it (its provenance then records the "
                 "mismatch)")
+        if q == "medium-replay" and rebuild:
+            shutil.rmtree(out / REBUILD_DIR)  # ~0.5 GB of checkpoints and memories; the dataset records the check
         rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes,
                      "mean_return": float(ds.returns().mean()),
                      "fingerprint": ds.fingerprint, "recorded": recorded, "matches": matches})

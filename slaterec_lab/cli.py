@@ -367,8 +367,13 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
     rows = []
     for folder, env in zip(folders, envs):
         qualities = args.qualities or available_qualities(folder)
+        medium = read_policies(folder)["policies"]["medium"]
         if args.qualities is None and "medium-replay" not in qualities:
-            print(f"note: {folder} kept no replay memory (the shipped policies leave it out); medium-replay is skipped")
+            print(f"note: {folder} kept no replay memory and its medium is no periodic checkpoint; medium-replay is skipped")
+        elif "medium-replay" in qualities and not medium.get("replay") and medium.get("episodes"):
+            print(f"note: {folder} keeps no replay memory (the shipped policies leave it out): medium-replay retrains "
+                  f"the medium agent from its seed for {medium['episodes']:,} episodes (about {medium['episodes'] / 1000:.0f} "
+                  "core-minutes in the paper regime) and checks it against the shipped one", flush=True)
         for r in build_datasets(folder, args.out / env, qualities, args.episodes, args.overwrite,
                                 args.record, progress=not args.no_progress, allow_mismatch=args.allow_mismatch):
             rows.append({"env": env, **r})

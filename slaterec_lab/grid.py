@@ -759,10 +759,11 @@ def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir:
     if manifest["env_id"] != env_id:
         raise GridError(f"offline.datasets.{name}: the policies folder {folder} is of {manifest['env_id']}, not of "
                         f"{env_id}")
-    if quality == "medium-replay" and not manifest["policies"]["medium"].get("replay"):
-        raise GridError(f"offline.datasets.{name}: {folder} kept no replay memory (the shipped policies leave it "
-                        "out), so it cannot rebuild medium-replay; give policies: a folder built by slaterec "
-                        "benchmark train-policies")
+    medium = manifest["policies"]["medium"]
+    if quality == "medium-replay" and not medium.get("replay") and not medium.get("episodes"):
+        raise GridError(f"offline.datasets.{name}: {folder} kept no replay memory and its medium is no periodic "
+                        "checkpoint, so medium-replay can be neither copied nor retrained; give policies: a folder "
+                        "built by slaterec benchmark train-policies")
     argv = ["benchmark", "datasets", str(folder), "--qualities", quality, "--out",
             str(sweep_dir / "offline" / "data" / f"{env_short}_{name}"), "--overwrite", "--no-progress"]
     episodes = dspec.get("episodes")

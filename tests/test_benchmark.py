@@ -115,19 +115,35 @@ def test_refusals(run, tmp_path, capsys):
     assert main(["benchmark", "datasets", str(tmp_path / "p"), "--out", str(tmp_path / "d"),
                  "--qualities", "expert", "bogus"]) == 2
     assert "unknown dataset quality bogus" in capsys.readouterr().err
-    # a folder without the replay memory rebuilds the other four, and says why not the fifth
-    assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "small"), "--no-replay"]) == 0
+    # a folder without the replay memory (as shipped) retrains the medium agent for medium-replay: the
+    # same episodes as the memory the run kept, and the retrained policy is the shipped one
+    for name, extra in (("small", ["--no-replay"]), ("full", [])):
+        assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / name), *extra]) == 0
     assert not list((tmp_path / "small" / "medium" / "checkpoints").glob("replay_*"))
     capsys.readouterr()
+    for name in ("small", "full"):
+        assert main(["benchmark", "datasets", str(tmp_path / name), "--out", str(tmp_path / f"d_{name}"),
+                     "--episodes", "2", "--no-progress"]) == 0
+    assert "medium-replay" in capsys.readouterr().out
+    small, full = (tmp_path / f"d_{n}" / "FocusedTopDown" for n in ("small", "full"))
+    assert sorted(p.name for p in small.iterdir()) == ["expert", "medium", "medium-expert", "medium-replay", "random"]
+    retrained, copied = (LoggedDataset.load(d / "medium-replay") for d in (small, full))
+    assert retrained.fingerprint == copied.fingerprint and len(retrained) >= 2
+    record = retrained.provenance["benchmark"]["retrained"]
+    assert record["policy_max_abs_diff"] == 0.0 and record["validation_matches"] is True
+    assert record["episodes"] == json.loads((tmp_path / "small" / "benchmark.json").read_text())["policies"]["medium"]["episodes"]
+    assert "retrained" not in copied.provenance["benchmark"]
+    manifest = json.loads((tmp_path / "small" / "benchmark.json").read_text())
+    manifest["policies"]["medium"]["episodes"] = None  # a medium that is no periodic checkpoint
+    (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
     assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d4"), "--episodes", "2",
                  "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "medium-replay is skipped" in printed
+    assert "medium-replay is skipped" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "d4" / "FocusedTopDown").iterdir()) == [
         "expert", "medium", "medium-expert", "random"]
     assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d5"),
                  "--qualities", "medium-replay"]) == 2
-    assert "kept no replay memory" in capsys.readouterr().err
+    assert "can be neither copied nor retrained" in capsys.readouterr().err
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "results.json").unlink()
@@ -193,8 +209,17 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
     assert benchmark_quality({"policy": {"kind": "merged", "parts": [{"quality": "medium"}, {"quality": None}]}}) is None
     prov = json.loads((tmp_path / "sw" / "offline" / "runs" / "bc_FocusedTopDown_both_s0" / "provenance.json").read_text())
     assert sha256_file(policies / "expert" / "inputs" / "gems.pt") in json.dumps(prov)
+    # medium-replay of policies without the replay memory (as shipped): the dataset stage retrains the medium
+    g = {**grid, "offline": {**grid["offline"], "datasets": {"mr": {"benchmark": "medium-replay", "policies": str(policies)}}}}
+    (t,) = [t for t in expand(g, tmp_path / "x") if t.kind == "collect"]
+    assert t.argv[:2] == ["benchmark", "datasets"] and t.argv[t.argv.index("--qualities") + 1] == "medium-replay"
+    unperiodic = tmp_path / "unperiodic"
+    shutil.copytree(policies, unperiodic)
+    manifest = json.loads((unperiodic / "benchmark.json").read_text())
+    manifest["policies"]["medium"]["episodes"] = None
+    (unperiodic / "benchmark.json").write_text(json.dumps(manifest))
     for bad, message in [({"benchmark": "bogus", "policies": str(policies)}, "unknown quality 'bogus'"),
-                         ({"benchmark": "medium-replay", "policies": str(policies)}, "kept no replay memory"),
+                         ({"benchmark": "medium-replay", "policies": str(unperiodic)}, "neither copied nor retrained"),
                          ({"benchmark": "expert", "policies": str(tmp_path)}, "not a benchmark policies folder"),
                          ({"benchmark": "expert", "policies": str(policies), "seed": 3}, "unknown key"),
                          ({"benchmark": "expert"}, "no benchmark policies ship for DiffuseMixed")]:
@@ -230,7 +255,8 @@ def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_ex
     assert manifest["item_embeddings_fingerprint"].startswith(ref["item_matrix"])
     assert manifest["reference"]["expert_test"] == pytest.approx(ref["expert"], abs=0.01)
     assert manifest["reference"]["random"] == pytest.approx(ref["random"], abs=0.01)
-    assert set(manifest["datasets"]["fingerprints"]["10000"]) == set(QUALITIES) - {"medium-replay"}
+    assert set(manifest["datasets"]["fingerprints"]["10000"]) == set(QUALITIES)  # medium-replay: the kept memory's
+    assert manifest["policies"]["medium"]["replay"] is None and manifest["policies"]["medium"]["episodes"] >= 5000
     assert main(["benchmark", "datasets", env, "--out", str(tmp_path), "--qualities", "expert", "--episodes", "6",
                  "--no-progress", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
