@@ -133,6 +133,20 @@ def test_refusals(run, tmp_path, capsys):
     assert record["policy_max_abs_diff"] == 0.0 and record["validation_matches"] is True
     assert record["episodes"] == json.loads((tmp_path / "small" / "benchmark.json").read_text())["policies"]["medium"]["episodes"]
     assert "retrained" not in copied.provenance["benchmark"]
+    # a retrained memory that disagrees with the record: refused, the retrained agent kept and reused
+    manifest = json.loads((tmp_path / "small" / "benchmark.json").read_text())
+    manifest["datasets"]["fingerprints"]["2"] = {"medium-replay": "f" * 64}
+    (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
+    again = ["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d_again"), "--episodes", "2",
+             "--qualities", "medium-replay", "--no-progress"]
+    assert main(again) == 2
+    assert "retrained medium agent stays in" in capsys.readouterr().err
+    kept = tmp_path / "d_again" / "FocusedTopDown" / ".medium-replay-run"
+    assert (kept / "results.json").is_file() and not (kept.parent / "medium-replay").exists()
+    assert main([*again, "--allow-mismatch"]) == 0
+    assert not kept.exists()
+    reused = LoggedDataset.load(kept.parent / "medium-replay")
+    assert reused.fingerprint == copied.fingerprint and reused.provenance["benchmark"]["mismatch_allowed"] is True
     manifest = json.loads((tmp_path / "small" / "benchmark.json").read_text())
     manifest["policies"]["medium"]["episodes"] = None  # a medium that is no periodic checkpoint
     (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
