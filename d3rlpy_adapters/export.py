@@ -281,10 +281,18 @@ def export_d3rlpy(
 class OfflineData:
     """An exported d3rlpy dataset with its provenance (see :func:`load_d3rlpy`)."""
 
-    def __init__(self, path: Path, replay_buffer: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, replay_buffer: Any, meta: dict[str, Any], sampler: Any = None) -> None:
         self.path = path
         self.buffer = replay_buffer
         self.meta = meta
+        self.sampler = sampler
+
+    def sample_batch(self, batch_size: int, returns_to_go: bool = False) -> Any:
+        """A mini-batch of transitions: d3rlpy's, drawn by the vectorised sampler (the same batches)
+        unless the algorithm needs each transition's returns-to-go, which only d3rlpy's picker gives."""
+        if self.sampler is None or returns_to_go:
+            return self.buffer.sample_transition_batch(batch_size)
+        return self.sampler.sample(batch_size)
 
     @property
     def env_id(self) -> str:
@@ -341,6 +349,8 @@ def load_d3rlpy(path: PathLike, gems_fingerprint: Optional[str] = None, verify: 
     from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
     from d3rlpy.dataset.io import load
 
+    from .sampler import TransitionSampler
+
     p = Path(path)
     meta = read_sidecar(p)
     require_gems(meta, gems_fingerprint, str(p))
@@ -365,5 +375,7 @@ def load_d3rlpy(path: PathLike, gems_fingerprint: Optional[str] = None, verify: 
             raise DatasetError(f"{p} contains NaN or infinite actions or rewards")
         if np.abs(ep.actions).max(initial=0) > 1.0 + 1e-6:
             raise DatasetError(f"{p}: actions must lie in [-1, 1]")
-    buffer = ReplayBuffer(InfiniteBuffer(), episodes=episodes, action_space=ActionSpace.CONTINUOUS, action_size=A)
-    return OfflineData(p, buffer, meta)
+    sampler = TransitionSampler(episodes)
+    del episodes  # the sampler's episodes are views into its flat arrays
+    buffer = ReplayBuffer(InfiniteBuffer(), episodes=sampler.episodes, action_space=ActionSpace.CONTINUOUS, action_size=A)
+    return OfflineData(p, buffer, meta, sampler)

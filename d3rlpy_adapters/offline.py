@@ -439,7 +439,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     bar = progress_bar(progress, total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}")
     for step in range(first, config.steps + 1):
         t0 = time.time()
-        batch = data.buffer.sample_transition_batch(config.batch_size)
+        batch = data.sample_batch(config.batch_size, learner.need_returns_to_go)
         losses = learner.update(batch)
         state["train_s"] += time.time() - t0
         for key, value in losses.items():

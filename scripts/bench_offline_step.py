@@ -4,8 +4,12 @@ A synthetic dataset of 200 episodes x 100 turns (random slates, 10 % clicks, lef
 10-turn windows as the exporter writes them, 32-d latent actions) feeds each algorithm of
 ``d3rlpy_adapters.offline.make_algorithm``; after 3 warm-up updates, N updates are timed on
 pre-sampled batches. ``--profile`` prints torch's operator table for 10 updates instead.
+``--with-sampling`` times whole training steps (draw a batch, update) with d3rlpy's
+per-transition sampler and with the vectorised one (:mod:`d3rlpy_adapters.sampler`) side by
+side, in alternating rounds.
 
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20
+    .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20 --with-sampling
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main() -> None:
     p.add_argument("algos", nargs="+", choices=["td3bc", "iql", "cql", "bcq", "bc"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--with-sampling", action="store_true", help="time draw + update, d3rlpy's sampler vs ours")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --with-sampling")
     args = p.parse_args()
     torch.set_num_threads(1)
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
@@ -50,6 +56,21 @@ def main() -> None:
         learner.build_with_dataset(data)
         for _ in range(3):
             learner.update(data.sample_transition_batch(256))
+        if args.with_sampling:
+            from d3rlpy_adapters.sampler import TransitionSampler
+
+            draws = {"d3rlpy sampler": data.sample_transition_batch, "vectorised sampler": TransitionSampler(data.episodes).sample}
+            times: dict[str, list[float]] = {k: [] for k in draws}
+            for _ in range(args.rounds):
+                for name, draw in draws.items():
+                    t0 = time.perf_counter()
+                    for _ in range(args.steps):
+                        learner.update(draw(256))
+                    times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
+            for name, ts in times.items():
+                ms = float(np.median(ts))
+                print(f"{algo} ({name}): {ms:.1f} ms/step, {1e3 / ms:.1f} steps/s (median of {args.rounds} rounds)", flush=True)
+            continue
         batches = [data.sample_transition_batch(256) for _ in range(10 if args.profile else args.steps)]
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
