@@ -346,10 +346,9 @@ def require_gems(meta: dict[str, Any], gems_fingerprint: Optional[str], where: s
 def load_d3rlpy(path: PathLike, gems_fingerprint: Optional[str] = None, verify: bool = True) -> OfflineData:
     """Open an exported d3rlpy file; refuse a changed file, bad values or another GeMS."""
     from d3rlpy.constants import ActionSpace
-    from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
-    from d3rlpy.dataset.io import load
+    from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer
 
-    from .sampler import TransitionSampler
+    from .sampler import read_d3rlpy_file
 
     p = Path(path)
     meta = read_sidecar(p)
@@ -357,25 +356,19 @@ def load_d3rlpy(path: PathLike, gems_fingerprint: Optional[str] = None, verify: 
     if verify and sha256_file(p) != meta["file_sha256"]:
         raise DatasetError(f"{p} does not match the SHA-256 recorded in its sidecar (modified or corrupt)")
     try:
-        with open(p, "rb") as f:
-            episodes = load(Episode, f)
+        sampler = read_d3rlpy_file(p)  # one array per column (d3rlpy's reader makes one per episode)
     except Exception as exc:
         raise DatasetError(f"cannot read d3rlpy dataset {p}: {exc}") from exc
-    if not episodes:
-        raise DatasetError(f"{p} holds no episodes")
     layout = WindowLayout(**{k: meta["observation"][k] for k in ("window", "slate_size", "num_items")})
     A = int(meta["action"]["size"])
-    for ep in episodes:
-        obs = ep.observations
-        if not isinstance(obs, np.ndarray) or obs.ndim != 2 or obs.shape[1] != layout.size:
-            raise DatasetError(f"{p}: observations must be (turns, {layout.size}) arrays; got {getattr(obs, 'shape', type(obs))}")
-        if ep.actions.shape[1:] != (A,):
-            raise DatasetError(f"{p}: actions must have {A} dimensions; got shape {ep.actions.shape}")
-        if not (np.isfinite(ep.actions).all() and np.isfinite(ep.rewards).all()):
-            raise DatasetError(f"{p} contains NaN or infinite actions or rewards")
-        if np.abs(ep.actions).max(initial=0) > 1.0 + 1e-6:
-            raise DatasetError(f"{p}: actions must lie in [-1, 1]")
-    sampler = TransitionSampler(episodes)
-    del episodes  # the sampler's episodes are views into its flat arrays
-    buffer = ReplayBuffer(InfiniteBuffer(), episodes=sampler.episodes, action_space=ActionSpace.CONTINUOUS, action_size=A)
+    obs, actions = sampler.observations, sampler.actions
+    if obs.ndim != 2 or obs.shape[1] != layout.size:
+        raise DatasetError(f"{p}: observations must be (turns, {layout.size}) arrays; got rows of shape {obs.shape[1:]}")
+    if actions.shape[1:] != (A,):
+        raise DatasetError(f"{p}: actions must have {A} dimensions; got shape {actions.shape[1:]}")
+    if not (np.isfinite(actions).all() and np.isfinite(sampler.rewards).all()):
+        raise DatasetError(f"{p} contains NaN or infinite actions or rewards")
+    if np.abs(actions).max(initial=0) > 1.0 + 1e-6:
+        raise DatasetError(f"{p}: actions must lie in [-1, 1]")
+    buffer = ReplayBuffer(InfiniteBuffer(), episodes=sampler.episodes(), action_space=ActionSpace.CONTINUOUS, action_size=A)
     return OfflineData(p, buffer, meta, sampler)
