@@ -31,14 +31,18 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def interrupt_when(cmd: list, ready, sig: int = signal.SIGINT, timeout: float = 120.0) -> tuple[int, str]:
-    """Start ``slaterec CMD``, send ``sig`` once ``ready()`` holds, return (exit status, stderr)."""
+def interrupt_when(cmd: list, ready, sig: int = signal.SIGINT, timeout: float = 600.0) -> tuple[int, str]:
+    """Start ``slaterec CMD``, send ``sig`` once ``ready()`` holds, return (exit status, stderr).
+    The generous timeout is for loaded machines (the child imports torch, then trains)."""
     proc = subprocess.Popen([sys.executable, "-c", CLI, *map(str, cmd)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"the command ended before it could be interrupted: {proc.communicate()[1]}"
+    if not ready():
+        proc.kill()
+        pytest.fail(f"the command was not at the point to interrupt after {timeout:.0f} s: {proc.communicate()[1][-2000:]}")
     proc.send_signal(sig)
     err = proc.communicate(timeout=120)[1]
     return proc.returncode, err
