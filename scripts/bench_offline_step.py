@@ -59,7 +59,7 @@ def main() -> None:
         if args.with_sampling:
             from d3rlpy_adapters.sampler import TransitionSampler
 
-            draws = {"d3rlpy sampler": data.sample_transition_batch, "vectorised sampler": TransitionSampler(data.episodes).sample}
+            draws = {"d3rlpy sampler": data.sample_transition_batch, "vectorised sampler": TransitionSampler.from_episodes(data.episodes).sample}
             times: dict[str, list[float]] = {k: [] for k in draws}
             for _ in range(args.rounds):
                 for name, draw in draws.items():
