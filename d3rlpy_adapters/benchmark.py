@@ -162,12 +162,18 @@ def build_policies(run_dir: PathLike, out: PathLike, medium: str = "halfway", ov
     return manifest
 
 
-def shipped_policies(name: str) -> Path:
-    """The policies folder of environment ``name`` shipped with the package (``gym_slaterec/data/benchmark``)."""
+def shipped_root() -> Path:
+    """Where the package keeps its policies folders, one per environment."""
     import gym_slaterec
+
+    return Path(gym_slaterec.__file__).parent / "data" / "benchmark"
+
+
+def shipped_policies(name: str) -> Path:
+    """The policies folder of environment ``name`` shipped with the package (:func:`shipped_root`)."""
     from gym_slaterec.core.config import preset
 
-    root = Path(gym_slaterec.__file__).parent / "data" / "benchmark"
+    root = shipped_root()
     env = preset(name).env_id.split("/")[-1].split("-v")[0]
     if not (root / env / BENCHMARK_MARKER).is_file():
         shipped = sorted(p.name for p in root.iterdir() if (p / BENCHMARK_MARKER).is_file()) if root.is_dir() else []

@@ -103,9 +103,13 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert "exists" in capsys.readouterr().err
 
 
-def test_refusals(run, tmp_path, capsys):
-    assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d")]) == 2
-    assert "no benchmark policies ship for DiffuseMixed" in capsys.readouterr().err
+def test_refusals(run, tmp_path, capsys, monkeypatch):
+    import d3rlpy_adapters.benchmark as benchmark
+
+    with monkeypatch.context() as m:  # an installation whose data ships no policies for the environment
+        m.setattr(benchmark, "shipped_root", lambda: tmp_path / "nothing")
+        assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d")]) == 2
+        assert "no benchmark policies ship for DiffuseMixed yet (shipped: none)" in capsys.readouterr().err
     assert main(["benchmark", "datasets", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
     assert "not a benchmark policies folder" in capsys.readouterr().err
     assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p"), "--medium", "episodes:4"]) == 0
@@ -187,7 +191,7 @@ def test_train_policies_runs_the_chain_then_bundles_each_environment(tmp_path, c
     assert "policies already in" in capsys.readouterr().out
 
 
-def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
+def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path, monkeypatch):
     """offline.datasets {benchmark: QUALITY}: the standard datasets rebuilt from a policies folder,
     exported through the GeMS those policies acted through, then trained on."""
     from gym_slaterec.provenance import sha256_file
@@ -238,10 +242,14 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
                          ({"benchmark": "expert", "policies": str(policies), "seed": 3}, "unknown key"),
                          ({"benchmark": "expert"}, "no benchmark policies ship for DiffuseMixed")]:
         g = {**grid, "offline": {**grid["offline"], "datasets": {"d": bad}}}
-        if "ship" in message:
-            g["environments"] = ["DiffuseMixed-v0"]
-        with pytest.raises(GridError, match=message):
-            expand(g, tmp_path / "x")
+        with monkeypatch.context() as m:
+            if "ship" in message:
+                import d3rlpy_adapters.benchmark as benchmark
+
+                g["environments"] = ["DiffuseMixed-v0"]
+                m.setattr(benchmark, "shipped_root", lambda: tmp_path / "nothing")
+            with pytest.raises(GridError, match=message):
+                expand(g, tmp_path / "x")
     mixed = {"random": grid["offline"]["datasets"]["random"], "eg": {"policy": "epsilon-greedy", "episodes": 3},
              "m": {"merge": ["random", "eg"]}}
     with pytest.raises(GridError, match="merges datasets acted through different GeMS"):
@@ -258,7 +266,8 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path):
         expand(g, tmp_path / "x")
 
 
-@pytest.mark.parametrize("env", ["FocusedTopDown", "FocusedMixed", "FocusedDivPen", "DiffuseTopDown"])
+@pytest.mark.parametrize("env", ["FocusedTopDown", "FocusedMixed", "FocusedDivPen", "DiffuseTopDown", "DiffuseMixed",
+                                 "DiffuseDivPen"])
 def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_expert(env, tmp_path, capsys):
     from d3rlpy_adapters.benchmark import QUALITIES, shipped_policies
     from gym_slaterec.scores import reference_returns
