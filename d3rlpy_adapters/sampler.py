@@ -46,7 +46,7 @@ class TransitionSampler:
         first = np.repeat(np.cumsum(counts) - counts, counts)
         self.rows = np.repeat(self.starts, counts) + (np.arange(counts.sum()) - first)
         self.terminal = np.zeros(len(self.rows), dtype=bool)
-        self.terminal[(np.cumsum(counts) - 1)[terminated & (counts > 0)]] = True
+        self.terminal[(np.cumsum(counts) - 1)[terminated]] = True  # a terminated episode's last turn
 
     @classmethod
     def from_episodes(cls, episodes: Sequence[Any]) -> "TransitionSampler":
