@@ -151,6 +151,10 @@ def test_refusals(run, tmp_path, capsys, monkeypatch):
     assert not kept.exists()
     reused = LoggedDataset.load(kept.parent / "medium-replay")
     assert reused.fingerprint == copied.fingerprint and reused.provenance["benchmark"]["mismatch_allowed"] is True
+    other = tmp_path / "d_other" / "FocusedTopDown" / ".medium-replay-run"  # a finished run of another config there
+    shutil.copytree(run, other)
+    assert main([*again[:4], str(tmp_path / "d_other"), *again[5:]]) == 2
+    assert "holds another finished run than the medium agent's retraining" in capsys.readouterr().err
     manifest = json.loads((tmp_path / "small" / "benchmark.json").read_text())
     manifest["policies"]["medium"]["episodes"] = None  # a medium that is no periodic checkpoint
     (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
