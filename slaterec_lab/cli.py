@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalised", action="store_true",
                    help="normalised scores 100 x (R - random) / (expert - random) with the shipped reference returns, "
                         "the raw return beside them (CSV: always as extra columns)")
+    p.add_argument("--columns", choices=("environment", "dataset"), default="environment",
+                   help="environment: one column per environment (Table 2); dataset: offline runs as D4RL tables, one "
+                        "per environment, a column per dataset (quality and fingerprint), the dataset's own return first")
     p.add_argument("--out", type=Path, help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
@@ -163,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=cmd_plot_heatmap)
 
 
-TABLE_HEADERS = ("| method |", "method,environment,", "\\begin{tabular}")
+TABLE_HEADERS = ("| method |", "method,environment,", "\\begin{tabular}", "environment,dataset,",
+                 "<!-- slaterec table --columns dataset -->", "% slaterec table --columns dataset")
 
 
 def _refuse_unless_ours(out: Path, overwrite: bool, ours: bool, what: str) -> None:
@@ -186,11 +190,16 @@ def _warn(notes: list[str]) -> None:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from .results import comparable_records
-    from .tables import build, render
+    from .tables import build, build_by_dataset, render, render_by_dataset
 
     records, notes = comparable_records(args.runs, need_test=True)
     _warn(notes)
-    text = render(build(records), args.format, args.paper, args.normalised)
+    if args.columns == "dataset":
+        if args.paper:
+            raise ValueError("--paper compares with Table 2 (one column per environment): not with --columns dataset")
+        text = render_by_dataset(build_by_dataset(records), args.format, args.normalised)
+    else:
+        text = render(build(records), args.format, args.paper, args.normalised)
     if args.out is not None:
         from gym_slaterec.provenance import write_bytes_atomic
 

@@ -29,6 +29,9 @@ class RunRecord:
     item_matrix: str = "?"  # the environment's item embeddings: name or file, and fingerprint
     budget: dict[str, int] = field(default_factory=dict)  # episodes and turns (offline: gradient steps) it ran
     wall_s: Optional[float] = None  # wall time of the whole run (training, validation, test)
+    base_method: str = ""  # the label before :func:`label_variants` adds the differing settings
+    settings: dict[str, str] = field(default_factory=dict)  # those settings as the label shows them, per key
+    dataset_return: Optional[float] = None  # an offline run's dataset: its mean episode return
 
     def curve_over(self, x: str) -> list[tuple[float, float]]:
         """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
@@ -210,7 +213,8 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
         for r, c in zip(members, settings):
             if differing:
-                r.method = f"{r.method} [{', '.join(_shown(k, c[k]) for k in differing)}]"
+                r.settings = {k: _shown(k, c[k]) for k in differing}
+                r.method = f"{r.method} [{', '.join(r.settings.values())}]"
     return records
 
 
@@ -262,10 +266,12 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
         quality = (prov.get("dataset") or {}).get("quality")
         if quality and "dataset" in config:  # a benchmark dataset: its quality names the row, its fingerprint pins it
             config["dataset"] = f"{quality} {config['dataset']}"
+    dataset_return = (results.get("dataset") or {}).get("mean_return") if offline else None
     return RunRecord(run, label or method, str(prov.get("env_id")), seed,
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
-                     results.get("wall_time_s", state.get("wall_s")))
+                     results.get("wall_time_s", state.get("wall_s")), base_method=label or method,
+                     dataset_return=None if dataset_return is None else float(dataset_return))
 
 
 def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:

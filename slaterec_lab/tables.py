@@ -7,7 +7,7 @@ import csv
 import io
 import math
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from .results import RunRecord
 from .stats import summarise, welch_p
@@ -46,8 +46,6 @@ def short_env(env_id: str) -> str:
 def build(records: list[RunRecord]) -> dict:
     """{env: {method: {"values": [...], "runs": [RunRecord...], "summary": SeedSummary, "p": p-value vs
     best, "best": bool, "normalised": SeedSummary of the seeds' normalised scores, or None}}}."""
-    from gym_slaterec.scores import normalised
-
     table: dict = {}
     for r in records:
         if r.test_mean is None:
@@ -58,15 +56,144 @@ def build(records: list[RunRecord]) -> dict:
     if not table:
         raise ValueError("none of the runs has a test return yet (results.json)")
     for env, methods in table.items():
-        for cell in methods.values():
-            cell["summary"] = summarise(cell["values"])
-            scores = [normalised(v, env, r.config.get("items")) for v, r in zip(cell["values"], cell["runs"])]
-            cell["normalised"] = None if None in scores else summarise(scores)
-        best = max(methods, key=lambda m: methods[m]["summary"].mean)
-        for method, cell in methods.items():
-            cell["best"] = method == best
-            cell["p"] = None if method == best else welch_p(cell["values"], methods[best]["values"])
+        _summarise_cells(methods, env)
     return table
+
+
+def _summarise_cells(cells: dict, env: str) -> None:
+    """Summaries, normalised scores, the best cell and Welch's p-values of cells compared together."""
+    from gym_slaterec.scores import normalised
+
+    for cell in cells.values():
+        cell["summary"] = summarise(cell["values"])
+        scores = [normalised(v, env, r.config.get("items")) for v, r in zip(cell["values"], cell["runs"])]
+        cell["normalised"] = None if None in scores else summarise(scores)
+    best = max(cells, key=lambda m: cells[m]["summary"].mean)
+    for key, cell in cells.items():
+        cell["best"] = key == best
+        cell["p"] = None if key == best else welch_p(cell["values"], cells[best]["values"])
+
+
+#: D4RL's datasets in the order its tables show them; other datasets follow by name
+QUALITY_ORDER = ("random", "medium", "medium-replay", "medium-expert", "expert")
+
+
+def build_by_dataset(records: list[RunRecord]) -> dict:
+    """Offline runs as D4RL tables: {env: {"columns": {dataset: {"quality", "fingerprint", "return"}},
+    "cells": {dataset: {row: cell}}}}, a dataset being its quality and fingerprint (``expert
+    e55dfdc5f855``) so two datasets of one quality stay two columns; a row is the method with its
+    other differing settings. Cells of a column are compared together (best, Welch's p)."""
+    online = [str(r.path) for r in records if not r.config.get("dataset")]
+    if online:
+        raise ValueError("a table by dataset needs offline runs (their dataset makes the column); these runs have "
+                         f"no dataset: {', '.join(online[:5])}{' ...' if len(online) > 5 else ''}")
+    table: dict = {}
+    for r in records:
+        if r.test_mean is None:
+            continue
+        env = table.setdefault(short_env(r.env_id), {"columns": {}, "cells": {}})
+        dataset = str(r.config["dataset"])
+        quality, _, fingerprint = dataset.rpartition(" ")
+        column = env["columns"].setdefault(dataset, {"quality": quality or None, "fingerprint": fingerprint,
+                                                    "return": r.dataset_return, "items": r.config.get("items")})
+        if column["return"] is None:
+            column["return"] = r.dataset_return
+        others = [v for k, v in r.settings.items() if k != "dataset"]
+        row = r.base_method + (f" [{', '.join(others)}]" if others else "")
+        cell = env["cells"].setdefault(dataset, {}).setdefault(row, {"values": [], "runs": []})
+        cell["values"].append(r.test_mean)
+        cell["runs"].append(r)
+    if not table:
+        raise ValueError("none of the runs has a test return yet (results.json)")
+    for name, env in table.items():
+        for cells in env["cells"].values():
+            _summarise_cells(cells, name)
+    return table
+
+
+def _dataset_order(columns: dict) -> list[str]:
+    def key(dataset: str) -> tuple:
+        q = columns[dataset]["quality"]
+        return (QUALITY_ORDER.index(q) if q in QUALITY_ORDER else len(QUALITY_ORDER), q or "", dataset)
+
+    return sorted(columns, key=key)
+
+
+def _column_names(columns: dict) -> dict[str, str]:
+    """A column's header: its quality, with the fingerprint where two columns share one or there is none."""
+    qualities = [c["quality"] for c in columns.values()]
+    return {d: c["quality"] if c["quality"] and qualities.count(c["quality"]) == 1 else d.strip()
+            for d, c in columns.items()}
+
+
+def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = False) -> str:
+    """One table per environment: methods as rows, datasets as columns, the dataset's own mean
+    episode return as the first row; CSV: one line per (environment, dataset, method)."""
+    from gym_slaterec.scores import normalised
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["environment", "dataset", "quality", "dataset_fingerprint", "dataset_return",
+                    "dataset_normalised", "method", "mean", "ci95_low", "ci95_high", "seeds", "best",
+                    "welch_p_vs_best", "normalised_mean", "normalised_ci95_low", "normalised_ci95_high", "budget",
+                    "wall_time"])
+        for env in sorted(table):
+            columns = table[env]["columns"]
+            for dataset in _dataset_order(columns):
+                col = columns[dataset]
+                data_score = None if col["return"] is None else normalised(col["return"], env, col["items"])
+                for row, cell in sorted(table[env]["cells"][dataset].items()):
+                    s, score = cell["summary"], cell["normalised"]
+                    where = provenance_of(cell, thousands=False)
+                    w.writerow([env, dataset, col["quality"] or "", col["fingerprint"], _blank(col["return"]),
+                                _blank(data_score), row, s.mean, *s.ci95, s.n, cell["best"], _blank(cell["p"]),
+                                *(("", "", "") if score is None else (score.mean, *score.ci95)),
+                                where["budget"], where["wall_min"]])
+        return buf.getvalue()
+    out = []
+    for env in sorted(table):
+        columns, cells = table[env]["columns"], table[env]["cells"]
+        order = _dataset_order(columns)
+        names = _column_names(columns)
+        rows = sorted({row for c in cells.values() for row in c})
+        data = []
+        for d in order:
+            ret, items = columns[d]["return"], columns[d]["items"]
+            score = None if ret is None else normalised(ret, env, items)
+            data.append("?" if ret is None else f"{ret:.1f}" if not (normalise and score is not None)
+                        else f"{score:.1f} (raw {ret:.1f})")
+        body = [("the dataset (mean episode return)", data)]
+        body += [(row, ["" if row not in cells[d] else _cell(cells[d][row], None, fmt, normalise) for d in order])
+                 for row in rows]
+        if fmt == "latex":
+            lines = [f"% {env}", "\\begin{tabular}{l" + "r" * len(order) + "}",
+                     " & ".join(["method", *(names[d] for d in order)]) + " \\\\", "\\hline"]
+            lines += [" & ".join([m, *c]) + " \\\\" for m, c in body]
+            out.append("\n".join(lines + ["\\end{tabular}"]))
+            continue
+        lines = [f"### {env}", "", "| method | " + " | ".join(names[d] for d in order) + " |",
+                 "|---|" + "---:|" * len(order)]
+        lines += [f"| {m} | " + " | ".join(c) + " |" for m, c in body]
+        lines += ["", "Datasets: " + "; ".join(f"{names[d]} = {d.strip()}" for d in order) + ".", ""]
+        budgets = sorted({provenance_of(c)["budget"] for col in cells.values() for c in col.values()})
+        lines.append("Budget per seed: " + "; ".join(budgets) + ".")
+        out.append("\n".join(lines))
+    note = ("Mean test return over seeds ± half-width of the 95 % Student-t interval; best per dataset in bold; "
+            "p: Welch's t-test against the best of its dataset."
+            + (" Normalised: 100 x (return - random) / (expert - random) per seed, then its mean ± interval, the raw "
+               "mean beside it (gym_slaterec/data/reference_returns.json)." if normalise else ""))
+    if fmt == "latex":
+        return BY_DATASET_HEADERS[1] + "\n" + "\n\n".join(out) + "\n"
+    return BY_DATASET_HEADERS[0] + "\n\n" + "\n\n".join(out) + "\n\n" + note + "\n"
+
+
+#: the first line of a table by dataset (markdown, LaTeX): how ``--out`` recognises one it wrote
+BY_DATASET_HEADERS = ("<!-- slaterec table --columns dataset -->", "% slaterec table --columns dataset")
+
+
+def _blank(value: Optional[float]) -> Any:
+    return "" if value is None else value
 
 
 def _pm(half_width: float, fmt: str) -> str:

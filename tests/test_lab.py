@@ -266,3 +266,84 @@ def test_normalised_scores_use_the_shipped_references_and_only_on_their_matrix(t
     assert main(["table", str(Path(__file__).resolve().parents[1] / "results" / "table2"), "--normalised"]) == 0
     text = capsys.readouterr().out
     assert "(raw " in text and "Normalised: 100 x (return - random)" in text
+
+
+SHIPPED_OFFLINE = Path(__file__).resolve().parents[1] / "results" / "offline_benchmark"
+
+
+def _offline_summaries() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(SHIPPED_OFFLINE.glob("*_FocusedTopDown_*.json"))]
+
+
+def test_table_by_dataset_matches_the_shipped_offline_summaries():
+    """``--columns dataset``: a cell is the seeds of one algorithm on one dataset (by fingerprint),
+    recomputed here from the summaries themselves."""
+    from slaterec_lab.results import comparable_records
+    from slaterec_lab.tables import build_by_dataset
+
+    summaries = _offline_summaries()
+    assert len(summaries) >= 25
+    expected: dict[tuple[str, str], list[float]] = {}
+    data_return = {}
+    for s in summaries:
+        res = s["results"]
+        key = (res["provenance"]["inputs"]["dataset"][:12], res["method"])
+        expected.setdefault(key, []).append(res["test"]["mean"])
+        data_return[key[0]] = res["dataset"]["mean_return"]
+    records, _ = comparable_records([SHIPPED_OFFLINE], need_test=True)
+    env = build_by_dataset(records)["FocusedTopDown"]
+    assert {d.split()[-1] for d in env["columns"]} == set(data_return)
+    for dataset, cells in env["cells"].items():
+        fp = dataset.split()[-1]
+        assert env["columns"][dataset]["return"] == pytest.approx(data_return[fp])
+        assert set(cells) == {m for f, m in expected if f == fp}  # rows are the algorithms, nothing else
+        for row, cell in cells.items():
+            assert sorted(cell["values"]) == pytest.approx(sorted(expected[(fp, row)]))
+        best = max(cells, key=lambda r: np.mean(cells[r]["values"]))
+        assert cells[best]["best"] and sum(c["best"] for c in cells.values()) == 1
+
+
+def test_table_by_dataset_never_merges_two_datasets_of_one_quality(tmp_path, capsys):
+    """Two expert datasets (other fingerprints) are two columns named by fingerprint; online runs
+    and --paper are refused with what is wrong; --out keeps its own file and nothing else."""
+    import csv
+    import io
+    import shutil
+
+    picked = [s for s in _offline_summaries() if s["results"]["method"] in ("offline-bc", "offline-iql")
+              and s["results"]["dataset"]["quality"] in ("expert", "random")]
+    for s in picked:
+        (tmp_path / f"{s['run']}.json").write_text(json.dumps(s))
+    other = json.loads(json.dumps(next(s for s in picked if s["results"]["dataset"]["quality"] == "expert")))
+    other["run"] = "copy_on_other_data"
+    other["results"]["provenance"]["inputs"]["dataset"] = "0123456789ab" + "0" * 52
+    other["results"]["test"]["mean"] = 1.0
+    (tmp_path / "copy_on_other_data.json").write_text(json.dumps(other))
+    assert main(["table", str(tmp_path), "--columns", "dataset"]) == 0
+    text = capsys.readouterr().out
+    header = next(line for line in text.splitlines() if line.startswith("| method |"))
+    assert "| random |" in header and "expert 0123456789ab" in header and header.count("expert") == 2
+    assert "1.0 (n=1)" in text  # its own cell, not averaged into the other expert dataset's
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 5 and len({(r["dataset"], r["method"]) for r in rows}) == 5
+    assert [r["seeds"] for r in rows if r["dataset_fingerprint"] == "0123456789ab"] == ["1"]
+
+    fake_run(tmp_path, "online", "sac-gems", 0, 300.0, [(0, 50.0)])
+    assert main(["table", str(tmp_path), "--columns", "dataset"]) != 0
+    err = capsys.readouterr().err
+    assert "needs offline runs" in err and "online" in err
+    shutil.rmtree(tmp_path / "online")
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--paper"]) != 0
+    assert "--paper" in capsys.readouterr().err
+    out = tmp_path / "tables" / "by_dataset.md"
+    out.parent.mkdir()
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--out", str(out)]) == 0
+    first = out.read_text()
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--out", str(out)]) != 0  # no --overwrite
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--out", str(out), "--overwrite"]) == 0
+    assert out.read_text() == first
+    mine = tmp_path / "tables" / "notes.md"
+    mine.write_text("my notes\n")
+    assert main(["table", str(tmp_path), "--columns", "dataset", "--out", str(mine), "--overwrite"]) != 0
+    assert mine.read_text() == "my notes\n"
