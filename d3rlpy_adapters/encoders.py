@@ -55,12 +55,31 @@ class _Belief(nn.Module):
         ids = rows[..., :k].round().long().clamp_(0, L.num_items - 1)
         clicks = rows[..., k : 2 * k]
         mask = rows[..., 2 * k : 2 * k + 1]
-        inputs = torch.cat([self.items(ids).flatten(2), clicks], dim=-1)  # (B, W, k*(d+1))
+        inputs = torch.cat([_Lookup.apply(self.items.weight, ids).flatten(2), clicks], dim=-1)  # (B, W, k*(d+1))
         # Windows are left-aligned (real turns, then padding): one fused GRU pass, then
         # the output at the last real turn; padding after it cannot influence it.
         outputs, _ = self.gru(inputs)  # (B, W, hidden)
         last = (mask[..., 0].round().sum(1).long() - 1).clamp_(0, L.window - 1)
         return outputs[torch.arange(x.shape[0], device=x.device), last]
+
+
+class _Lookup(torch.autograd.Function):
+    """``table[ids]`` whose backward adds the rows with ``index_add_``: the same gradient as
+    ``nn.Embedding``'s, ~4x faster on CPU for 25,600 ids (its dense backward sorts them)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.table_shape = table.shape
+        return table.index_select(0, ids.reshape(-1)).reshape(*ids.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        (ids,) = ctx.saved_tensors
+        table_grad = grad.new_zeros(ctx.table_shape)
+        return table_grad.index_add_(0, ids.reshape(-1), grad.reshape(-1, ctx.table_shape[1])), None
 
 
 def _key_weights(n: int, device: torch.device) -> torch.Tensor:

@@ -164,6 +164,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--title", default="")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(handler=cmd_plot_heatmap)
+    c = kinds.add_parser("datasets", help="the offline benchmark: per environment and dataset, one bar per algorithm "
+                         "(normalised score, 95%% interval over seeds), the dataset's own return marked")
+    c.add_argument("runs", nargs="+", type=Path, help="offline run directories or summaries, or folders holding them")
+    c.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    c.add_argument("--title", default="")
+    c.add_argument("--raw", action="store_true", help="raw test returns instead of normalised scores")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(handler=cmd_plot_datasets)
 
 
 TABLE_HEADERS = ("| method |", "method,environment,", "\\begin{tabular}", "environment,dataset,",
@@ -262,6 +270,19 @@ def cmd_plot_heatmap(args: argparse.Namespace) -> int:
     data = heatmap_data(args.sweep, args.x, args.y, args.method, args.env)
     plot_heatmap(data, args.out, args.title)
     print(f"wrote {args.out} ({len(data['runs'])} runs, {len(data['x'])} x {len(data['y'])} cells)")
+    return 0
+
+
+def cmd_plot_datasets(args: argparse.Namespace) -> int:
+    from .plots import plot_datasets
+    from .results import comparable_records
+    from .tables import build_by_dataset
+
+    _check_figure_out(args)
+    records, notes = comparable_records(args.runs, need_test=True)
+    _warn(notes)
+    plot_datasets(build_by_dataset(records), args.out, args.title, args.raw)
+    print(f"wrote {args.out} ({len(records)} runs)")
     return 0
 
 

@@ -170,3 +170,68 @@ def plot_heatmap(data: dict, out: Path, title: str = "") -> None:
     ax.set_title(textwrap.fill(title or f"{data['method']} on {data['env_id'].split('/')[-1]}", 60), fontsize=10)
     fig.tight_layout()
     _save(fig, out, data["runs"], "slaterec plot heatmap")
+
+
+def plot_datasets(table: dict, out: Path, title: str = "", raw: bool = False) -> dict:
+    """The offline benchmark as grouped bars: per environment (a panel), per dataset (a group),
+    one bar per algorithm, its normalised score (raw return where an environment has no
+    references, or with ``raw``) with the 95 % interval over seeds; a black tick marks the
+    dataset's own mean return. ``table`` is :func:`.tables.build_by_dataset`'s. Returns the
+    plotted data {env: {"datasets": [...], "methods": {method: {"mean", "half_width", "n"}}, "data": [...]}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gym_slaterec.scores import normalised
+
+    from .tables import _column_names, _dataset_order
+
+    envs = sorted(table)
+    fig, axes = plt.subplots(len(envs), 1, figsize=(7.2, 3.2 * len(envs) + 0.6), dpi=100, squeeze=False)
+    data: dict = {}
+    runs: list[str] = []
+    for ax, env in zip(axes[:, 0], envs):
+        columns, cells = table[env]["columns"], table[env]["cells"]
+        order = _dataset_order(columns)
+        names = _column_names(columns)
+        methods = sorted({m for c in cells.values() for m in c})
+        scored = not raw and all(c.get("normalised") is not None for col in cells.values() for c in col.values())
+        width = 0.8 / max(len(methods), 1)
+        env_data: dict = {"datasets": [names[d] for d in order], "scale": "normalised" if scored else "raw",
+                          "methods": {}, "data": []}
+        for i, m in enumerate(methods):
+            means, halves, ns = [], [], []
+            for d in order:
+                cell = cells[d].get(m)
+                s = None if cell is None else (cell["normalised"] if scored else cell["summary"])
+                means.append(np.nan if s is None else s.mean)
+                halves.append(0.0 if s is None or np.isnan(s.half_width) else s.half_width)
+                ns.append(0 if s is None else s.n)
+                runs += [] if cell is None else [str(r.path) for r in cell["runs"]]
+            xs = np.arange(len(order)) + (i - (len(methods) - 1) / 2) * width
+            ax.bar(xs, means, width, yerr=halves, capsize=2, color=f"C{i % 10}", label=m)
+            env_data["methods"][m] = {"mean": means, "half_width": halves, "n": ns}
+        for j, d in enumerate(order):
+            ret = columns[d]["return"]
+            level = None if ret is None else (normalised(ret, env, columns[d]["items"]) if scored else ret)
+            env_data["data"].append(level)
+            if level is not None:
+                ax.hlines(level, j - 0.45, j + 0.45, colors="black", linewidth=1.5,
+                          label="the dataset's mean return" if j == 0 else None)
+        tops = [m + h for v in env_data["methods"].values() for m, h in zip(v["mean"], v["half_width"]) if m == m]
+        tops += [v for v in env_data["data"] if v is not None]
+        ax.set_ylim(top=max(tops) + 0.3 * (max(tops) - min(0.0, min(tops))))  # room for the legend
+        ax.set_xticks(np.arange(len(order)), env_data["datasets"], fontsize=8)
+        ax.set_ylabel("normalised score" if scored else "test return")
+        n_seeds = sorted({n for v in env_data["methods"].values() for n in v["n"] if n})
+        ax.set_title(f"{env} ({'-'.join(map(str, (n_seeds[0], n_seeds[-1]))) if len(n_seeds) > 1 else n_seeds[0]} "
+                     "seed(s) per bar, 95 % interval)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=3, loc="upper left")
+        data[env] = env_data
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out, runs, "slaterec plot datasets")
+    return data

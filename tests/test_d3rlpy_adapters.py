@@ -271,6 +271,29 @@ def test_encoder_runs_repeated_windows_once_with_the_beliefs_of_each_row(monkeyp
     torch.testing.assert_close(belief(x), belief._belief(x), rtol=1e-5, atol=1e-6)
 
 
+def test_encoder_item_lookup_has_the_embedding_gradient_and_respects_a_frozen_table():
+    """The encoders' item lookup (its own backward) gives nn.Embedding's values and gradients,
+    with ids repeated across slots and turns, and none when the table is frozen."""
+    from d3rlpy_adapters.encoders import _Lookup
+
+    torch.manual_seed(0)
+    table = torch.randn(30, 4, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 30, (16, 5, 3))
+    ids[0, 0] = ids[1, 1]  # the same items in two places
+    weights = torch.randn(16, 5, 3, 4, dtype=torch.float64)
+    ours = _Lookup.apply(table, ids)
+    (ours * weights).sum().backward()
+    grad = table.grad.clone()
+    table.grad = None
+    theirs = torch.nn.functional.embedding(ids, table)
+    (theirs * weights).sum().backward()
+    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(grad, table.grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: _Lookup.apply(t, ids), (table.detach().requires_grad_(),))
+    frozen = table.detach()
+    assert not _Lookup.apply(frozen, ids).requires_grad
+
+
 def test_export_d3rlpy_shapes_dtypes_boundaries(export_file, reference_datasets, tiny_gems):
     ds = reference_datasets["epsilon-greedy"]
     gems = GeMSCheckpoint.load(tiny_gems)

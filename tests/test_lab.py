@@ -347,3 +347,37 @@ def test_table_by_dataset_never_merges_two_datasets_of_one_quality(tmp_path, cap
     mine.write_text("my notes\n")
     assert main(["table", str(tmp_path), "--columns", "dataset", "--out", str(mine), "--overwrite"]) != 0
     assert mine.read_text() == "my notes\n"
+
+
+def test_plot_datasets_draws_the_table_by_dataset(tmp_path, capsys):
+    """``slaterec plot datasets``: the bars are the table's cells (normalised, or raw with --raw),
+    the PNG records its runs, and online runs are refused."""
+    from slaterec_lab.results import comparable_records
+    from slaterec_lab.plots import plot_datasets
+    from slaterec_lab.tables import build_by_dataset
+
+    out = tmp_path / "bars.png"
+    assert main(["plot", "datasets", str(SHIPPED_OFFLINE), "--out", str(out)]) == 0
+    runs = png_runs(out)
+    assert len(runs) == len(_offline_summaries()) and all(r.endswith(".json") for r in runs)
+    assert main(["plot", "datasets", str(SHIPPED_OFFLINE), "--out", str(out)]) != 0  # no --overwrite
+    records, _ = comparable_records([SHIPPED_OFFLINE], need_test=True)
+    table = build_by_dataset(records)
+    for raw in (False, True):
+        data = plot_datasets(table, tmp_path / f"raw{raw}.png", raw=raw)["FocusedTopDown"]
+        assert data["scale"] == ("raw" if raw else "normalised")
+        order = data["datasets"]
+        assert order[0] == "random" and order[-1] == "expert"
+        cells = {table["FocusedTopDown"]["columns"][d]["quality"]: c for d, c in table["FocusedTopDown"]["cells"].items()}
+        for method, bars in data["methods"].items():
+            for q, mean, n in zip(order, bars["mean"], bars["n"]):
+                s = cells[q][method]["summary" if raw else "normalised"]
+                assert mean == pytest.approx(s.mean) and n == s.n == 3
+        from gym_slaterec.scores import normalised
+
+        expert = next(c for c in table["FocusedTopDown"]["columns"].values() if c["quality"] == "expert")
+        level = expert["return"] if raw else normalised(expert["return"], "FocusedTopDown", expert["items"])
+        assert level is not None and data["data"][order.index("expert")] == pytest.approx(level)
+    fake_run(tmp_path / "mixed", "online", "sac-gems", 0, 300.0, [(0, 50.0)])
+    assert main(["plot", "datasets", str(tmp_path / "mixed"), "--out", str(tmp_path / "x.png")]) != 0
+    assert "needs offline runs" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
