@@ -33,7 +33,7 @@ class _Belief(nn.Module):
         super().__init__()
         self.layout = layout
         self.items = nn.Embedding(layout.num_items, item_dim)
-        self.gru = nn.GRU(layout.slate_size * (item_dim + 1), hidden, batch_first=True)
+        self.gru = nn.GRU(layout.slate_size * (item_dim + 1), hidden)  # time-major (W, B, ...)
         self.hidden = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,18 +49,20 @@ class _Belief(nn.Module):
     def _belief(self, x: torch.Tensor) -> torch.Tensor:
         L = self.layout
         k = L.slate_size
-        rows = x.reshape(x.shape[0], L.window, L.row)
+        # time-major from the start: the GRU's input is built in its own layout, not transposed
+        # after (a copy of the whole input per pass, ~10 % of an offline step)
+        rows = x.reshape(x.shape[0], L.window, L.row).transpose(0, 1)  # (W, B, row)
         # ids arrive as float32; rounding recovers them exactly (< 2**24), clamping
         # keeps d3rlpy's random shape probes inside the table.
         ids = rows[..., :k].round().long().clamp_(0, L.num_items - 1)
         clicks = rows[..., k : 2 * k]
-        mask = rows[..., 2 * k : 2 * k + 1]
-        inputs = torch.cat([_Lookup.apply(self.items.weight, ids).flatten(2), clicks], dim=-1)  # (B, W, k*(d+1))
+        mask = rows[..., 2 * k]
+        inputs = torch.cat([_Lookup.apply(self.items.weight, ids).flatten(2), clicks], dim=-1)  # (W, B, k*(d+1))
         # Windows are left-aligned (real turns, then padding): one fused GRU pass, then
         # the output at the last real turn; padding after it cannot influence it.
-        outputs, _ = self.gru(inputs)  # (B, W, hidden)
-        last = (mask[..., 0].round().sum(1).long() - 1).clamp_(0, L.window - 1)
-        return outputs[torch.arange(x.shape[0], device=x.device), last]
+        outputs, _ = self.gru(inputs)  # (W, B, hidden)
+        last = (mask.round().sum(0).long() - 1).clamp_(0, L.window - 1)
+        return outputs[last, torch.arange(x.shape[0], device=x.device)]
 
 
 class _Lookup(torch.autograd.Function):

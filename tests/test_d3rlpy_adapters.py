@@ -271,6 +271,31 @@ def test_encoder_runs_repeated_windows_once_with_the_beliefs_of_each_row(monkeyp
     torch.testing.assert_close(belief(x), belief._belief(x), rtol=1e-5, atol=1e-6)
 
 
+def test_encoder_belief_is_the_gru_state_after_each_windows_real_turns():
+    """The belief of a left-aligned window is the GRU's state after its real turns alone,
+    computed here one window at a time, turn by turn, from the same weights."""
+    from d3rlpy_adapters.encoders import _Belief
+
+    torch.manual_seed(0)
+    layout = WindowLayout(4, 3, 40)
+    rng = np.random.default_rng(2)
+    slates, clicks = rng.integers(0, 40, (12, 6, 3)), rng.integers(0, 2, (12, 6, 3))
+    x = torch.as_tensor(episode_windows(slates, clicks, 4, 40).reshape(-1, layout.size), dtype=torch.float32)
+    belief = _Belief(layout, item_dim=5, hidden=6)
+    cell = torch.nn.GRUCell(3 * 6, 6)
+    cell.load_state_dict({k.replace("_l0", ""): v for k, v in belief.gru.state_dict().items()})
+    got = belief._belief(x)
+    rows = x.reshape(len(x), 4, layout.row)
+    assert set(rows[:, :, 2 * 3].sum(1).tolist()) == {1.0, 2.0, 3.0, 4.0}  # partial windows and full ones
+    for i in range(len(x)):
+        h = torch.zeros(1, 6)
+        real = int(rows[i, :, 2 * 3].sum())
+        for t in range(real):
+            ids = rows[i, t, :3].long()
+            h = cell(torch.cat([belief.items.weight[ids].flatten(), rows[i, t, 3:6]])[None], h)
+        torch.testing.assert_close(got[i], h[0], rtol=1e-5, atol=1e-6)
+
+
 def test_encoder_item_lookup_has_the_embedding_gradient_and_respects_a_frozen_table():
     """The encoders' item lookup (its own backward) gives nn.Embedding's values and gradients,
     with ids repeated across slots and turns, and none when the table is frozen."""
