@@ -183,8 +183,6 @@ def plot_datasets(table: dict, out: Path, title: str = "", raw: bool = False) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gym_slaterec.scores import normalised
-
     from .tables import _column_names, _dataset_order
 
     envs = sorted(table)
@@ -213,8 +211,7 @@ def plot_datasets(table: dict, out: Path, title: str = "", raw: bool = False) ->
             ax.bar(xs, means, width, yerr=halves, capsize=2, color=f"C{i % 10}", label=m)
             env_data["methods"][m] = {"mean": means, "half_width": halves, "n": ns}
         for j, d in enumerate(order):
-            ret = columns[d]["return"]
-            level = None if ret is None else (normalised(ret, env, columns[d]["items"]) if scored else ret)
+            level = columns[d]["score"] if scored else columns[d]["return"]
             env_data["data"].append(level)
             if level is not None:
                 ax.hlines(level, j - 0.45, j + 0.45, colors="black", linewidth=1.5,

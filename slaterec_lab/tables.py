@@ -79,7 +79,8 @@ QUALITY_ORDER = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 
 def build_by_dataset(records: list[RunRecord]) -> dict:
-    """Offline runs as D4RL tables: {env: {"columns": {dataset: {"quality", "fingerprint", "return"}},
+    """Offline runs as D4RL tables: {env: {"columns": {dataset: {"quality", "fingerprint", "return",
+    "score" (its normalised score, or None), "items"}},
     "cells": {dataset: {row: cell}}}}, a dataset being its quality and fingerprint (``expert
     e55dfdc5f855``) so two datasets of one quality stay two columns; a row is the method with its
     other differing settings. Cells of a column are compared together (best, Welch's p)."""
@@ -105,9 +106,13 @@ def build_by_dataset(records: list[RunRecord]) -> dict:
         cell["runs"].append(r)
     if not table:
         raise ValueError("none of the runs has a test return yet (results.json)")
+    from gym_slaterec.scores import normalised
+
     for name, env in table.items():
         for cells in env["cells"].values():
             _summarise_cells(cells, name)
+        for col in env["columns"].values():
+            col["score"] = None if col["return"] is None else normalised(col["return"], name, col["items"])
     return table
 
 
@@ -129,8 +134,6 @@ def _column_names(columns: dict) -> dict[str, str]:
 def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = False) -> str:
     """One table per environment: methods as rows, datasets as columns, the dataset's own mean
     episode return as the first row; CSV: one line per (environment, dataset, method)."""
-    from gym_slaterec.scores import normalised
-
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -142,12 +145,11 @@ def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = Fals
             columns = table[env]["columns"]
             for dataset in _dataset_order(columns):
                 col = columns[dataset]
-                data_score = None if col["return"] is None else normalised(col["return"], env, col["items"])
                 for row, cell in sorted(table[env]["cells"][dataset].items()):
                     s, score = cell["summary"], cell["normalised"]
                     where = provenance_of(cell, thousands=False)
                     w.writerow([env, dataset, col["quality"] or "", col["fingerprint"], _blank(col["return"]),
-                                _blank(data_score), row, s.mean, *s.ci95, s.n, cell["best"], _blank(cell["p"]),
+                                _blank(col["score"]), row, s.mean, *s.ci95, s.n, cell["best"], _blank(cell["p"]),
                                 *(("", "", "") if score is None else (score.mean, *score.ci95)),
                                 where["budget"], where["wall_min"]])
         return buf.getvalue()
@@ -159,8 +161,7 @@ def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = Fals
         rows = sorted({row for c in cells.values() for row in c})
         data = []
         for d in order:
-            ret, items = columns[d]["return"], columns[d]["items"]
-            score = None if ret is None else normalised(ret, env, items)
+            ret, score = columns[d]["return"], columns[d]["score"]
             data.append("?" if ret is None else f"{ret:.1f}" if not (normalise and score is not None)
                         else f"{score:.1f} (raw {ret:.1f})")
         body = [("the dataset (mean episode return)", data)]

@@ -281,26 +281,28 @@ def test_table_by_dataset_matches_the_shipped_offline_summaries():
     from slaterec_lab.results import comparable_records
     from slaterec_lab.tables import build_by_dataset
 
-    summaries = _offline_summaries()
+    summaries = [json.loads(p.read_text()) for p in sorted(SHIPPED_OFFLINE.glob("*.json"))]
     assert len(summaries) >= 25
-    expected: dict[tuple[str, str], list[float]] = {}
+    expected: dict[tuple[str, str, str], list[float]] = {}
     data_return = {}
     for s in summaries:
         res = s["results"]
-        key = (res["provenance"]["inputs"]["dataset"][:12], res["method"])
+        key = (res["env_id"].split("/")[-1].split("-v")[0], res["provenance"]["inputs"]["dataset"][:12], res["method"])
         expected.setdefault(key, []).append(res["test"]["mean"])
-        data_return[key[0]] = res["dataset"]["mean_return"]
+        data_return[key[1]] = res["dataset"]["mean_return"]
     records, _ = comparable_records([SHIPPED_OFFLINE], need_test=True)
-    env = build_by_dataset(records)["FocusedTopDown"]
-    assert {d.split()[-1] for d in env["columns"]} == set(data_return)
-    for dataset, cells in env["cells"].items():
-        fp = dataset.split()[-1]
-        assert env["columns"][dataset]["return"] == pytest.approx(data_return[fp])
-        assert set(cells) == {m for f, m in expected if f == fp}  # rows are the algorithms, nothing else
-        for row, cell in cells.items():
-            assert sorted(cell["values"]) == pytest.approx(sorted(expected[(fp, row)]))
-        best = max(cells, key=lambda r: np.mean(cells[r]["values"]))
-        assert cells[best]["best"] and sum(c["best"] for c in cells.values()) == 1
+    table = build_by_dataset(records)
+    assert set(table) == {e for e, _, _ in expected}
+    for name, env in table.items():
+        assert {d.split()[-1] for d in env["columns"]} == {f for e, f, _ in expected if e == name}
+        for dataset, cells in env["cells"].items():
+            fp = dataset.split()[-1]
+            assert env["columns"][dataset]["return"] == pytest.approx(data_return[fp])
+            assert set(cells) == {m for e, f, m in expected if (e, f) == (name, fp)}  # rows: the algorithms only
+            for row, cell in cells.items():
+                assert sorted(cell["values"]) == pytest.approx(sorted(expected[(name, fp, row)]))
+            best = max(cells, key=lambda r: np.mean(cells[r]["values"]))
+            assert cells[best]["best"] and sum(c["best"] for c in cells.values()) == 1
 
 
 def test_table_by_dataset_never_merges_two_datasets_of_one_quality(tmp_path, capsys):
@@ -359,7 +361,7 @@ def test_plot_datasets_draws_the_table_by_dataset(tmp_path, capsys):
     out = tmp_path / "bars.png"
     assert main(["plot", "datasets", str(SHIPPED_OFFLINE), "--out", str(out)]) == 0
     runs = png_runs(out)
-    assert len(runs) == len(_offline_summaries()) and all(r.endswith(".json") for r in runs)
+    assert len(runs) == len(list(SHIPPED_OFFLINE.glob("*.json"))) and all(r.endswith(".json") for r in runs)
     assert main(["plot", "datasets", str(SHIPPED_OFFLINE), "--out", str(out)]) != 0  # no --overwrite
     records, _ = comparable_records([SHIPPED_OFFLINE], need_test=True)
     table = build_by_dataset(records)
