@@ -96,8 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "once) and run them on Ray (a local instance, or the cluster at --address) or, without Ray, one "
                        "after another. Running the same command again resumes: finished trials are kept, unfinished "
                        "runs resume from their checkpoints, failed trials are retried.")
-    p.add_argument("grid", type=Path, help="grid file (YAML), or the name of a shipped grid (sweeps/: tiny, table2_focused_slice, table2, "
-                   "fig3_lambdas_small, gems_budget_small)")
+    p.add_argument("grid", type=Path, help="grid file (YAML), or the name of a shipped grid (a file of sweeps/: tiny, table2_focused_slice, "
+                   "table2, fig3_lambdas_small, gems_budget_small, offline_small, offline_benchmark_slice, "
+                   "offline_benchmark...)")
     p.add_argument("--out", type=Path, help="sweep directory (default: WORKSPACE/sweeps/GRID-NAME)")
     p.add_argument("--workspace", type=Path, help="root of the default directories (default: $SLATEREC_WORKSPACE, else ./runs)")
     p.add_argument("--executor", choices=("auto", "ray", "local", "inline"), default="auto",
