@@ -183,20 +183,16 @@ def plot_datasets(table: dict, out: Path, title: str = "", raw: bool = False) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .tables import _column_names, _dataset_order
-
     envs = sorted(table)
     fig, axes = plt.subplots(len(envs), 1, figsize=(7.2, 3.2 * len(envs) + 0.6), dpi=100, squeeze=False)
     data: dict = {}
     runs: list[str] = []
     for ax, env in zip(axes[:, 0], envs):
-        columns, cells = table[env]["columns"], table[env]["cells"]
-        order = _dataset_order(columns)
-        names = _column_names(columns)
+        columns, cells, order = table[env]["columns"], table[env]["cells"], table[env]["order"]
         methods = sorted({m for c in cells.values() for m in c})
         scored = not raw and all(c.get("normalised") is not None for col in cells.values() for c in col.values())
         width = 0.8 / max(len(methods), 1)
-        env_data: dict = {"datasets": [names[d] for d in order], "scale": "normalised" if scored else "raw",
+        env_data: dict = {"datasets": [columns[d]["name"] for d in order], "scale": "normalised" if scored else "raw",
                           "methods": {}, "data": []}
         for i, m in enumerate(methods):
             means, halves, ns = [], [], []
@@ -216,7 +212,8 @@ def plot_datasets(table: dict, out: Path, title: str = "", raw: bool = False) ->
             if level is not None:
                 ax.hlines(level, j - 0.45, j + 0.45, colors="black", linewidth=1.5,
                           label="the dataset's mean return" if j == 0 else None)
-        tops = [m + h for v in env_data["methods"].values() for m, h in zip(v["mean"], v["half_width"]) if m == m]
+        tops = [m + h for v in env_data["methods"].values() for m, h in zip(v["mean"], v["half_width"])
+                if not np.isnan(m)]
         tops += [v for v in env_data["data"] if v is not None]
         ax.set_ylim(top=max(tops) + 0.3 * (max(tops) - min(0.0, min(tops))))  # room for the legend
         ax.set_xticks(np.arange(len(order)), env_data["datasets"], fontsize=8)

@@ -80,8 +80,8 @@ QUALITY_ORDER = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 def build_by_dataset(records: list[RunRecord]) -> dict:
     """Offline runs as D4RL tables: {env: {"columns": {dataset: {"quality", "fingerprint", "return",
-    "score" (its normalised score, or None), "items"}},
-    "cells": {dataset: {row: cell}}}}, a dataset being its quality and fingerprint (``expert
+    "score" (its normalised score, or None), "items", "name" (its header)}}, "order": [dataset...]
+    (D4RL's order), "cells": {dataset: {row: cell}}}}, a dataset being its quality and fingerprint (``expert
     e55dfdc5f855``) so two datasets of one quality stay two columns; a row is the method with its
     other differing settings. Cells of a column are compared together (best, Welch's p)."""
     online = [str(r.path) for r in records if not r.config.get("dataset")]
@@ -113,6 +113,9 @@ def build_by_dataset(records: list[RunRecord]) -> dict:
             _summarise_cells(cells, name)
         for col in env["columns"].values():
             col["score"] = None if col["return"] is None else normalised(col["return"], name, col["items"])
+        env["order"] = _dataset_order(env["columns"])
+        for dataset, header in _column_names(env["columns"]).items():
+            env["columns"][dataset]["name"] = header
     return table
 
 
@@ -143,7 +146,7 @@ def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = Fals
                     "wall_time"])
         for env in sorted(table):
             columns = table[env]["columns"]
-            for dataset in _dataset_order(columns):
+            for dataset in table[env]["order"]:
                 col = columns[dataset]
                 for row, cell in sorted(table[env]["cells"][dataset].items()):
                     s, score = cell["summary"], cell["normalised"]
@@ -155,9 +158,8 @@ def render_by_dataset(table: dict, fmt: str = "markdown", normalise: bool = Fals
         return buf.getvalue()
     out = []
     for env in sorted(table):
-        columns, cells = table[env]["columns"], table[env]["cells"]
-        order = _dataset_order(columns)
-        names = _column_names(columns)
+        columns, cells, order = table[env]["columns"], table[env]["cells"], table[env]["order"]
+        names = {d: columns[d]["name"] for d in order}
         rows = sorted({row for c in cells.values() for row in c})
         data = []
         for d in order:
