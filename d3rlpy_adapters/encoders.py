@@ -36,6 +36,15 @@ class _Belief(nn.Module):
         self.gru = nn.GRU(layout.slate_size * (item_dim + 1), hidden)  # time-major (W, B, ...)
         self.hidden = hidden
 
+    def train(self, mode: bool = True) -> "_Belief":
+        super().train(mode)
+        # One GRU layer has no dropout, so its training and evaluation modes compute the same
+        # function; it stays in training mode because cuDNN refuses a backward pass in
+        # evaluation mode, and d3rlpy's actor updates (TD3+BC, BCQ, ...) backpropagate through
+        # a critic it has put in evaluation mode (seen on a GPU).
+        self.gru.train(True)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > 512:
             # CQL/BCQ repeat each observation for many sampled actions: run the GRU

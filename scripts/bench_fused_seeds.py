@@ -16,6 +16,7 @@ The weights are stacked from the N models at every step (a real implementation w
 them stacked), so the timing is a lower bound of what fusing gains.
 
     python scripts/bench_fused_seeds.py --seeds 1 5 10 --steps 20
+    python scripts/bench_fused_seeds.py --device cuda --seeds 1 5 10 20 --steps 10   # on a GPU
 
 It first checks, for each N, that one fused step leaves every model where N separate
 ``train_step`` calls leave it (parameters equal up to float rounding), then times
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from gym_slaterec.devices import resolve_device
 from sb3_slate.agents.episode_sac import EpisodeSAC
 from sb3_slate.agents.episode_sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from sb3_slate.agents.gru_sequence import unroll_gru
@@ -40,10 +42,11 @@ from sb3_slate.agents.gru_sequence import unroll_gru
 T, K, N_ITEMS, LATENT, BATCH = 100, 10, 1000, 32, 20
 
 
-def make_models(n: int, seed0: int = 0) -> list[EpisodeSAC]:
+def make_models(n: int, seed0: int = 0, device: str = "cpu") -> list[EpisodeSAC]:
     models = []
     for i in range(n):
-        m = EpisodeSAC(N_ITEMS, K, T, LATENT, batch_size=BATCH, buffer_size=200, warmup_episodes=0, seed=seed0 + i)
+        m = EpisodeSAC(N_ITEMS, K, T, LATENT, batch_size=BATCH, buffer_size=200, warmup_episodes=0, seed=seed0 + i,
+                       device=device)
         rng = np.random.default_rng(100 + i)
         m.replay_buffer.add(rng.integers(0, N_ITEMS, (200, T + 1, K)), rng.integers(0, 2, (200, T + 1, K)).astype(np.uint8),
                             rng.uniform(-1, 1, (200, T, LATENT)).astype(np.float32),
@@ -105,7 +108,7 @@ def fused_step(models: list[EpisodeSAC], gru: str = "block") -> None:
     """What ``[m.train_step() for m in models]`` does, in shared operations; ``gru``: "block" (one
     block-diagonal GRU, the hand-written unroll) or "batched" (the 2N GRUs batched, autograd)."""
     n = len(models)
-    batches = [m.replay_buffer.sample(m.batch_size, m.rng) for m in models]
+    batches = [m.replay_buffer.sample(m.batch_size, m.rng).to(m.device) for m in models]
     beliefs = [b for m in models for b in (m.actor.belief, m.critic_belief)]
     inputs = [b.inputs(batch.slates, batch.clicks) for m, batch in zip(models, batches)
               for b in (m.actor.belief, m.critic_belief)]
@@ -135,8 +138,8 @@ def fused_step(models: list[EpisodeSAC], gru: str = "block") -> None:
     shape = (bsz, length - 1, A.shape[-1])
     noise_next, noise_pi = [], []
     for m in models:  # each seed's own generator, in the order train_step draws
-        noise_next.append(torch.randn(shape, generator=m.generator))
-        noise_pi.append(torch.randn(shape, generator=m.generator))
+        noise_next.append(torch.randn(shape, generator=m.generator, device=m.device))
+        noise_pi.append(torch.randn(shape, generator=m.generator, device=m.device))
 
     def q_values(heads: list, bel: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         inp = torch.cat([bel, act], dim=-1).reshape(n, -1, bel.shape[-1] + act.shape[-1])
@@ -188,10 +191,17 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--gru", choices=["block", "batched"], default="batched",
                    help="how the 2N belief GRUs are fused (block: one block-diagonal GRU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU measurement of issue #22)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    resolve_device(args.device)  # checked; on CUDA, float32 as on the CPU (no TF32)
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     for n in args.seeds:
-        separate = make_models(n)
+        separate = make_models(n, device=args.device)
         fused = copy.deepcopy(separate)
         for _ in range(3):
             for m in separate:
@@ -201,17 +211,22 @@ def main() -> int:
               flush=True)
         rates = {"separate": [], "fused": []}
         for _ in range(args.rounds):
+            sync()
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 for m in separate:
                     m.train_step()
+            sync()
             rates["separate"].append(args.steps * n / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 fused_step(fused, args.gru)
+            sync()
             rates["fused"].append(args.steps * n / (time.perf_counter() - t0))
         sep, fus = np.median(rates["separate"]), np.median(rates["fused"])
-        print(f"N={n}: gradient steps/s per seed: separate {sep:.1f}, fused {fus:.1f} (x{fus / sep:.2f})", flush=True)
+        print(f"N={n} ({args.device}, gru {args.gru}): gradient steps/s per seed: separate {sep:.1f}, "
+              f"fused {fus:.1f} (x{fus / sep:.2f}); all seeds together: separate {sep * n:.1f}, fused {fus * n:.1f}",
+              flush=True)
     return 0
 
 

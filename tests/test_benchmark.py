@@ -26,7 +26,9 @@ def run(tmp_path_factory):
     ds = generate_logged_data(f"SlateRec/{ENV}", d / "logged", episodes=20, seed=0, progress=False)
     gems = train_gems(ds, GeMSConfig(epochs=1, latent_dim=8), out=d / "gems.pt", progress=False, max_steps=3)
     out = d / "run"
+    # on the CPU, as the shipped policies: a retraining (medium-replay) reproduces a run exactly only there
     assert main(["train", "sac-gems", ENV, "--gems", str(gems.path), "--seed", "0", "--out", str(out), "--no-progress",
+                 "--device", "cpu",
                  "--episodes", "6", "--set", "n_envs=2", "--set", "val_every=2", "--set", "val_users=4",
                  "--set", "test_users=4", "--set", "checkpoint_every=2", "--set", "replay_snapshots=[2, 4]",
                  "--set", "agent.warmup_episodes=2", "--set", "agent.batch_episodes=2",

@@ -343,6 +343,7 @@ def test_export_d3rlpy_shapes_dtypes_boundaries(export_file, reference_datasets,
 
 
 def test_export_minari(work, reference_datasets, tiny_gems, export_file):
+    pytest.importorskip("minari")  # an optional extra (slaterec[minari]); make test installs it
     from d3rlpy_adapters.minari_export import export_minari, load_minari
 
     out, dataset_id = export_minari(reference_datasets["epsilon-greedy"], tiny_gems, work / "minari")
@@ -360,6 +361,7 @@ def test_export_minari(work, reference_datasets, tiny_gems, export_file):
 
 
 def test_export_minari_to_a_relative_folder(work, reference_datasets, tiny_gems, tmp_path, monkeypatch):
+    pytest.importorskip("minari")
     from d3rlpy_adapters.minari_export import export_minari, load_minari
 
     monkeypatch.chdir(tmp_path)

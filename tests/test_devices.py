@@ -89,6 +89,12 @@ def test_online_runs_record_their_device_and_cpu_only_methods_stay_on_the_cpu(tm
     assert run_device("sac-gems", "auto") == "cuda" and run_device("slateq", "auto") == "cpu"
     with pytest.raises(ValueError, match="slateq trains on the CPU only"):
         run_device("slateq", "cuda")
+    # ... also from the command line without --device: argparse's default "auto" reaches the method
+    # unresolved (once it was resolved to "cuda" when parsed, and every CPU-only method was refused)
+    assert devices.device_arg("auto") == "auto" and devices.device_arg(" cpu ") == "cpu"
+    assert main(["train", "random", ENV, "--out", str(tmp_path / "auto"), "--episodes", "1", "--no-progress",
+                 "--set", "val_users=3", "--set", "test_users=3"]) == 0
+    assert json.loads((tmp_path / "auto" / "provenance.json").read_text())["device"] == "cpu"
 
 
 @needs_cuda
@@ -113,6 +119,7 @@ def test_sac_trains_on_cuda_and_its_checkpoint_evaluates_on_the_cpu(tmp_path, re
 def test_belief_unroll_on_cuda_equals_the_cpu_one_in_values_and_gradients():
     from sb3_slate.agents.episode_sac import SlateBelief, unroll_pair
 
+    assert resolve_device("cuda") == "cuda" and not torch.backends.cudnn.allow_tf32  # float32 as on the CPU
     torch.manual_seed(0)
     a, c = SlateBelief(50, 3, hidden_size=4), SlateBelief(50, 3, hidden_size=6)
     S, C = torch.randint(0, 50, (5, 8, 3)), torch.randint(0, 2, (5, 8, 3)).float()
@@ -126,3 +133,38 @@ def test_belief_unroll_on_cuda_equals_the_cpu_one_in_values_and_gradients():
         results.append([t.detach().cpu() for t in (fa, fc, *(p.grad for p in [*a.parameters(), *c.parameters()]))])
     for cpu, gpu in zip(*results):
         torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)
+
+
+def _window_batch(layout, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat left-aligned windows: item ids, clicks, and a mask of real turns (at least one)."""
+    k, w = layout.slate_size, layout.window
+    ids = torch.randint(0, layout.num_items, (batch, w, k), generator=generator).float()
+    clicks = torch.randint(0, 2, (batch, w, k), generator=generator).float()
+    turns = torch.randint(1, w + 1, (batch,), generator=generator)
+    mask = (torch.arange(w)[None, :] < turns[:, None]).float()[..., None]
+    return torch.cat([ids, clicks, mask], dim=-1).reshape(batch, layout.size)
+
+
+def test_the_offline_encoder_backpropagates_in_evaluation_mode_with_the_training_modes_values():
+    """d3rlpy's actor updates backpropagate through a critic it has put in evaluation mode: the
+    encoder computes the same function in both modes, with gradients (cuDNN, where CUDA is,
+    refuses a backward through a GRU in evaluation mode)."""
+    from d3rlpy_adapters.encoders import SlateHistoryEncoderFactory
+
+    factory = SlateHistoryEncoderFactory(num_items=40, slate_size=3, window=4, item_dim=5, hidden=6, feature_size=8)
+    torch.manual_seed(0)
+    encoder = factory.create_with_action((factory.layout().size,), 2)
+    x = _window_batch(factory.layout(), 7, torch.Generator().manual_seed(1))
+    action = torch.randn(7, 2)
+    for device in ("cpu", "cuda") if CUDA else ("cpu",):
+        encoder.to(device)
+        results = []
+        for mode in (True, False):
+            encoder.train(mode)
+            encoder.zero_grad()
+            out = encoder(x.to(device), action.to(device))
+            out.square().sum().backward()
+            results.append([out.detach().cpu(), *(p.grad.detach().cpu() for p in encoder.parameters())])
+        assert not encoder.training and encoder.belief.gru.training  # the one module kept in training mode
+        for train, evaluation in zip(*results):
+            torch.testing.assert_close(evaluation, train, rtol=0, atol=0)

@@ -198,11 +198,11 @@ def test_paper_regime_run_trains_resumes_and_reproduces_its_validation(tmp_path,
 
     monkeypatch.setattr(runs.Run, "save_checkpoint", crash_after_first_periodic)
     with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, out, progress=False)
+        train_run(cfg, out, progress=False, device="cpu")  # where the replay below runs: bit-equal returns
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted" and state["episodes"] == 20
     monkeypatch.setattr(runs.Run, "save_checkpoint", original)
-    res = train_run(cfg, out, progress=False)  # resumes from last.zip and its replay buffer
+    res = train_run(cfg, out, progress=False, device="cpu")  # resumes from last.zip and its replay buffer
     assert res["budget"]["episodes"] == 40 and res["budget"]["turns"] == 400
     assert [v["episodes"] for v in res["validation"]] == [0, 20, 40]
     assert json.loads((out / "state.json").read_text())["resumed"] == 1

@@ -291,12 +291,18 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(chunk):
 
 
 @pytest.mark.parametrize("kind, workers", [("threads", 1), ("threads", 2), ("threads", 3), ("processes", 1),
-                                           ("processes", 3)])
-def test_sharded_gradients_equal_the_whole_batch_step(kind, workers):
+                                           ("processes", 3), ("spawned", 2)])
+def test_sharded_gradients_equal_the_whole_batch_step(kind, workers, monkeypatch):
     """Shards on threads or in processes: the same loss terms and gradients as one backward over
-    the whole batch (same noise)."""
+    the whole batch (same noise). "spawned": the workers on a machine with a GPU (where a process
+    that has run autograd cannot fork workers that run it), forced here."""
+    from gym_slaterec.gems import parallel
     from gym_slaterec.gems.parallel import ProcessShards, ShardedGradients
 
+    if kind == "spawned":
+        monkeypatch.setattr(parallel, "start_method", lambda: "spawn")
+    else:
+        assert parallel.start_method() == ("spawn" if torch.cuda.is_available() else "fork")
     Shards = ShardedGradients if kind == "threads" else ProcessShards
 
     torch.manual_seed(0)
@@ -335,7 +341,7 @@ def test_sharded_gradients_equal_the_whole_batch_step(kind, workers):
             step(slates[:0], clicks[:0], 1.0, 0.5)
     with pytest.raises(RuntimeError, match="closed"):
         step(slates, clicks, 1.0, 0.5)
-    if kind == "processes":  # a worker's error is raised here, with its traceback
+    if kind != "threads":  # a worker's error is raised here, with its traceback
         bad = slates.clone()
         bad[-1, 0] = 300  # not an item: in the last shard, a worker's
         with Shards(model, 2) as step:
@@ -377,11 +383,11 @@ def test_cli_thread_modes(small_dataset, tmp_path):
     for mode, workers in (("shards", 2), ("processes", 2), ("ops", 1)):
         out = tmp_path / f"{mode}.pt"
         assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
-                     "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode]) == 0
+                     "--val-max-samples", "200", "--threads", "2", "--thread-mode", mode, "--device", "cpu"]) == 0
         assert GeMSCheckpoint.load(out).training["cpu_workers"] == workers
     out = tmp_path / "default.pt"  # two threads without a mode: shares in processes (this platform forks)
     assert main(["pretrain-gems", str(small_dataset.path), "--out", str(out), "--max-steps", "2", "--latent-dim", "4",
-                 "--val-max-samples", "200", "--threads", "2"]) == 0
+                 "--val-max-samples", "200", "--threads", "2", "--device", "cpu"]) == 0
     assert GeMSCheckpoint.load(out).training["cpu_shards"] == "processes"
     torch.set_num_threads(threads)
 

@@ -109,8 +109,11 @@ def test_a_tracker_that_is_not_installed_is_refused_before_anything_runs(tmp_pat
     assert "invalid choice: 'comet'" in capsys.readouterr().err
 
 
-def test_grids_name_their_trackers_for_every_training_trial(tmp_path):
+def test_grids_name_their_trackers_for_every_training_trial(tmp_path, monkeypatch):
+    from gym_slaterec import trackers
     from slaterec_lab.grid import GridError, expand
+
+    monkeypatch.setattr(trackers, "EXTRAS", {})  # the trials' arguments, whether or not mlflow is installed here
 
     grid = {"environments": [ENV], "seeds": [0], "trackers": ["tensorboard", "mlflow"],
             "logged": {"episodes": 20}, "gems": {"max_steps": 2},

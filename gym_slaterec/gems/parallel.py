@@ -155,6 +155,16 @@ def _shard_process(conn, model: GeMS, grad_buffer: torch.Tensor) -> None:
             conn.send(traceback.format_exc())
 
 
+def start_method() -> str:
+    """How :class:`ProcessShards` starts its workers: forked (they inherit the model at no cost),
+    except on a machine with a GPU. There, autograd's first backward pass in a process starts
+    its per-device threads (even for CPU tensors), after which torch refuses autograd in forked
+    children (seen on an H200 machine: any earlier backward in the process, such as a GeMS
+    trained before); so the workers are spawned and receive the model, its parameters still in
+    the shared memory."""
+    return "spawn" if torch.cuda.is_available() else "fork"
+
+
 class ProcessShards:
     """:class:`ShardedGradients` with its shards in processes: the first shard in this process,
     the others each in a worker process of its own, so that no two shards share a GIL.
@@ -163,8 +173,8 @@ class ProcessShards:
     always see the weights the optimiser last wrote; each worker writes its shard's gradients
     to a shared buffer, and this process sums them in shard order. The same noise, shares and
     weighting as :class:`ShardedGradients`, so the result equals the unsharded step up to float
-    rounding (tested). Workers are forked (they inherit the model; one torch thread each, so
-    no OpenMP region runs in them), ignore SIGINT (the driver stops them) and exit when the
+    rounding (tested). Workers are forked (spawned on a machine with a GPU: :func:`start_method`;
+    one torch thread each, so no OpenMP region runs in them), ignore SIGINT (the driver stops them) and exit when the
     driver closes them or goes away. CPU only.
     """
 
@@ -179,8 +189,8 @@ class ProcessShards:
         self.params = [p for p in model.parameters() if p.requires_grad]
         total = sum(p.numel() for p in self.params)
         dtype = self.params[0].dtype if self.params else torch.float32
-        try:  # fork: the workers inherit the (shared) model; spawn would re-run the caller's main script
-            ctx = mp.get_context("fork")
+        try:
+            ctx = mp.get_context(start_method())
         except ValueError as exc:
             raise ValueError("GeMS shards in processes need the fork start method (Linux, macOS); "
                              "use threads (--thread-mode ops or shards) here") from exc
