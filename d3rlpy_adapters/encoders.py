@@ -143,7 +143,17 @@ class SlateHistoryEncoderWithAction(EncoderWithAction):
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         if self.discrete:
             action = nn.functional.one_hot(action.view(-1).long(), num_classes=self.action_size).float()
-        return torch.relu(self.fc(torch.cat([self.belief(x), action], dim=1)))
+        if self.training:
+            belief = self.belief(x)
+        else:
+            # A critic in evaluation mode is d3rlpy's actor update (TD3+BC, BCQ, CQL): the actor's
+            # loss needs the gradient through the action only, and the critic's own gradients
+            # from it are discarded (the critic update zeroes them first), so the history is
+            # encoded without recording the GRU for a backward pass (one GRU backward fewer
+            # per actor update).
+            with torch.no_grad():
+                belief = self.belief(x)
+        return torch.relu(self.fc(torch.cat([belief, action], dim=1)))
 
 
 @dataclass()

@@ -459,6 +459,47 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
         train_offline(algo, export_file, tiny_gems, out, cfg, progress=False, overwrite=True)
 
 
+@pytest.mark.parametrize("algo", ["td3bc", "cql", "bcq"])
+def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(algo, monkeypatch):
+    """The critics' encoders, in evaluation mode during d3rlpy's actor updates, encode the history
+    without recording it for a backward pass: the weights after a few updates are those of the
+    encoders that backpropagate through their GRUs there (whose gradients were discarded)."""
+    import d3rlpy
+
+    from d3rlpy_adapters import encoders
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
+
+    layout = WindowLayout(4, 3, 50)
+    rng = np.random.default_rng(0)
+    episodes, turns = 12, 10
+    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
+    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.3).astype(np.uint8)
+    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
+    terminals = np.zeros(len(obs))
+    terminals[turns - 1 :: turns] = 1
+    data = d3rlpy.dataset.MDPDataset(obs.astype(np.float32), rng.standard_normal((len(obs), 4)).astype(np.float32),
+                                     rng.random((len(obs), 1)).astype(np.float32), terminals)
+    batches = [data.sample_transition_batch(32) for _ in range(4)]
+
+    def recording(self, x, action):  # always through the GRU, with its graph
+        return torch.relu(self.fc(torch.cat([self.belief(x), action], dim=1)))
+
+    weights = []
+    for forward in (encoders.SlateHistoryEncoderWithAction.forward, recording):
+        monkeypatch.setattr(encoders.SlateHistoryEncoderWithAction, "forward", forward)
+        d3rlpy.seed(0)
+        learner = make_algorithm(OfflineConfig(algo=algo), layout)
+        learner.build_with_dataset(data)
+        for batch in batches:
+            learner.update(batch)
+        modules = learner.impl.modules
+        weights.append({f"{m}.{n}": p.detach().clone() for m in ("policy", "q_funcs")
+                        for n, p in getattr(modules, m).named_parameters()})
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0, msg=name)
+
+
 def test_offline_encoders_start_from_a_chosen_item_table_and_can_keep_it(work, export_file, tiny_gems):
     from d3rlpy_adapters.offline import (OfflineConfig, history_beliefs, load_offline_policy, set_encoder_items,
                                          train_offline)

@@ -145,26 +145,31 @@ def _window_batch(layout, batch: int, generator: torch.Generator) -> torch.Tenso
     return torch.cat([ids, clicks, mask], dim=-1).reshape(batch, layout.size)
 
 
-def test_the_offline_encoder_backpropagates_in_evaluation_mode_with_the_training_modes_values():
-    """d3rlpy's actor updates backpropagate through a critic it has put in evaluation mode: the
-    encoder computes the same function in both modes, with gradients (cuDNN, where CUDA is,
-    refuses a backward through a GRU in evaluation mode)."""
+def test_the_offline_critic_encoder_in_evaluation_mode_passes_the_actions_gradient_only():
+    """d3rlpy's actor updates (TD3+BC, BCQ, CQL) backpropagate through a critic it has put in
+    evaluation mode: there the critic's encoder computes the same values, and the same gradient
+    with respect to the action, as in training mode, without a backward pass through its GRU
+    (whose gradients the critic's own update would discard). On CUDA too, where cuDNN refuses a
+    backward through a GRU in evaluation mode."""
     from d3rlpy_adapters.encoders import SlateHistoryEncoderFactory
 
     factory = SlateHistoryEncoderFactory(num_items=40, slate_size=3, window=4, item_dim=5, hidden=6, feature_size=8)
     torch.manual_seed(0)
     encoder = factory.create_with_action((factory.layout().size,), 2)
     x = _window_batch(factory.layout(), 7, torch.Generator().manual_seed(1))
-    action = torch.randn(7, 2)
     for device in ("cpu", "cuda") if CUDA else ("cpu",):
         encoder.to(device)
-        results = []
+        results = {}
         for mode in (True, False):
             encoder.train(mode)
-            encoder.zero_grad()
-            out = encoder(x.to(device), action.to(device))
+            encoder.zero_grad(set_to_none=True)
+            action = torch.randn(7, 2, generator=torch.Generator().manual_seed(2)).to(device).requires_grad_()
+            out = encoder(x.to(device), action)
             out.square().sum().backward()
-            results.append([out.detach().cpu(), *(p.grad.detach().cpu() for p in encoder.parameters())])
-        assert not encoder.training and encoder.belief.gru.training  # the one module kept in training mode
-        for train, evaluation in zip(*results):
+            results[mode] = (out.detach().cpu(), action.grad.cpu())
+            grads = {n: p.grad for n, p in encoder.named_parameters()}
+            assert grads["fc.weight"] is not None
+            assert all((g is None) != mode for n, g in grads.items() if n.startswith("belief.")), mode
+        assert encoder.belief.gru.training  # kept in training mode: the same function (one layer, no dropout)
+        for train, evaluation in zip(results[True], results[False]):
             torch.testing.assert_close(evaluation, train, rtol=0, atol=0)
