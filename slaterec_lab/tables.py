@@ -30,13 +30,21 @@ PAPER = _published()
 _LABEL = re.compile(r"(?P<method>[^ ]+)(?: \((?P<notes>[^)]*)\))?(?: \[(?P<settings>.*)\])?")
 
 
+#: settings that say how long a run trained, not what it computes: two rows that differ only in
+#: them are two budgets of one method, each compared with the paper's number (the budget table
+#: shows them)
+BUDGET_SETTINGS = ("max_wall_s", "episodes")
+
+
 def paper_value(label: str, env: str) -> Optional[float]:
     """The published return of a table row: its method and differing settings decide which
-    (its regime and variant do not: both variants are compared with the paper's number)."""
+    (its regime, variant and budget do not: they are all compared with the paper's number)."""
     m = _LABEL.fullmatch(label)
     if m is None:
         return None
-    return PAPER.get((m["method"], m["settings"] or ""), {}).get(env)
+    settings = [s for s in re.split(r", (?=[\w.]+=)", m["settings"] or "") if s]
+    kept = ", ".join(s for s in settings if s.split("=", 1)[0] not in BUDGET_SETTINGS)
+    return PAPER.get((m["method"], kept), {}).get(env)
 
 
 def short_env(env_id: str) -> str:

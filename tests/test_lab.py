@@ -78,6 +78,10 @@ def test_table_matches_a_hand_computation(grid):
     assert paper_value("sac-gems (episode replay, reference)", "FocusedTopDown") == 305.3  # both variants face it
     assert paper_value("sac-gems [gamma=0.5]", "FocusedTopDown") is None
     assert paper_value("sac-gems [gamma=0.0, tau=0.1]", "FocusedTopDown") is None
+    # a budget is not a setting of the method: each budget faces the paper's number
+    assert paper_value("sac-topk-ideal (episode replay, reference) [max_wall_s=3600]", "FocusedTopDown") == 429.0
+    assert paper_value("sac-gems [gamma=0.0, max_wall_s=2100]", "FocusedTopDown") == 194.3
+    assert paper_value("sac-gems [episodes=500, tau=0.1]", "FocusedTopDown") is None
 
 
 def test_table_and_plot_commands(grid, tmp_path, capsys):
