@@ -113,9 +113,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def check_train_args(args: argparse.Namespace) -> None:
     """Every check of ``train``'s arguments that reads no input artifact and writes nothing:
-    each seed's RunConfig, and one --gems / --mf per run (or per seed)."""
+    each seed's RunConfig, one --gems / --mf per run (or per seed), and the device (an explicit
+    CUDA device for a method that trains on the CPU only is refused here, not by each seed)."""
+    from .runs import run_device
     from .seeds import check_seeds, per_seed, seed_out
 
+    run_device(args.method, args.device)
     if args.seeds is None:
         for name in ("gems", "mf"):
             if getattr(args, name) is not None and len(getattr(args, name)) > 1:

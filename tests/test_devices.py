@@ -95,6 +95,10 @@ def test_online_runs_record_their_device_and_cpu_only_methods_stay_on_the_cpu(tm
     assert main(["train", "random", ENV, "--out", str(tmp_path / "auto"), "--episodes", "1", "--no-progress",
                  "--set", "val_users=3", "--set", "test_users=3"]) == 0
     assert json.loads((tmp_path / "auto" / "provenance.json").read_text())["device"] == "cpu"
+    capsys.readouterr()
+    # an explicit cuda for a CPU-only method: refused once, before any seed starts or anything is created
+    assert main(["train", "slateq", ENV, "--seeds", "0", "1", "--device", "cuda", "--out", str(tmp_path / "q")]) == 2
+    assert "slateq trains on the CPU only" in capsys.readouterr().err and not (tmp_path / "q").exists()
 
 
 @needs_cuda
