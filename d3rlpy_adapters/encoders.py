@@ -40,8 +40,8 @@ class _Belief(nn.Module):
         super().train(mode)
         # One GRU layer has no dropout, so its training and evaluation modes compute the same
         # function; it stays in training mode because cuDNN refuses a backward pass in
-        # evaluation mode, and d3rlpy's actor updates (TD3+BC, BCQ, ...) backpropagate through
-        # a critic it has put in evaluation mode (seen on a GPU).
+        # evaluation mode (seen on a GPU when d3rlpy's actor updates backpropagated through
+        # critics in evaluation mode; they no longer do, below, but any caller may).
         self.gru.train(True)
         return self
 

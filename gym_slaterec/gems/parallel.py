@@ -174,8 +174,8 @@ class ProcessShards:
     to a shared buffer, and this process sums them in shard order. The same noise, shares and
     weighting as :class:`ShardedGradients`, so the result equals the unsharded step up to float
     rounding (tested). Workers are forked (spawned on a machine with a GPU: :func:`start_method`;
-    one torch thread each, so no OpenMP region runs in them), ignore SIGINT (the driver stops them) and exit when the
-    driver closes them or goes away. CPU only.
+    one torch thread each, so no OpenMP region runs in them), ignore SIGINT (the driver stops
+    them) and exit when the driver closes them or goes away. CPU only.
     """
 
     def __init__(self, model: GeMS, workers: int) -> None:
