@@ -139,16 +139,6 @@ def test_belief_unroll_on_cuda_equals_the_cpu_one_in_values_and_gradients():
         torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)
 
 
-def _window_batch(layout, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Flat left-aligned windows: item ids, clicks, and a mask of real turns (at least one)."""
-    k, w = layout.slate_size, layout.window
-    ids = torch.randint(0, layout.num_items, (batch, w, k), generator=generator).float()
-    clicks = torch.randint(0, 2, (batch, w, k), generator=generator).float()
-    turns = torch.randint(1, w + 1, (batch,), generator=generator)
-    mask = (torch.arange(w)[None, :] < turns[:, None]).float()[..., None]
-    return torch.cat([ids, clicks, mask], dim=-1).reshape(batch, layout.size)
-
-
 def test_the_offline_critic_encoder_in_evaluation_mode_passes_the_actions_gradient_only():
     """d3rlpy's actor updates (TD3+BC, BCQ, CQL) backpropagate through a critic it has put in
     evaluation mode: there the critic's encoder computes the same values, and the same gradient
@@ -156,11 +146,14 @@ def test_the_offline_critic_encoder_in_evaluation_mode_passes_the_actions_gradie
     (whose gradients the critic's own update would discard). On CUDA too, where cuDNN refuses a
     backward through a GRU in evaluation mode."""
     from d3rlpy_adapters.encoders import SlateHistoryEncoderFactory
+    from d3rlpy_adapters.window import episode_windows
 
     factory = SlateHistoryEncoderFactory(num_items=40, slate_size=3, window=4, item_dim=5, hidden=6, feature_size=8)
     torch.manual_seed(0)
     encoder = factory.create_with_action((factory.layout().size,), 2)
-    x = _window_batch(factory.layout(), 7, torch.Generator().manual_seed(1))
+    rng = np.random.default_rng(1)  # one episode of 7 turns: windows from one real turn to full ones
+    x = torch.as_tensor(episode_windows(rng.integers(0, 40, (1, 8, 3)), rng.integers(0, 2, (1, 8, 3)), 4, 40)
+                        .reshape(7, -1), dtype=torch.float32)
     for device in ("cpu", "cuda") if CUDA else ("cpu",):
         encoder.to(device)
         results = {}
