@@ -7,7 +7,10 @@ state-action variant concatenates the action to the belief before that layer.
 Windows are left-aligned (:mod:`.window`), so one fused ``nn.GRU`` pass followed
 by the output at the last real turn is exact.
 Each d3rlpy network (actor, every critic, value function, imitator) gets its own
-encoder and item table, as the paper separates actor and critic encoders.
+encoder and item table, as the paper separates actor and critic encoders, unless
+:func:`share_beliefs` ties them after the learner is built (``shared_encoder``): one belief
+trained by the critics' losses, read without gradient by the actor (and BCQ's imitator), one
+Polyak copy of it for every target network; each network keeps its own output layer.
 
 Register once (importing this module does it) and pass
 ``SlateHistoryEncoderFactory(num_items, slate_size, window)`` as any
@@ -17,6 +20,7 @@ Register once (importing this module does it) and pass
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from d3rlpy.models.encoders import EncoderFactory, register_encoder_factory
@@ -35,6 +39,16 @@ class _Belief(nn.Module):
         self.items = nn.Embedding(layout.num_items, item_dim)
         self.gru = nn.GRU(layout.slate_size * (item_dim + 1), hidden)  # time-major (W, B, ...)
         self.hidden = hidden
+        #: recent results for the same input tensor and weights (see :meth:`enable_cache`)
+        self._cache: Optional[list] = None
+
+    def enable_cache(self, size: int = 4) -> None:
+        """Return the previous result when the same input tensor (unchanged) is encoded again
+        with unchanged weights: when networks share this belief, the critics of one update
+        (and the actor and its critic, or a target actor and its target critics) read the
+        same batch, and the GRU then runs once for all of them."""
+        self._cache = []
+        self._cache_size = size
 
     def train(self, mode: bool = True) -> "_Belief":
         super().train(mode)
@@ -46,14 +60,63 @@ class _Belief(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The belief of each window of ``x`` (B, hidden)."""
+        beliefs, inverse = self.distinct(x)
+        return beliefs if inverse is None else beliefs[inverse]
+
+    def distinct(self, x: torch.Tensor) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
+        """``(beliefs, inverse)``: the beliefs of the distinct windows of ``x`` and each row's
+        index among them (None when the rows were encoded as they are). CQL and BCQ repeat
+        each observation for many sampled actions; the GRU runs once per distinct window.
+
+        With the cache on, a request without gradient also takes the result the critics computed
+        with gradient for the same batch before their optimiser step (the actor's, or IQL's
+        advantage weights), as DrQ-v2's actor reads the encoding of the critic's update and
+        IQL's reference code the advantages of its value update; anything else needs unchanged
+        weights."""
+        if self._cache is None:
+            return self._distinct_beliefs(x)
+        weights = tuple(p._version for p in self.parameters())
+        grad = torch.is_grad_enabled()
+
+        def usable(seen: torch.Tensor, seen_version: int, seen_weights: tuple, beliefs: torch.Tensor):
+            if seen._version != seen_version:
+                return None
+            if not grad and beliefs.requires_grad:
+                return beliefs.detach()
+            if seen_weights == weights:
+                if not grad:
+                    return beliefs.detach()
+                if beliefs.requires_grad:  # a result without its graph cannot serve a backward pass
+                    return beliefs
+            return None
+
+        # an entry: (input, its version, the weights' versions, the rows encoded, (beliefs, inverse))
+        for seen, seen_version, seen_weights, _, (beliefs, inverse) in reversed(self._cache):
+            if seen is x and (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
+                return out, inverse
+        found = _distinct_rows(x) if x.shape[0] > 512 else None
+        if found is None:
+            encoded, result = x, (self._belief(x), None)
+        else:
+            unique, inverse = found
+            # repeated observations of windows already encoded (CQL's and BCQ's sampled actions)
+            for seen, seen_version, seen_weights, seen_rows, (beliefs, _) in reversed(self._cache):
+                if (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
+                    rows = _rows_in(unique, seen_rows)
+                    if rows is not None:
+                        return out, rows[inverse]
+            encoded, result = unique, (self._belief(unique), inverse)
+        self._cache = [*self._cache[-(self._cache_size - 1):], (x, x._version, weights, encoded, result)]
+        return result
+
+    def _distinct_beliefs(self, x: torch.Tensor) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
         if x.shape[0] > 512:
-            # CQL/BCQ repeat each observation for many sampled actions: run the GRU
-            # once per distinct window and scatter the beliefs back.
             found = _distinct_rows(x)
             if found is not None:
                 unique, inverse = found
-                return self._belief(unique)[inverse]
-        return self._belief(x)
+                return self._belief(unique), inverse
+        return self._belief(x), None
 
     def _belief(self, x: torch.Tensor) -> torch.Tensor:
         L = self.layout
@@ -98,6 +161,17 @@ def _key_weights(n: int, device: torch.device) -> torch.Tensor:
     return torch.linspace(1.0, 2.0, n, dtype=torch.float64, device=device).sqrt_()
 
 
+def _rows_in(rows: torch.Tensor, table: torch.Tensor) -> Optional[torch.Tensor]:
+    """The index in ``table`` of each of ``rows`` (all distinct), or None if one is missing."""
+    with torch.no_grad():
+        w = _key_weights(table.shape[1], table.device)
+        table_keys = table.detach().to(torch.float64) @ w
+        order = torch.argsort(table_keys)
+        pos = torch.searchsorted(table_keys[order], rows.detach().to(torch.float64) @ w).clamp_(max=len(order) - 1)
+        found = order[pos]
+        return found if torch.equal(table[found], rows) else None
+
+
 def _distinct_rows(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor] | None":
     """``(unique rows, inverse)`` of ``x`` when at most half its rows are distinct, else None.
 
@@ -120,17 +194,45 @@ def _distinct_rows(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor] | None
     return unique, inverse
 
 
-class SlateHistoryEncoder(Encoder):
+class _BeliefReader:
+    """What both encoders share: their belief is their own (registered, saved with them) or
+    another network's (:func:`share_beliefs`: not registered, so not saved, not in their
+    optimiser, not synchronised twice), read with or without gradient."""
+
+    reader: bool = False
+
+    def current_belief(self) -> _Belief:
+        own = self._modules.get("belief")  # type: ignore[attr-defined]
+        return own if own is not None else self.__dict__["_shared_belief"]
+
+    def use_belief(self, belief: _Belief, reader: bool) -> None:
+        """Encode with ``belief`` from now on; a ``reader`` never backpropagates into it."""
+        if self._modules.get("belief") is not belief:  # type: ignore[attr-defined]
+            self._modules.pop("belief", None)  # type: ignore[attr-defined]
+            self.__dict__["_shared_belief"] = belief
+        self.reader = reader
+
+    def encode(self, x: torch.Tensor, reader: bool = False) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
+        """``(beliefs, inverse)`` of :meth:`_Belief.distinct`, without gradient for a reader."""
+        if self.reader or reader:
+            with torch.no_grad():
+                return self.current_belief().distinct(x)
+        return self.current_belief().distinct(x)
+
+
+class SlateHistoryEncoder(_BeliefReader, Encoder):
     def __init__(self, layout: WindowLayout, item_dim: int, hidden: int, feature_size: int) -> None:
         super().__init__()
         self.belief = _Belief(layout, item_dim, hidden)
         self.fc = nn.Linear(hidden, feature_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.fc(self.belief(x)))
+        beliefs, inverse = self.encode(x)
+        out = torch.relu(self.fc(beliefs))
+        return out if inverse is None else out[inverse]
 
 
-class SlateHistoryEncoderWithAction(EncoderWithAction):
+class SlateHistoryEncoderWithAction(_BeliefReader, EncoderWithAction):
     def __init__(
         self, layout: WindowLayout, action_size: int, item_dim: int, hidden: int, feature_size: int, discrete: bool
     ) -> None:
@@ -143,17 +245,58 @@ class SlateHistoryEncoderWithAction(EncoderWithAction):
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         if self.discrete:
             action = nn.functional.one_hot(action.view(-1).long(), num_classes=self.action_size).float()
-        if self.training:
-            belief = self.belief(x)
-        else:
-            # A critic in evaluation mode is d3rlpy's actor update (TD3+BC, BCQ, CQL): the actor's
-            # loss needs the gradient through the action only, and the critic's own gradients
-            # from it are discarded (the critic update zeroes them first), so the history is
-            # encoded without recording the GRU for a backward pass (one GRU backward fewer
-            # per actor update).
-            with torch.no_grad():
-                belief = self.belief(x)
-        return torch.relu(self.fc(torch.cat([belief, action], dim=1)))
+        # A critic in evaluation mode is d3rlpy's actor update (TD3+BC, BCQ, CQL): the actor's
+        # loss needs the gradient through the action only, and the critic's own gradients
+        # from it are discarded (the critic update zeroes them first), so the history is
+        # encoded without recording the GRU for a backward pass (one GRU backward fewer
+        # per actor update).
+        return self.head(*self.encode(x, reader=not self.training), action)
+
+    def head(self, beliefs: torch.Tensor, inverse: Optional[torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """The hidden layer on ``(beliefs, inverse)`` of :meth:`_Belief.distinct` and the actions."""
+        if inverse is None:
+            return torch.relu(self.fc(torch.cat([beliefs, action], dim=1)))
+        # repeated observations: the belief's share of the layer once per distinct window
+        w = self.fc.weight
+        hidden = beliefs.shape[1]
+        h = nn.functional.linear(beliefs, w[:, :hidden])[inverse]
+        return torch.relu(h + nn.functional.linear(action, w[:, hidden:], self.fc.bias))
+
+
+#: d3rlpy's networks whose losses train the shared belief (the first one found owns it)
+_TRAINERS = ("q_funcs", "value_func")
+
+
+def share_beliefs(networks: "dict[str, Any]") -> bool:
+    """Tie the history encoders of a built d3rlpy learner's ``networks`` (its modules by name)
+    to two beliefs: the online one, owned by the first critic and trained by the critics' (and
+    IQL's value function's) losses, read without gradient by every other network (actor,
+    imitator); and its target copy, owned by the first target critic, read by the target
+    actor. d3rlpy's soft updates then move the target belief once per synchronisation (the
+    actor and critic targets are synchronised together in TD3+BC and BCQ, so a separate target
+    actor belief would hold the same values). False (nothing changed) for a learner without
+    critics (BC). Apply it before loading weights saved with it (the other encoders no longer
+    hold belief weights)."""
+    def encoders(name: str) -> list[_BeliefReader]:
+        module = networks.get(name)
+        if not isinstance(module, nn.Module):
+            return []
+        return [m for m in module.modules() if isinstance(m, _BeliefReader)]
+
+    critics, targets = encoders("q_funcs"), encoders("targ_q_funcs")
+    if not critics or not targets:
+        return False
+    online, target = critics[0].current_belief(), targets[0].current_belief()
+    target.load_state_dict(online.state_dict())
+    for belief in (online, target):
+        belief.enable_cache()
+    for name in networks:
+        for enc in encoders(name):
+            if name == "targ_q_funcs" or name.startswith("targ_"):
+                enc.use_belief(target, reader=name != "targ_q_funcs")
+            else:
+                enc.use_belief(online, reader=name not in _TRAINERS)
+    return True
 
 
 @dataclass()

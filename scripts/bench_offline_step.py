@@ -10,6 +10,10 @@ side, in alternating rounds.
 
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20 --with-sampling
+    .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq --steps 20 --shared --rounds 3
+
+``--shared`` times one encoder per network against one shared belief (``shared_encoder=true``)
+side by side, in alternating rounds, each on its own learner fed the same batches.
 """
 
 from __future__ import annotations
@@ -45,17 +49,45 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--with-sampling", action="store_true", help="time draw + update, d3rlpy's sampler vs ours")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --with-sampling")
+    p.add_argument("--shared", action="store_true", help="time separate encoders vs one shared belief")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (full float32, as the commands train)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --with-sampling / --shared")
     args = p.parse_args()
     torch.set_num_threads(1)
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
 
     layout, data = synthetic_dataset()
+    if args.device != "cpu":
+        from gym_slaterec.devices import resolve_device
+
+        resolve_device(args.device)
     for algo in args.algos:
-        learner = make_algorithm(OfflineConfig(algo=algo), layout)
+        learner = make_algorithm(OfflineConfig(algo=algo), layout, args.device)
         learner.build_with_dataset(data)
         for _ in range(3):
             learner.update(data.sample_transition_batch(256))
+        if args.shared:
+            from d3rlpy_adapters.offline import tie_encoders
+
+            learners = {"one encoder per network": learner}
+            shared_config = OfflineConfig(algo=algo, shared_encoder=True)
+            learners["shared belief"] = make_algorithm(shared_config, layout, args.device)
+            learners["shared belief"].build_with_dataset(data)
+            tie_encoders(learners["shared belief"], shared_config)
+            batches = [data.sample_transition_batch(256) for _ in range(args.steps)]
+            for batch in batches[:3]:
+                learners["shared belief"].update(batch)
+            times = {k: [] for k in learners}
+            for _ in range(args.rounds):
+                for name, lrn in learners.items():
+                    t0 = time.perf_counter()
+                    for batch in batches:
+                        lrn.update(batch)
+                    times[name].append((time.perf_counter() - t0) / len(batches) * 1e3)
+            for name, ts in times.items():
+                ms = float(np.median(ts))
+                print(f"{algo} ({name}): {ms:.1f} ms/step, {1e3 / ms:.1f} steps/s (median of {args.rounds} rounds)", flush=True)
+            continue
         if args.with_sampling:
             from d3rlpy_adapters.sampler import TransitionSampler
 

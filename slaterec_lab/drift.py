@@ -29,9 +29,9 @@ def item_table(spec: str) -> tuple[np.ndarray, str]:
     if path.is_dir():
         prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
         if prov.get("kind") == "offline_run":
-            from d3rlpy_adapters.offline import history_beliefs, load_offline_policy
+            from d3rlpy_adapters.offline import load_offline_policy, policy_belief
 
-            belief = history_beliefs(load_offline_policy(path).algo)[0]  # the policy's encoder comes first
+            belief = policy_belief(load_offline_policy(path).algo)
             return belief.items.weight.detach().numpy().astype(np.float64), f"policy encoder of offline run {path}"
         if prov.get("kind") != "sb3_run":
             raise ValueError(f"{path} is not a run directory (no online or offline run's provenance.json)")

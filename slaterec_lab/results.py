@@ -277,9 +277,12 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
 def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:
     """An online run's configuration with every setting of this version (one written before a
     setting existed gets its default, which is what it ran with), so that runs of different
-    versions compare setting by setting; others as written."""
+    versions compare setting by setting (offline runs too: a setting added since gets the value
+    such runs ran with, :data:`d3rlpy_adapters.offline.WRITTEN_BEFORE`, else its default)."""
     if offline:
-        return data
+        from d3rlpy_adapters.offline import WRITTEN_BEFORE, OfflineConfig
+
+        return {**OfflineConfig().to_dict(), **WRITTEN_BEFORE, **data}
     from sb3_slate.methods import RunConfig
 
     try:

@@ -269,6 +269,16 @@ def test_encoder_runs_repeated_windows_once_with_the_beliefs_of_each_row(monkeyp
     u, inv = _distinct_rows(x)
     assert len(u) == len(unique) and torch.equal(u[inv], x)
     torch.testing.assert_close(belief(x), belief._belief(x), rtol=1e-5, atol=1e-6)
+    # a critic's hidden layer on repeated rows: the belief's share once per window, the same values
+    monkeypatch.undo()
+    factory = encoders.SlateHistoryEncoderFactory(num_items=50, slate_size=4, window=3, item_dim=5, hidden=6,
+                                                  feature_size=7)
+    critic = factory.create_with_action((layout.size,), 2)
+    action = torch.randn(len(x), 2)
+    beliefs, inverse = critic.current_belief().distinct(x)
+    assert inverse is not None and len(beliefs) < len(x)
+    per_row = torch.relu(critic.fc(torch.cat([critic.current_belief()._belief(x), action], dim=1)))
+    torch.testing.assert_close(critic(x, action), per_row, rtol=1e-5, atol=1e-6)
 
 
 def test_encoder_belief_is_the_gru_state_after_each_windows_real_turns():
@@ -459,6 +469,22 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
         train_offline(algo, export_file, tiny_gems, out, cfg, progress=False, overwrite=True)
 
 
+def _window_dataset(episodes: int = 12, turns: int = 10, action_size: int = 4):
+    """A small d3rlpy dataset of random left-aligned window observations (window 4, slates of 3)."""
+    import d3rlpy
+
+    layout = WindowLayout(4, 3, 50)
+    rng = np.random.default_rng(0)
+    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
+    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.3).astype(np.uint8)
+    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
+    terminals = np.zeros(len(obs))
+    terminals[turns - 1 :: turns] = 1
+    return layout, d3rlpy.dataset.MDPDataset(
+        obs.astype(np.float32), rng.standard_normal((len(obs), action_size)).astype(np.float32),
+        rng.random((len(obs), 1)).astype(np.float32), terminals)
+
+
 @pytest.mark.parametrize("algo", ["td3bc", "cql", "bcq"])
 def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(algo, monkeypatch):
     """The critics' encoders, in evaluation mode during d3rlpy's actor updates, encode the history
@@ -469,26 +495,17 @@ def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(
     from d3rlpy_adapters import encoders
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
 
-    layout = WindowLayout(4, 3, 50)
-    rng = np.random.default_rng(0)
-    episodes, turns = 12, 10
-    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
-    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.3).astype(np.uint8)
-    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
-    terminals = np.zeros(len(obs))
-    terminals[turns - 1 :: turns] = 1
-    data = d3rlpy.dataset.MDPDataset(obs.astype(np.float32), rng.standard_normal((len(obs), 4)).astype(np.float32),
-                                     rng.random((len(obs), 1)).astype(np.float32), terminals)
+    layout, data = _window_dataset()
     batches = [data.sample_transition_batch(32) for _ in range(4)]
 
     def recording(self, x, action):  # always through the GRU, with its graph
-        return torch.relu(self.fc(torch.cat([self.belief(x), action], dim=1)))
+        return self.head(*self.current_belief().distinct(x), action)
 
     weights = []
     for forward in (encoders.SlateHistoryEncoderWithAction.forward, recording):
         monkeypatch.setattr(encoders.SlateHistoryEncoderWithAction, "forward", forward)
         d3rlpy.seed(0)
-        learner = make_algorithm(OfflineConfig(algo=algo), layout)
+        learner = make_algorithm(OfflineConfig(algo=algo, shared_encoder=False), layout)  # one encoder per network
         learner.build_with_dataset(data)
         for batch in batches:
             learner.update(batch)
@@ -498,6 +515,107 @@ def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("algo, passes", [("td3bc", 2), ("iql", 3), ("cql", 3), ("bcq", 4)])
+def test_a_shared_belief_runs_the_gru_once_per_batch_and_is_trained_by_the_critics_alone(algo, passes):
+    """``shared_encoder``: one online belief (trained by the critics' losses, read without gradient
+    by the actor and imitator) and one target belief; the GRU runs once per distinct batch and set
+    of weights in an update (TD3+BC: the observations and the target's next observations), where
+    one encoder per network runs it for every network."""
+    import d3rlpy
+
+    from d3rlpy_adapters.encoders import SlateHistoryEncoder, SlateHistoryEncoderWithAction
+    from d3rlpy_adapters.offline import OfflineConfig, _modules, history_beliefs, make_algorithm, tie_encoders
+
+    layout, data = _window_dataset()
+    batches = [data.sample_transition_batch(64) for _ in range(4)]  # CQL, BCQ: 640 repeated rows
+    counts = {}
+    for shared in (False, True):
+        d3rlpy.seed(0)
+        cfg = OfflineConfig(algo=algo, shared_encoder=shared)
+        learner = make_algorithm(cfg, layout)
+        learner.build_with_dataset(data)
+        tie_encoders(learner, cfg)
+        grus = [m for b in history_beliefs(learner) for m in b.modules() if isinstance(m, torch.nn.GRU)]
+        calls = [0]
+        for g in grus:
+            g.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        learner.update(batches[0])  # d3rlpy's first update is one with an actor update
+        counts[shared] = calls[0]
+        if not shared:
+            continue
+        mods = learner.impl.modules
+        assert len(history_beliefs(learner)) == 2  # the online belief and its target
+        online = mods.q_funcs[0].encoder.current_belief()
+        target = mods.targ_q_funcs[0].encoder.current_belief()
+        encoders = [m for module in _modules(learner).values() if isinstance(module, torch.nn.Module)
+                    for m in module.modules() if isinstance(m, (SlateHistoryEncoder, SlateHistoryEncoderWithAction))]
+        for enc in encoders:
+            belief = enc.current_belief()
+            assert belief is online or belief is target
+        assert not any("belief" in k for k in mods.policy.state_dict())  # saved with the first critic
+        critic_params = {id(p) for g in mods.critic_optim.optim.param_groups for p in g["params"]}
+        actor_params = {id(p) for g in mods.actor_optim.optim.param_groups for p in g["params"]}
+        assert all(id(p) in critic_params and id(p) not in actor_params for p in online.parameters())
+        before = {n: p.detach().clone() for n, p in online.named_parameters()}
+        actor_before = [p.detach().clone() for p in mods.policy.parameters()]
+        target_before = [p.detach().clone() for p in target.parameters()]
+        for batch in batches[1:]:
+            learner.update(batch)
+        assert all(not torch.equal(before[n], p) for n, p in online.named_parameters())
+        assert any(not torch.equal(a, p) for a, p in zip(actor_before, mods.policy.parameters()))
+        assert any(not torch.equal(a, p) for a, p in zip(target_before, target.parameters()))
+    assert (algo, counts[True]) == (algo, passes) and counts[True] < counts[False]
+
+
+def test_a_shared_belief_cache_gives_the_gradient_of_separate_passes():
+    """The cache hands both critics of an update one belief (one graph): the critics' update moves
+    the weights as two passes through the same weights do."""
+    import d3rlpy
+
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
+
+    layout, data = _window_dataset()
+    batch = data.sample_transition_batch(32)
+    weights = []
+    for cache in (True, False):
+        d3rlpy.seed(0)
+        cfg = OfflineConfig(algo="td3bc", shared_encoder=True)
+        learner = make_algorithm(cfg, layout)
+        learner.build_with_dataset(data)
+        tie_encoders(learner, cfg)
+        if not cache:
+            for q in (*learner.impl.modules.q_funcs, *learner.impl.modules.targ_q_funcs):
+                q.encoder.current_belief()._cache = None
+        learner._grad_step = 1  # no actor update: the critics' update alone
+        learner.update(batch)
+        weights.append({n: p.detach().clone() for n, p in learner.impl.modules.q_funcs.named_parameters()})
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_an_offline_run_written_before_shared_encoder_existed_reads_as_one_encoder_per_network(work, export_file,
+                                                                                               tiny_gems):
+    """Runs written before the setting existed trained one encoder per network: their config.json,
+    without the key, reads as ``shared_encoder=false`` (not today's default), so their weights load,
+    they resume as themselves, and tables keep them apart from shared runs."""
+    from d3rlpy_adapters.offline import OfflineConfig, load_offline_policy, read_offline_config, train_offline
+    from slaterec_lab.results import read_run
+
+    assert OfflineConfig().shared_encoder  # today's default
+    cfg = OfflineConfig(steps=2, eval_every=2, val_users=2, test_users=2, batch_size=16, feature_size=16, seed=0,
+                        shared_encoder=False)
+    out = work / "before_shared_encoder"
+    train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False, device="cpu")
+    config = json.loads((out / "config.json").read_text())
+    del config["shared_encoder"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert read_offline_config(out).shared_encoder is False
+    assert len({id(m) for m in load_offline_policy(out).algo.impl.modules.q_funcs.modules()
+                if type(m).__name__ == "_Belief"}) == 2  # each critic its own belief: the saved weights fit
+    assert read_run(out).config["shared_encoder"] is False
 
 
 def test_offline_encoders_start_from_a_chosen_item_table_and_can_keep_it(work, export_file, tiny_gems):
@@ -511,7 +629,7 @@ def test_offline_encoders_start_from_a_chosen_item_table_and_can_keep_it(work, e
     train_offline("td3bc", export_file, tiny_gems, work / "run_ideal_frozen", cfg, progress=False)
     agent = load_offline_policy(work / "run_ideal_frozen")
     beliefs = history_beliefs(agent.algo)
-    assert len(beliefs) >= 3  # the actor's and every critic's encoder
+    assert len(beliefs) == 2  # the shared belief and its target copy (one per network without sharing)
     for b in beliefs:  # target networks: their Polyak average of equal tables rounds by 1 ulp
         assert np.allclose(b.items.weight.detach().numpy(), ideal, rtol=0, atol=1e-6)
     from slaterec_lab.drift import compare, item_table
@@ -618,14 +736,16 @@ def test_offline_settings_reach_the_d3rlpy_algorithm(algo, actor_key, critic_key
         assert algo_cfg.alpha == 4.0
 
 
+@pytest.mark.parametrize("shared", [False, True])
 def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(work, export_file, tiny_gems,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, shared):
     from d3rlpy_adapters import offline
     from d3rlpy_adapters.offline import OfflineConfig, train_offline
 
     cfg = OfflineConfig(steps=12, eval_every=3, checkpoint_every=6, val_users=3, test_users=4, batch_size=16,
-                        feature_size=32, seed=3)
-    whole = train_offline("td3bc", export_file, tiny_gems, work / "resume_whole", cfg, progress=False)
+                        feature_size=32, seed=3, shared_encoder=shared)
+    work = work / f"shared_{shared}"  # on the CPU: CUDA's scatter-adds sum in no fixed order
+    whole = train_offline("td3bc", export_file, tiny_gems, work / "resume_whole", cfg, progress=False, device="cpu")
 
     real = offline.evaluate_offline_agent
     calls = {"n": 0}
@@ -639,15 +759,15 @@ def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_on
     out = work / "resume_cut"
     monkeypatch.setattr(offline, "evaluate_offline_agent", interrupted_at_the_third_validation)
     with pytest.raises(KeyboardInterrupt):
-        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
+        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False, device="cpu")
     monkeypatch.setattr(offline, "evaluate_offline_agent", real)
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted" and state["step"] == 6 and not (out / "results.json").exists()
     assert [v["step"] for v in state["validation"]] == [3, 6]
     # another configuration is refused, not mixed into the unfinished run
     with pytest.raises(ArtifactExistsError, match="another configuration"):
-        train_offline("td3bc", export_file, tiny_gems, out, dataclasses.replace(cfg, steps=20), progress=False)
-    resumed = train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
+        train_offline("td3bc", export_file, tiny_gems, out, dataclasses.replace(cfg, steps=20), progress=False, device="cpu")
+    resumed = train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False, device="cpu")
     assert resumed["resumed"] and not whole["resumed"]
     assert [v["step"] for v in resumed["validation"]] == [3, 6, 9, 12]
     assert [v["mean"] for v in resumed["validation"]] == [v["mean"] for v in whole["validation"]]
@@ -658,7 +778,15 @@ def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_on
 
     assert offline_checkpoints(out) == ["best", "last", "step0000006", "step0000012"]
     assert load_offline_policy(out, checkpoint="step6") is not None
+    if shared:  # the policy reads the critics' belief, and slaterec drift reads that table
+        from d3rlpy_adapters.offline import history_beliefs, policy_belief
+        from slaterec_lab.drift import item_table
+
+        algo = load_offline_policy(out).algo
+        assert len(history_beliefs(algo)) == 2 and policy_belief(algo) is history_beliefs(algo)[0]
+        assert policy_belief(algo) is algo.impl.modules.q_funcs[0].encoder.current_belief()
+        assert np.array_equal(item_table(str(out))[0], policy_belief(algo).items.weight.detach().numpy())
     with pytest.raises(FileNotFoundError, match=r"has no checkpoint 'step0000007' \(available: best, last, step0000006"):
         load_offline_policy(out, checkpoint="step7")
     with pytest.raises(ArtifactExistsError):  # a finished run is not trained again
-        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False)
+        train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False, device="cpu")

@@ -170,3 +170,36 @@ def test_the_offline_critic_encoder_in_evaluation_mode_passes_the_actions_gradie
         assert encoder.belief.gru.training  # kept in training mode: the same function (one layer, no dropout)
         for train, evaluation in zip(results[True], results[False]):
             torch.testing.assert_close(evaluation, train, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algo", ["td3bc", "iql", "cql", "bcq"])
+def test_offline_learners_with_a_shared_belief_train_on_each_device(algo):
+    """``shared_encoder``: the belief's cache and the readers' gradient-free passes on the CPU and,
+    where there is one, on CUDA (the updates' sampled noise differs between the devices' generators,
+    so only that the weights moved and stay finite is compared)."""
+    import d3rlpy
+
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
+    from d3rlpy_adapters.window import WindowLayout, episode_windows
+
+    layout = WindowLayout(4, 3, 40)
+    rng = np.random.default_rng(0)
+    obs = episode_windows(rng.integers(0, 40, (8, 11, 3)), rng.integers(0, 2, (8, 11, 3)), 4, 40).reshape(80, -1)
+    terminals = np.zeros(80)
+    terminals[9::10] = 1
+    data = d3rlpy.dataset.MDPDataset(obs.astype(np.float32), rng.standard_normal((80, 3)).astype(np.float32),
+                                     rng.random((80, 1)).astype(np.float32), terminals)
+    batch = data.sample_transition_batch(64)
+    for device in ("cpu", "cuda") if CUDA else ("cpu",):
+        if device == "cuda":
+            resolve_device("cuda")  # full float32, as the commands set it
+        d3rlpy.seed(0)
+        cfg = OfflineConfig(algo=algo, shared_encoder=True, feature_size=16)
+        learner = make_algorithm(cfg, layout, device)
+        learner.build_with_dataset(data)
+        tie_encoders(learner, cfg)
+        before = {n: p.detach().cpu().clone() for n, p in learner.impl.modules.q_funcs.named_parameters()}
+        learner.update(batch)
+        weights = {n: p.detach().cpu() for n, p in learner.impl.modules.q_funcs.named_parameters()}
+        assert all(torch.isfinite(w).all() for w in weights.values())
+        assert not torch.equal(before["0._encoder.belief.gru.weight_ih_l0"], weights["0._encoder.belief.gru.weight_ih_l0"])
