@@ -292,7 +292,7 @@ def share_beliefs(networks: "dict[str, Any]") -> bool:
         belief.enable_cache()
     for name in networks:
         for enc in encoders(name):
-            if name == "targ_q_funcs" or name.startswith("targ_"):
+            if name.startswith("targ_"):
                 enc.use_belief(target, reader=name != "targ_q_funcs")
             else:
                 enc.use_belief(online, reader=name not in _TRAINERS)
