@@ -13,13 +13,7 @@ set -u
 ENV=${ENV:-FocusedMixed}; STEPS=${STEPS:-1000}; JOBS=${JOBS:-15}; SEEDS=${SEEDS:-"0 1 2"}
 EPISODES=${EPISODES:-10000}; EXTRA=${EXTRA:-}
 OUT=${OUT:-device_offline_out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="$PWD:/tmp/site"
-else
-  export PYTHONPATH="$PWD"
-fi
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+source scripts/device_env.sh
 W=${WORK:-/tmp/device_offline}; rm -rf "$W"; mkdir -p "$W"
 cat > "$W/slaterec" <<'PY'
 #!/usr/bin/env python3

@@ -12,13 +12,7 @@
 set -u
 OUT=${OUT:-gpu_check_out}; mkdir -p "$OUT"
 WALL=${WALL:-30}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="$PWD:/tmp/site"
-else
-  export PYTHONPATH="$PWD"
-fi
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+source scripts/device_env.sh
 py=python3
 summary() { $py -c '
 import json, sys
