@@ -64,6 +64,12 @@ RESULTS_FORMAT = "slaterec.offline_run/1"
 WRITTEN_BEFORE: dict[str, Any] = {"shared_encoder": False}
 
 
+def written_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's written configuration with every setting of this version: a setting added since
+    gets what such runs ran with (:data:`WRITTEN_BEFORE`), else its default."""
+    return {**OfflineConfig().to_dict(), **WRITTEN_BEFORE, **data}
+
+
 @dataclass
 class OfflineConfig(AgentConfig):
     """Hyper-parameters of an offline run (d3rlpy defaults unless set): the only code defaults,
@@ -629,8 +635,8 @@ def _resume_point(out: Path, config: OfflineConfig, inputs: dict[str, Any], over
         if kind == "offline_run":
             try:
                 state = run_dirs.read_state(out, run_dirs.LAYOUTS["offline_run"])
-                # a setting added since the run was written: it ran with that setting's default
-                saved_cfg = {**OfflineConfig().to_dict(), **WRITTEN_BEFORE, **run_dirs.read_run_json(out / "config.json")}
+                # a setting added since the run was written: what it ran with (written_config)
+                saved_cfg = written_config(run_dirs.read_run_json(out / "config.json"))
                 saved_inputs = run_dirs.read_run_json(out / "provenance.json").get("inputs")
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{out} is an unfinished offline run whose state cannot be read ({exc}); "
@@ -702,7 +708,7 @@ def read_offline_config(run_dir: PathLike) -> OfflineConfig:
     if not isinstance(data, dict):
         raise ValueError(f"{path} is damaged: expected a JSON object")
     try:
-        config = OfflineConfig(**{**WRITTEN_BEFORE, **data})
+        config = OfflineConfig(**written_config(data))
         config.validate()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} is damaged or from another version: {exc}") from exc

@@ -12,7 +12,8 @@ side, in alternating rounds.
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20 --with-sampling
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq --steps 20 --shared --rounds 3
 
-``--shared`` times one encoder per network against one shared belief (``shared_encoder=true``)
+The other modes time the package's default learner (one belief shared by the networks).
+``--shared`` times one encoder per network (``shared_encoder=false``) against the shared belief
 side by side, in alternating rounds, each on its own learner fed the same batches.
 """
 
@@ -54,29 +55,28 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --with-sampling / --shared")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
 
     layout, data = synthetic_dataset()
     if args.device != "cpu":
         from gym_slaterec.devices import resolve_device
 
         resolve_device(args.device)
-    for algo in args.algos:
-        learner = make_algorithm(OfflineConfig(algo=algo), layout, args.device)
+    def built(config: OfflineConfig):
+        """The learner ``train-offline`` builds for ``config``, after 3 warm-up updates."""
+        learner = make_algorithm(config, layout, args.device)
         learner.build_with_dataset(data)
+        tie_encoders(learner, config)
         for _ in range(3):
             learner.update(data.sample_transition_batch(256))
-        if args.shared:
-            from d3rlpy_adapters.offline import tie_encoders
+        return learner
 
-            learners = {"one encoder per network": learner}
-            shared_config = OfflineConfig(algo=algo, shared_encoder=True)
-            learners["shared belief"] = make_algorithm(shared_config, layout, args.device)
-            learners["shared belief"].build_with_dataset(data)
-            tie_encoders(learners["shared belief"], shared_config)
+    for algo in args.algos:
+        learner = built(OfflineConfig(algo=algo))  # the package's defaults
+        if args.shared:
+            learners = {"one encoder per network": built(OfflineConfig(algo=algo, shared_encoder=False)),
+                        "shared belief": built(OfflineConfig(algo=algo, shared_encoder=True))}
             batches = [data.sample_transition_batch(256) for _ in range(args.steps)]
-            for batch in batches[:3]:
-                learners["shared belief"].update(batch)
             times = {k: [] for k in learners}
             for _ in range(args.rounds):
                 for name, lrn in learners.items():

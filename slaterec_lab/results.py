@@ -280,9 +280,9 @@ def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:
     versions compare setting by setting (offline runs too: a setting added since gets the value
     such runs ran with, :data:`d3rlpy_adapters.offline.WRITTEN_BEFORE`, else its default)."""
     if offline:
-        from d3rlpy_adapters.offline import WRITTEN_BEFORE, OfflineConfig
+        from d3rlpy_adapters.offline import written_config
 
-        return {**OfflineConfig().to_dict(), **WRITTEN_BEFORE, **data}
+        return written_config(data)
     from sb3_slate.methods import RunConfig
 
     try:
