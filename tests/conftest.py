@@ -89,3 +89,23 @@ def trained(small_dataset, tmp_path_factory):
                         val_max_samples=3000)
     ckpt = train_gems(small_dataset, config, out=path, progress=False, max_steps=600)
     return ckpt, path
+
+
+def window_dataset(episodes: int = 12, turns: int = 10, action_size: int = 4):
+    """``(layout, dataset)``: a small d3rlpy dataset of random left-aligned window observations
+    (window 4, slates of 3 out of 50 items), random actions and rewards, episodes of ``turns``."""
+    import d3rlpy
+
+    from d3rlpy_adapters.export import episode_windows
+    from d3rlpy_adapters.window import WindowLayout
+
+    layout = WindowLayout(4, 3, 50)
+    rng = np.random.default_rng(0)
+    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
+    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.3).astype(np.uint8)
+    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
+    terminals = np.zeros(len(obs))
+    terminals[turns - 1 :: turns] = 1
+    return layout, d3rlpy.dataset.MDPDataset(
+        obs.astype(np.float32), rng.standard_normal((len(obs), action_size)).astype(np.float32),
+        rng.random((len(obs), 1)).astype(np.float32), terminals)

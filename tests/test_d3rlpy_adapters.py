@@ -18,6 +18,7 @@ from gym_slaterec.rollouts import generate_logged_data, rollout_reference_policy
 from d3rlpy_adapters.collect import collect, resolve_checkpoint
 from d3rlpy_adapters.export import episode_windows, export_d3rlpy, load_d3rlpy, sidecar_path
 from d3rlpy_adapters.window import WindowBuffer, WindowLayout
+from conftest import window_dataset
 
 ENV = "SlateRec/FocusedTopDown-v0"
 SHORT = {"episode_length": 10}
@@ -469,22 +470,6 @@ def test_offline_run_writes_valid_run_dir(algo, work, export_file, tiny_gems):
         train_offline(algo, export_file, tiny_gems, out, cfg, progress=False, overwrite=True)
 
 
-def _window_dataset(episodes: int = 12, turns: int = 10, action_size: int = 4):
-    """A small d3rlpy dataset of random left-aligned window observations (window 4, slates of 3)."""
-    import d3rlpy
-
-    layout = WindowLayout(4, 3, 50)
-    rng = np.random.default_rng(0)
-    slates = rng.integers(0, layout.num_items, (episodes, turns + 1, layout.slate_size))
-    clicks = (rng.random((episodes, turns + 1, layout.slate_size)) < 0.3).astype(np.uint8)
-    obs = episode_windows(slates, clicks, layout.window, layout.num_items).reshape(-1, layout.size)
-    terminals = np.zeros(len(obs))
-    terminals[turns - 1 :: turns] = 1
-    return layout, d3rlpy.dataset.MDPDataset(
-        obs.astype(np.float32), rng.standard_normal((len(obs), action_size)).astype(np.float32),
-        rng.random((len(obs), 1)).astype(np.float32), terminals)
-
-
 @pytest.mark.parametrize("algo", ["td3bc", "cql", "bcq"])
 def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(algo, monkeypatch):
     """The critics' encoders, in evaluation mode during d3rlpy's actor updates, encode the history
@@ -495,7 +480,7 @@ def test_critics_skip_their_gru_backward_in_the_actor_update_and_learn_the_same(
     from d3rlpy_adapters import encoders
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm
 
-    layout, data = _window_dataset()
+    layout, data = window_dataset()
     batches = [data.sample_transition_batch(32) for _ in range(4)]
 
     def recording(self, x, action):  # always through the GRU, with its graph
@@ -528,7 +513,7 @@ def test_a_shared_belief_runs_the_gru_once_per_batch_and_is_trained_by_the_criti
     from d3rlpy_adapters.encoders import SlateHistoryEncoder, SlateHistoryEncoderWithAction
     from d3rlpy_adapters.offline import OfflineConfig, _modules, history_beliefs, make_algorithm, tie_encoders
 
-    layout, data = _window_dataset()
+    layout, data = window_dataset()
     batches = [data.sample_transition_batch(64) for _ in range(4)]  # CQL, BCQ: 640 repeated rows
     counts = {}
     for shared in (False, True):
@@ -576,7 +561,7 @@ def test_a_shared_belief_cache_gives_the_gradient_of_separate_passes():
 
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
 
-    layout, data = _window_dataset()
+    layout, data = window_dataset()
     batch = data.sample_transition_batch(32)
     weights = []
     for cache in (True, False):
@@ -766,7 +751,8 @@ def test_offline_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_on
     assert [v["step"] for v in state["validation"]] == [3, 6]
     # another configuration is refused, not mixed into the unfinished run
     with pytest.raises(ArtifactExistsError, match="another configuration"):
-        train_offline("td3bc", export_file, tiny_gems, out, dataclasses.replace(cfg, steps=20), progress=False, device="cpu")
+        train_offline("td3bc", export_file, tiny_gems, out, dataclasses.replace(cfg, steps=20), progress=False,
+                      device="cpu")
     resumed = train_offline("td3bc", export_file, tiny_gems, out, cfg, progress=False, device="cpu")
     assert resumed["resumed"] and not whole["resumed"]
     assert [v["step"] for v in resumed["validation"]] == [3, 6, 9, 12]

@@ -179,16 +179,10 @@ def test_offline_learners_with_a_shared_belief_train_on_each_device(algo):
     so only that the weights moved and stay finite is compared)."""
     import d3rlpy
 
+    from conftest import window_dataset
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
-    from d3rlpy_adapters.window import WindowLayout, episode_windows
 
-    layout = WindowLayout(4, 3, 40)
-    rng = np.random.default_rng(0)
-    obs = episode_windows(rng.integers(0, 40, (8, 11, 3)), rng.integers(0, 2, (8, 11, 3)), 4, 40).reshape(80, -1)
-    terminals = np.zeros(80)
-    terminals[9::10] = 1
-    data = d3rlpy.dataset.MDPDataset(obs.astype(np.float32), rng.standard_normal((80, 3)).astype(np.float32),
-                                     rng.random((80, 1)).astype(np.float32), terminals)
+    layout, data = window_dataset(episodes=8, action_size=3)
     batch = data.sample_transition_batch(64)
     for device in ("cpu", "cuda") if CUDA else ("cpu",):
         if device == "cuda":
