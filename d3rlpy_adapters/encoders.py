@@ -20,12 +20,14 @@ Register once (importing this module does it) and pass
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from d3rlpy.models.encoders import EncoderFactory, register_encoder_factory
 from d3rlpy.models.torch import Encoder, EncoderWithAction
 from torch import nn
+
+from sb3_slate.agents.gru_sequence import slate_gru
 
 from .window import WindowLayout
 
@@ -61,13 +63,12 @@ class _Belief(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The belief of each window of ``x`` (B, hidden)."""
-        beliefs, inverse = self.distinct(x)
-        return beliefs if inverse is None else beliefs[inverse]
+        return _spread(*self.distinct(x))
 
-    def distinct(self, x: torch.Tensor) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
-        """``(beliefs, inverse)``: the beliefs of the distinct windows of ``x`` and each row's
-        index among them (None when the rows were encoded as they are). CQL and BCQ repeat
-        each observation for many sampled actions; the GRU runs once per distinct window.
+    def distinct(self, x: torch.Tensor) -> "tuple[torch.Tensor, Rows]":
+        """``(beliefs, inverse)``: the beliefs of the distinct windows of ``x`` and which rows of
+        ``x`` they are (:data:`Rows`). CQL and BCQ repeat each observation for many sampled
+        actions; the GRU runs once per distinct window.
 
         With the cache on, a request without gradient also takes the result the critics computed
         with gradient for the same batch before their optimiser step (the actor's, or IQL's
@@ -95,6 +96,17 @@ class _Belief(nn.Module):
         for seen, seen_version, seen_weights, _, (beliefs, inverse) in reversed(self._cache):
             if seen is x and (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
                 return out, inverse
+        n = _repeat_count(x) if x.shape[0] > 512 else None
+        if n is not None:
+            firsts = x[::n]
+            for seen, seen_version, seen_weights, seen_rows, (beliefs, _) in reversed(self._cache):
+                if seen_rows.shape == firsts.shape and torch.equal(seen_rows, firsts):
+                    if (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
+                        return out, n
+            encoded = firsts.contiguous()
+            result = (self._belief(encoded), n)
+            self._cache = [*self._cache[-(self._cache_size - 1):], (x, x._version, weights, encoded, result)]
+            return result
         found = _distinct_rows(x) if x.shape[0] > 512 else None
         if found is None:
             encoded, result = x, (self._belief(x), None)
@@ -110,8 +122,11 @@ class _Belief(nn.Module):
         self._cache = [*self._cache[-(self._cache_size - 1):], (x, x._version, weights, encoded, result)]
         return result
 
-    def _distinct_beliefs(self, x: torch.Tensor) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
+    def _distinct_beliefs(self, x: torch.Tensor) -> "tuple[torch.Tensor, Rows]":
         if x.shape[0] > 512:
+            n = _repeat_count(x)
+            if n is not None:
+                return self._belief(x[::n].contiguous()), n
             found = _distinct_rows(x)
             if found is not None:
                 unique, inverse = found
@@ -129,10 +144,13 @@ class _Belief(nn.Module):
         ids = rows[..., :k].round().long().clamp_(0, L.num_items - 1)
         clicks = rows[..., k : 2 * k]
         mask = rows[..., 2 * k]
-        inputs = torch.cat([_Lookup.apply(self.items.weight, ids).flatten(2), clicks], dim=-1)  # (W, B, k*(d+1))
-        # Windows are left-aligned (real turns, then padding): one fused GRU pass, then
+        # Windows are left-aligned (real turns, then padding): one GRU pass over all rows, then
         # the output at the last real turn; padding after it cannot influence it.
-        outputs, _ = self.gru(inputs)  # (W, B, hidden)
+        if x.device.type == "cpu":
+            outputs = slate_gru(self.items.weight, self.gru, ids, clicks)  # (W, B, hidden)
+        else:  # cuDNN's fused GRU
+            inputs = torch.cat([_Lookup.apply(self.items.weight, ids).flatten(2), clicks], dim=-1)  # (W, B, k*(d+1))
+            outputs, _ = self.gru(inputs)
         last = (mask.round().sum(0).long() - 1).clamp_(0, L.window - 1)
         return outputs[last, torch.arange(x.shape[0], device=x.device)]
 
@@ -154,6 +172,34 @@ class _Lookup(torch.autograd.Function):
         (ids,) = ctx.saved_tensors
         table_grad = grad.new_zeros(ctx.table_shape)
         return table_grad.index_add_(0, ids.reshape(-1), grad.reshape(-1, ctx.table_shape[1])), None
+
+
+#: which rows of a batch a set of beliefs covers: None (one belief per row), an int ``n`` (each
+#: belief is ``n`` consecutive rows, as d3rlpy's CQL and BCQ repeat observations), or each row's
+#: index among the beliefs
+Rows = Union[None, int, torch.Tensor]
+
+
+def _spread(values: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """One row of ``values`` per row of the batch ``rows`` describes."""
+    if rows is None:
+        return values
+    if isinstance(rows, int):
+        return values.repeat_interleave(rows, dim=0)
+    return values[rows]
+
+
+def _repeat_count(x: torch.Tensor) -> Optional[int]:
+    """``n`` when ``x`` is a batch whose rows each appear ``n > 1`` times in a row (d3rlpy repeats
+    observations so for sampled actions), else None; exact, at the cost of one pass over ``x``."""
+    rows = x.shape[0]
+    same = (x[: min(rows, 1025)] == x[0]).all(dim=1)
+    n = int(same.cumprod(0).sum())
+    if n < 2 or rows % n:
+        return None
+    flat = x.reshape(rows // n, n * x.shape[1])  # each row: one window's n copies side by side
+    width = x.shape[1]
+    return n if torch.equal(flat[:, width:], flat[:, :-width]) else None
 
 
 def _key_weights(n: int, device: torch.device) -> torch.Tensor:
@@ -212,7 +258,7 @@ class _BeliefReader:
             self.__dict__["_shared_belief"] = belief
         self.reader = reader
 
-    def encode(self, x: torch.Tensor, reader: bool = False) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
+    def encode(self, x: torch.Tensor, reader: bool = False) -> "tuple[torch.Tensor, Rows]":
         """``(beliefs, inverse)`` of :meth:`_Belief.distinct`, without gradient for a reader."""
         if self.reader or reader:
             with torch.no_grad():
@@ -227,9 +273,8 @@ class SlateHistoryEncoder(_BeliefReader, Encoder):
         self.fc = nn.Linear(hidden, feature_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beliefs, inverse = self.encode(x)
-        out = torch.relu(self.fc(beliefs))
-        return out if inverse is None else out[inverse]
+        beliefs, rows = self.encode(x)
+        return _spread(torch.relu(self.fc(beliefs)), rows)
 
 
 class SlateHistoryEncoderWithAction(_BeliefReader, EncoderWithAction):
@@ -252,15 +297,19 @@ class SlateHistoryEncoderWithAction(_BeliefReader, EncoderWithAction):
         # per actor update).
         return self.head(*self.encode(x, reader=not self.training), action)
 
-    def head(self, beliefs: torch.Tensor, inverse: Optional[torch.Tensor], action: torch.Tensor) -> torch.Tensor:
-        """The hidden layer on ``(beliefs, inverse)`` of :meth:`_Belief.distinct` and the actions."""
-        if inverse is None:
+    def head(self, beliefs: torch.Tensor, rows: Rows, action: torch.Tensor) -> torch.Tensor:
+        """The hidden layer on ``(beliefs, rows)`` of :meth:`_Belief.distinct` and the actions."""
+        if rows is None:
             return torch.relu(self.fc(torch.cat([beliefs, action], dim=1)))
         # repeated observations: the belief's share of the layer once per distinct window
         w = self.fc.weight
         hidden = beliefs.shape[1]
-        h = nn.functional.linear(beliefs, w[:, :hidden])[inverse]
-        return torch.relu(h + nn.functional.linear(action, w[:, hidden:], self.fc.bias))
+        h = nn.functional.linear(beliefs, w[:, :hidden])
+        out = nn.functional.linear(action, w[:, hidden:], self.fc.bias)
+        if isinstance(rows, int):  # added by broadcasting, no gathered copy (nor scatter back)
+            return torch.relu(out.view(h.shape[0], rows, -1) + h.unsqueeze(1)).view(out.shape)
+        # (out of place: autograd's bookkeeping of in-place operations on views costs more)
+        return torch.relu(out + h[rows])
 
 
 #: d3rlpy's networks whose losses train the shared belief (the first one found owns it)

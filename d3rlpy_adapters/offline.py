@@ -52,6 +52,7 @@ from sb3_slate.settings import BOOL, DISCOUNT, NON_NEGATIVE, OPEN_UNIT, OPTIONAL
 
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
+from gym_slaterec.core.allocator import keep_freed_memory
 from gym_slaterec.progress import progress as progress_bar
 from gym_slaterec.run_dirs import write_run_summary
 
@@ -387,6 +388,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     val_seed, test_seed = _user_seeds()
 
     torch.set_num_threads(1)
+    keep_freed_memory()  # CQL's and BCQ's steps reallocate MB-sized tensors (gym_slaterec.core.allocator)
     d3rlpy.seed(config.seed)
     torch.manual_seed(config.seed)
     learner = make_algorithm(config, layout, device)

@@ -56,6 +56,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
+    from gym_slaterec.core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as train-offline
 
     layout, data = synthetic_dataset()
     if args.device != "cpu":

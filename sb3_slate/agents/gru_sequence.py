@@ -1,4 +1,5 @@
-"""A GRU unrolled over whole sequences with a hand-written backward pass.
+"""A GRU unrolled over whole sequences with a hand-written backward pass, and the belief GRU
+over turns of ``(slate, clicks)`` built on it.
 
 ``gru_sequence`` computes exactly what ``torch.nn.GRU`` (one layer, batch first)
 computes, with the same parameters::
@@ -15,6 +16,13 @@ matrix product, each turn of the forward pass is six kernels, and the backward
 pass is a recurrence over the belief gradient alone (four kernels per turn): the
 per-turn factors of the gate derivatives are computed for all turns at once, and
 the weight gradients are one matrix product each after the loop.
+
+``slate_gru`` is the GRU whose input per turn is ``concat(E[slate] flattened, clicks)`` (the
+history belief): its input projection ``W_ih x + b_ih`` is a sum over the ``k`` slots of
+``W_slot E[item]``, so it is computed from one table of every item's projection per slot
+(``N x k`` rows, one matrix product with ``N`` rows instead of one with ``L x B`` rows) summed
+per turn by ``embedding_bag``, without building the turns' inputs; its backward pass adds the
+gradients per slot and item the same way (BENCHMARKS.md "Offline gradient steps").
 """
 
 from __future__ import annotations
@@ -24,18 +32,17 @@ from typing import Any, Optional
 import torch
 
 
-class _GRUSequence(torch.autograd.Function):
+class _GRURecurrence(torch.autograd.Function):
+    """The recurrence alone, from the input projections ``gi`` (L, B, 3H), time-major."""
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
+    def forward(ctx: Any, gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        length, batch, _ = gi.shape
         hidden = w_hh.shape[1]
-        xt = x.transpose(0, 1).contiguous()  # time-major: one turn is a contiguous block
-        gi = torch.addmm(b_ih, xt.view(length * batch, -1), w_ih.t()).view(length, batch, 3 * hidden)
-        out = x.new_empty(length, batch, hidden)
-        rz = x.new_empty(length, batch, 2 * hidden)
-        n = x.new_empty(length, batch, hidden)
-        ghn = x.new_empty(length, batch, hidden)
+        out = gi.new_empty(length, batch, hidden)
+        rz = gi.new_empty(length, batch, 2 * hidden)
+        n = gi.new_empty(length, batch, hidden)
+        ghn = gi.new_empty(length, batch, hidden)
         w_hh_t = w_hh.t()
         h = h0
         for t in range(length):
@@ -45,14 +52,14 @@ class _GRUSequence(torch.autograd.Function):
             torch.addcmul(gi[t, :, 2 * hidden:], rz[t, :, :hidden], ghn[t], out=n[t]).tanh_()
             torch.lerp(n[t], h, rz[t, :, hidden:], out=out[t])
             h = out[t]
-        ctx.save_for_backward(xt, h0, w_ih, w_hh, out, rz, n, ghn)
-        return out.transpose(0, 1)
+        ctx.save_for_backward(h0, w_hh, out, rz, n, ghn)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        xt, h0, w_ih, w_hh, out, rz, n, ghn = ctx.saved_tensors
+        h0, w_hh, out, rz, n, ghn = ctx.saved_tensors
         length, batch, hidden = out.shape
-        g = grad_out.transpose(0, 1).contiguous()
+        g = grad_out.contiguous()
         r, z = rz[..., :hidden], rz[..., hidden:]
         h_prev = torch.cat([h0[None], out[:-1]])
         # d/dh_t of each gate pre-activation's hidden part, per turn, (L, B, 3, H)
@@ -66,22 +73,18 @@ class _GRUSequence(torch.autograd.Function):
             torch.mul(coef[t], dh[:, None, :], out=dgh[t])
             carry = torch.addmm(dh * z[t], dgh[t].view(batch, 3 * hidden), w_hh)
         dgh = dgh.view(length * batch, 3 * hidden)
-        dgi = torch.cat([dgh[:, :2 * hidden], (dh_all * a_n).view(length * batch, hidden)], dim=1)
         need = ctx.needs_input_grad
-        dx = dh0 = dw_ih = dw_hh = db_ih = db_hh = None
+        dgi = dh0 = dw_hh = db_hh = None
         if need[0]:
-            dx = (dgi @ w_ih).view(length, batch, -1).transpose(0, 1)
+            dgi = torch.cat([dgh[:, :2 * hidden], (dh_all * a_n).view(length * batch, hidden)], dim=1)
+            dgi = dgi.view(length, batch, 3 * hidden)
         if need[1]:
             dh0 = carry
         if need[2]:
-            dw_ih = dgi.t() @ xt.view(length * batch, -1)
-        if need[3]:
             dw_hh = dgh.t() @ h_prev.view(length * batch, hidden)
-        if need[4]:
-            db_ih = dgi.sum(0)
-        if need[5]:
+        if need[3]:
             db_hh = dgh.sum(0)
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+        return dgi, dh0, dw_hh, db_hh
 
 
 def gru_sequence(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor,
@@ -99,7 +102,10 @@ def gru_sequence(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: 
                          f"{x.shape[2]} inputs and {hidden} hidden units")
     if h0 is None:
         h0 = x.new_zeros(x.shape[0], hidden)
-    return _GRUSequence.apply(x, h0, w_ih, w_hh, b_ih, b_hh)
+    batch, length, _ = x.shape
+    xt = x.transpose(0, 1).reshape(length * batch, -1)  # time-major: one turn is a contiguous block
+    gi = torch.addmm(b_ih, xt, w_ih.t()).view(length, batch, 3 * hidden)  # all turns' input projections at once
+    return _GRURecurrence.apply(gi, h0, w_hh, b_hh).transpose(0, 1)
 
 
 def torch_gru_sequence(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
@@ -115,3 +121,71 @@ def unroll_gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: to
     """The faster of the two on ``x``'s device: :func:`gru_sequence` on CPU, ``torch.nn.GRU`` elsewhere."""
     fn = gru_sequence if x.device.type == "cpu" else torch_gru_sequence
     return fn(x, w_ih, w_hh, b_ih, b_hh, h0=h0)
+
+
+class _SlotProjection(torch.autograd.Function):
+    """``W_ih concat(items[ids] flattened, clicks) + b_ih`` for turns of ``k`` ids and ``k`` clicks."""
+
+    @staticmethod
+    def forward(ctx: Any, items: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor, ids: torch.Tensor,
+                clicks: torch.Tensor) -> torch.Tensor:
+        rows, k = ids.shape
+        n_items, d = items.shape
+        g3 = w_ih.shape[0]
+        w_table = w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)  # block s: slot s's W^T
+        table = (items @ w_table).view(n_items * k, g3)  # row i * k + s: slot s's projection of item i
+        slot_ids = ids * k + torch.arange(k, device=ids.device)
+        gi = torch.nn.functional.embedding_bag(slot_ids, table, mode="sum")
+        ctx.save_for_backward(items, w_ih, ids, clicks)
+        return torch.addmm(gi.add_(b_ih), clicks, w_ih[:, k * d:].t())
+
+    @staticmethod
+    def backward(ctx: Any, dgi: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        items, w_ih, ids, clicks = ctx.saved_tensors
+        rows, k = ids.shape
+        n_items, d = items.shape
+        g3 = w_ih.shape[0]
+        need = ctx.needs_input_grad
+        d_items = d_w_ih = d_b_ih = None
+        if need[2]:
+            d_b_ih = dgi.sum(0)
+        if need[0] or need[1]:
+            # the table's gradient, (N, k x 3H) as the table: each turn's gradient added at its
+            # item of each slot, one slot at a time (no copy of the turns' gradients per slot)
+            d_table = dgi.new_zeros(n_items * k, g3)
+            slot_ids = (ids * k + torch.arange(k, device=ids.device)).t().contiguous()
+            for s in range(k):
+                d_table.index_add_(0, slot_ids[s], dgi)
+            d_table = d_table.view(n_items, k * g3)
+            if need[0]:
+                w_table = w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)
+                d_items = (w_table @ d_table.t()).t()
+            if need[1]:
+                d_w_table = items.t() @ d_table  # (d, k x 3H)
+                d_w_ih = torch.cat([d_w_table.view(d, k, g3).permute(2, 1, 0).reshape(g3, k * d),
+                                    (clicks.t() @ dgi).t()], dim=1)
+        return d_items, d_w_ih, d_b_ih, None, None
+
+
+def slate_gru(items: torch.Tensor, gru: torch.nn.GRU, ids: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+    """Outputs ``(L, B, H)`` of the one-layer, time-major ``gru`` from a zero state over turns
+    whose input is ``concat(items[ids[t, b]] flattened, clicks[t, b])``: ``nn.GRU``'s function
+    and gradients (item table included), computed for a CPU.
+
+    Args:
+        items: item table ``(N, d)``.
+        gru: ``nn.GRU(k * (d + 1), H)``: one layer, unidirectional, time-major, with biases.
+        ids: ``(L, B, k)`` item ids (integers).
+        clicks: ``(L, B, k)`` clicks.
+    """
+    if gru.num_layers != 1 or gru.bidirectional or gru.batch_first or not gru.bias:
+        raise ValueError("slate_gru computes a one-layer, unidirectional, time-major GRU with biases")
+    length, batch, k = ids.shape
+    d = items.shape[1]
+    if gru.input_size != k * (d + 1):
+        raise ValueError(f"the GRU reads {gru.input_size} inputs per turn; {k} items of {d} values "
+                         f"and {k} clicks make {k * (d + 1)}")
+    gi = _SlotProjection.apply(items, gru.weight_ih_l0, gru.bias_ih_l0, ids.reshape(length * batch, k).long(),
+                               clicks.reshape(length * batch, k).to(items.dtype))
+    h0 = gi.new_zeros(batch, gru.hidden_size)
+    return _GRURecurrence.apply(gi.view(length, batch, -1), h0, gru.weight_hh_l0, gru.bias_hh_l0)
