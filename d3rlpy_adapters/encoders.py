@@ -2,10 +2,12 @@
 
 Same belief as the online agents (docs/method.md section 7): each turn's input is
 ``concat(item embeddings of the slate, clicks)`` (``k * (d + 1)`` values), a GRU
-runs over the window's real turns (padding rows, mask 0, are ignored), and one hidden layer of ``feature_size`` units with ReLU follows. The
-state-action variant concatenates the action to the belief before that layer.
-Windows are left-aligned (:mod:`.window`), so one fused ``nn.GRU`` pass followed
-by the output at the last real turn is exact.
+runs over the window's real turns (padding rows, mask 0, are ignored), and one hidden layer
+of ``feature_size`` units with ReLU follows. The state-action variant concatenates the action
+to the belief before that layer. Windows are left-aligned (:mod:`.window`), so one GRU pass
+over all rows followed by the output at the last real turn is exact: on a CPU
+:func:`sb3_slate.agents.gru_sequence.slate_gru` (the same function, computed for a CPU), on
+CUDA ``nn.GRU`` (cuDNN).
 Each d3rlpy network (actor, every critic, value function, imitator) gets its own
 encoder and item table, as the paper separates actor and critic encoders, unless
 :func:`share_beliefs` ties them after the learner is built (``shared_encoder``): one belief
@@ -190,8 +192,9 @@ def _spread(values: torch.Tensor, rows: Rows) -> torch.Tensor:
 
 
 def _repeat_count(x: torch.Tensor) -> Optional[int]:
-    """``n`` when ``x`` is a batch whose rows each appear ``n > 1`` times in a row (d3rlpy repeats
-    observations so for sampled actions), else None; exact, at the cost of one pass over ``x``."""
+    """``n`` when each row of the batch ``x`` appears ``n > 1`` times in a row (d3rlpy's CQL and
+    BCQ repeat an observation once per sampled action), else None; exact, at the cost of one
+    comparison pass over ``x``."""
     rows = x.shape[0]
     same = (x[: min(rows, 1025)] == x[0]).all(dim=1)
     n = int(same.cumprod(0).sum())

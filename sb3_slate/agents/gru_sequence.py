@@ -123,6 +123,12 @@ def unroll_gru(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: to
     return fn(x, w_ih, w_hh, b_ih, b_hh, h0=h0)
 
 
+def _slot_weights(w_ih: torch.Tensor, k: int, d: int) -> torch.Tensor:
+    """``(d, k x 3H)``: column block ``s`` is ``W_slot^T`` of slot ``s`` (``W_ih``'s item columns)."""
+    g3 = w_ih.shape[0]
+    return w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)
+
+
 class _SlotProjection(torch.autograd.Function):
     """``W_ih concat(items[ids] flattened, clicks) + b_ih`` for turns of ``k`` ids and ``k`` clicks."""
 
@@ -132,8 +138,7 @@ class _SlotProjection(torch.autograd.Function):
         rows, k = ids.shape
         n_items, d = items.shape
         g3 = w_ih.shape[0]
-        w_table = w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)  # block s: slot s's W^T
-        table = (items @ w_table).view(n_items * k, g3)  # row i * k + s: slot s's projection of item i
+        table = (items @ _slot_weights(w_ih, k, d)).view(n_items * k, g3)  # row i * k + s: slot s's projection of item i
         slot_ids = ids * k + torch.arange(k, device=ids.device)
         gi = torch.nn.functional.embedding_bag(slot_ids, table, mode="sum")
         ctx.save_for_backward(items, w_ih, ids, clicks)
@@ -158,8 +163,7 @@ class _SlotProjection(torch.autograd.Function):
                 d_table.index_add_(0, slot_ids[s], dgi)
             d_table = d_table.view(n_items, k * g3)
             if need[0]:
-                w_table = w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)
-                d_items = (w_table @ d_table.t()).t()
+                d_items = (_slot_weights(w_ih, k, d) @ d_table.t()).t()
             if need[1]:
                 d_w_table = items.t() @ d_table  # (d, k x 3H)
                 d_w_ih = torch.cat([d_w_table.view(d, k, g3).permute(2, 1, 0).reshape(g3, k * d),
