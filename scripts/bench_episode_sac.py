@@ -39,7 +39,8 @@ def gradient_steps_per_s(threads: int, steps: int, latent: int) -> float:
 
 
 def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
-    """Gradient steps with the hand-written GRU unroll against torch.nn.GRU, alternating in one process."""
+    """Gradient steps with the default unroll (per-slot input projections, hand-written recurrence),
+    the hand-written GRU on the concatenated inputs, and torch.nn.GRU, alternating in one process."""
     import sb3_slate.agents.episode_sac as module
 
     torch.set_num_threads(1)
@@ -49,10 +50,10 @@ def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
                         rng.uniform(-1, 1, (200, 100, latent)).astype(np.float32),
                         rng.integers(0, 4, (200, 100)).astype(np.float32))
     original = module.unroll_pair.__defaults__
-    rates: dict[str, list[float]] = {"hand-written": [], "nn.GRU": []}
+    rates: dict[str, list[float]] = {"slot projection": [], "hand-written": [], "nn.GRU": []}
     try:
         for r in range(rounds):
-            for name, fn in (("hand-written", gru_sequence), ("nn.GRU", torch_gru_sequence)):
+            for name, fn in (("slot projection", None), ("hand-written", gru_sequence), ("nn.GRU", torch_gru_sequence)):
                 module.unroll_pair.__defaults__ = (fn,)
                 t0 = time.perf_counter()
                 for _ in range(steps):
@@ -62,7 +63,7 @@ def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
     finally:
         module.unroll_pair.__defaults__ = original
     for name, v in rates.items():
-        print(f"{name:12s} median {sorted(v)[len(v) // 2]:.1f} steps/s  ({', '.join(f'{x:.1f}' for x in v)})")
+        print(f"{name:15s} median {sorted(v)[len(v) // 2]:.1f} steps/s  ({', '.join(f'{x:.1f}' for x in v)})")
 
 
 def collection_turns_per_s(gems: str, users: int, episodes: int) -> float:
@@ -88,7 +89,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--batches", type=int, default=5, help="batches of --users episodes collected")
-    ap.add_argument("--ab-unroll", action="store_true", help="only the A/B of the GRU unroll (hand-written backward vs torch.nn.GRU)")
+    ap.add_argument("--ab-unroll", action="store_true", help="only the A/B/C of the GRU unroll (slot projections, hand-written on the inputs, torch.nn.GRU)")
     args = ap.parse_args()
     latent = GeMSCheckpoint.load(args.gems, allow_env_mismatch=True).latent_dim
     if args.ab_unroll:

@@ -83,14 +83,17 @@ def test_unrolled_belief_at_turn_t_equals_the_belief_of_the_first_t_turns():
             torch.testing.assert_close(whole[:, t], h, rtol=1e-5, atol=1e-6)
 
 
-def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients():
+@pytest.mark.parametrize("unroll", [None, gru_sequence], ids=["slot projections", "concatenated inputs"])
+def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients(unroll):
+    """The pair's one unroll (on a CPU by default from each belief's per-slot projection table;
+    or a GRU over both beliefs' concatenated inputs) is the two beliefs' own ``nn.GRU``s."""
     torch.manual_seed(0)
     a, c = SlateBelief(50, 3, hidden_size=4), SlateBelief(50, 3, hidden_size=6, embedding_dim=7)
     rng = np.random.default_rng(3)
     S = torch.from_numpy(rng.integers(0, 50, (5, 8, 3)))
     C = torch.from_numpy(rng.integers(0, 2, (5, 8, 3)).astype(np.float32))
     wa, wc = torch.randn(5, 8, 4), torch.randn(5, 8, 6)
-    fa, fc = unroll_pair(a, c, S, C)
+    fa, fc = unroll_pair(a, c, S, C, unroll)
     ((fa * wa).sum() + (fc * wc).sum()).backward()
     fused_grads = {name: p.grad.clone() for m in (a, c) for name, p in m.named_parameters(prefix=str(id(m)))}
     for m in (a, c):
@@ -102,6 +105,22 @@ def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients():
     for m in (a, c):
         for name, p in m.named_parameters(prefix=str(id(m))):
             torch.testing.assert_close(fused_grads[name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_belief_unroll_from_slot_projections_equals_its_gru():
+    """REINFORCE's and SlateQ's unroll: the belief's ``nn.GRU`` in values and gradients."""
+    torch.manual_seed(1)
+    belief = SlateBelief(40, 4, hidden_size=5, embedding_dim=6)
+    S, C = torch.randint(0, 40, (3, 9, 4)), torch.randint(0, 2, (3, 9, 4)).float()
+    w = torch.randn(3, 9, 5)
+    grads = []
+    for compute in (belief.unroll, belief.forward):
+        belief.zero_grad()
+        out = compute(S, C)
+        (out * w).sum().backward()
+        grads.append([out.detach()] + [p.grad.clone() for p in belief.parameters()])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("with_h0", [False, True])

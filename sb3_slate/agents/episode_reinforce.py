@@ -37,7 +37,6 @@ from .episode_loop import (
     write_zip_checkpoint,
 )
 from .episode_sac.policies import MLP, SlateBelief
-from .gru_sequence import unroll_gru
 
 FORMAT = "slaterec.episode_reinforce/1"
 LOSSES = ("sampled_slate", "first_click")
@@ -108,9 +107,7 @@ class EpisodeREINFORCE(OwnLoopPlumbing):
         C = torch.as_tensor(clicks, dtype=torch.float32, device=self.device)
         A = torch.as_tensor(actions, dtype=torch.long, device=self.device)
         G = self.returns_to_go(torch.as_tensor(rewards, dtype=torch.float32, device=self.device))
-        g = self.belief.gru
-        b = unroll_gru(self.belief.inputs(S[:, :-1], C[:, :-1]), g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
-                       g.bias_hh_l0)  # (B, T, H): b_t has seen observations 0..t
+        b = self.belief.unroll(S[:, :-1], C[:, :-1])  # (B, T, H): b_t has seen observations 0..t
         logp_items = torch.log_softmax(self.head(b), dim=-1)  # (B, T, N)
         if self.loss == "sampled_slate":
             logp = logp_items.gather(2, A).sum(dim=2)  # (B, T)

@@ -58,7 +58,6 @@ from .episode_loop import (
 )
 from .episode_sac.buffer import EpisodeReplayBuffer
 from .episode_sac.policies import MLP, SlateBelief
-from .gru_sequence import unroll_gru
 from .slateq import ObservationAdder
 
 FORMAT = "slaterec.episode_slateq/1"
@@ -259,8 +258,7 @@ class EpisodeSlateQ(OwnLoopPlumbing):
     def loss(self, S: torch.Tensor, C: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
         """The mean squared error of the regressed item values on whole episodes: slates and
         clicks (B, T+1, k) observations, U (B, T, d) the user vector after each turn's step."""
-        g = self.belief.gru
-        b = unroll_gru(self.belief.inputs(S, C), g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+        b = self.belief.unroll(S, C)
         # the head's last hidden layer once over b_0..b_T; the item values of the loss are only
         # the regressed items' (a backward through all N outputs would cost most of the step)
         hidden = head_hidden(self.q_head, b)

@@ -171,6 +171,26 @@ class _SlotProjection(torch.autograd.Function):
         return d_items, d_w_ih, d_b_ih, None, None
 
 
+def slot_projection(items: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor, ids: torch.Tensor,
+                    clicks: torch.Tensor) -> torch.Tensor:
+    """``W_ih concat(items[ids] flattened, clicks) + b_ih`` for turns ``(..., k)`` of ids and clicks
+    -> ``(..., 3H)``, without building the turns' inputs (the module docstring); gradients for
+    ``items``, ``w_ih`` and ``b_ih``."""
+    k, d = ids.shape[-1], items.shape[1]
+    if w_ih.shape[1] != k * (d + 1):
+        raise ValueError(f"the GRU reads {w_ih.shape[1]} inputs per turn; {k} items of {d} values "
+                         f"and {k} clicks make {k * (d + 1)}")
+    lead = ids.shape[:-1]
+    gi = _SlotProjection.apply(items, w_ih, b_ih, ids.reshape(-1, k).long(), clicks.reshape(-1, k).to(items.dtype))
+    return gi.view(*lead, w_ih.shape[0])
+
+
+def gru_recurrence(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """Hidden states ``(L, B, H)`` of a one-layer GRU from its input projections ``gi``
+    ``(L, B, 3H)`` (time-major, gates r, z, n) and the state ``h0`` ``(B, H)``."""
+    return _GRURecurrence.apply(gi, h0, w_hh, b_hh)
+
+
 def slate_gru(items: torch.Tensor, gru: torch.nn.GRU, ids: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
     """Outputs ``(L, B, H)`` of the one-layer, time-major ``gru`` from a zero state over turns
     whose input is ``concat(items[ids[t, b]] flattened, clicks[t, b])``: ``nn.GRU``'s function
@@ -184,12 +204,5 @@ def slate_gru(items: torch.Tensor, gru: torch.nn.GRU, ids: torch.Tensor, clicks:
     """
     if gru.num_layers != 1 or gru.bidirectional or gru.batch_first or not gru.bias:
         raise ValueError("slate_gru computes a one-layer, unidirectional, time-major GRU with biases")
-    length, batch, k = ids.shape
-    d = items.shape[1]
-    if gru.input_size != k * (d + 1):
-        raise ValueError(f"the GRU reads {gru.input_size} inputs per turn; {k} items of {d} values "
-                         f"and {k} clicks make {k * (d + 1)}")
-    gi = _SlotProjection.apply(items, gru.weight_ih_l0, gru.bias_ih_l0, ids.reshape(length * batch, k).long(),
-                               clicks.reshape(length * batch, k).to(items.dtype))
-    h0 = gi.new_zeros(batch, gru.hidden_size)
-    return _GRURecurrence.apply(gi.view(length, batch, -1), h0, gru.weight_hh_l0, gru.bias_hh_l0)
+    gi = slot_projection(items, gru.weight_ih_l0, gru.bias_ih_l0, ids, clicks)
+    return gru_recurrence(gi, gi.new_zeros(ids.shape[1], gru.hidden_size), gru.weight_hh_l0, gru.bias_hh_l0)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...belief import item_table as make_item_table
-from ..gru_sequence import unroll_gru
+from ..gru_sequence import gru_recurrence, slot_projection, unroll_gru
 from ..wolpertinger import embedding_box, greedy_item_choice
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -42,6 +42,20 @@ class SlateBelief(nn.Module):
         out, _ = self.gru(self.inputs(slates, clicks), None if h0 is None else h0[None].contiguous())
         return out
 
+    def projection(self, slates: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+        """The GRU's input projections ``W_ih x_t + b_ih`` of each turn, (B, L, 3H), computed from
+        a per-slot table of the items' projections (:func:`~sb3_slate.agents.gru_sequence.slot_projection`)."""
+        return slot_projection(self.items.weight, self.gru.weight_ih_l0, self.gru.bias_ih_l0, slates, clicks)
+
+    def unroll(self, slates: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+        """Beliefs after each turn from the start, (B, L, H), as :meth:`forward`: on a CPU from
+        :meth:`projection` and the hand-written recurrence, elsewhere through ``nn.GRU`` (cuDNN)."""
+        if slates.device.type != "cpu":
+            return self.forward(slates, clicks)
+        gi = self.projection(slates, clicks).transpose(0, 1).contiguous()  # time-major
+        h0 = gi.new_zeros(slates.shape[0], self.gru.hidden_size)
+        return gru_recurrence(gi, h0, self.gru.weight_hh_l0, self.gru.bias_hh_l0).transpose(0, 1)
+
     def step(self, slates: torch.Tensor, clicks: torch.Tensor, h: Optional[torch.Tensor]) -> torch.Tensor:
         """One turn for a batch of users: (B, k), (B, k), belief (B, H) or None -> (B, H)."""
         return self.forward(slates[:, None], clicks[:, None], h)[:, 0]
@@ -57,23 +71,34 @@ def _stack_gates(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def unroll_pair(first: SlateBelief, second: SlateBelief, slates: torch.Tensor, clicks: torch.Tensor,
-                unroll: Callable[..., torch.Tensor] = unroll_gru) -> tuple[torch.Tensor, torch.Tensor]:
+                unroll: Optional[Callable[..., torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Both beliefs over the same episodes in one GRU unroll, (B, L, H1) and (B, L, H2).
 
     A GRU's gates act unit by unit, so two GRUs are exactly one GRU whose hidden
     state is the concatenation of theirs and whose weights are block-diagonal per
     gate. One unroll of ``H1 + H2`` units costs about half of two unrolls (the time
     goes into the per-turn steps, not the arithmetic); gradients reach each belief's
-    own parameters only (the off-diagonal blocks are constant zeros). ``unroll``
-    computes the GRU from its inputs and weights (on CPU :func:`gru_sequence`, whose
-    backward pass is written by hand; cuDNN's GRU on CUDA).
+    own parameters only (the off-diagonal blocks are constant zeros). On a CPU each
+    belief's input projections come from its per-slot table (:meth:`SlateBelief.projection`,
+    no block-diagonal input product, half of whose entries are zeros) and the recurrence is
+    written by hand; elsewhere, or with ``unroll`` (a function of the inputs and weights, e.g.
+    :func:`~sb3_slate.agents.gru_sequence.gru_sequence`), the GRU runs on the concatenated inputs
+    (cuDNN's GRU on CUDA).
     """
-    x = torch.cat([first.inputs(slates, clicks), second.inputs(slates, clicks)], dim=2)
     g1, g2 = first.gru, second.gru
-    out = unroll(x, _block_diagonal_gates(g1.weight_ih_l0, g2.weight_ih_l0),
-                 _block_diagonal_gates(g1.weight_hh_l0, g2.weight_hh_l0),
-                 _stack_gates(g1.bias_ih_l0, g2.bias_ih_l0), _stack_gates(g1.bias_hh_l0, g2.bias_hh_l0))
     h1 = g1.hidden_size
+    w_hh = _block_diagonal_gates(g1.weight_hh_l0, g2.weight_hh_l0)
+    b_hh = _stack_gates(g1.bias_hh_l0, g2.bias_hh_l0)
+    if unroll is None and slates.device.type == "cpu":
+        p1, p2 = first.projection(slates, clicks), second.projection(slates, clicks)
+        # the pair's gates in _stack_gates' order: r1 r2 z1 z2 n1 n2
+        gi = torch.cat([p1.unflatten(-1, (3, -1)), p2.unflatten(-1, (3, -1))], dim=-1).flatten(-2)
+        gi = gi.transpose(0, 1).contiguous()  # time-major
+        out = gru_recurrence(gi, gi.new_zeros(slates.shape[0], w_hh.shape[1]), w_hh, b_hh).transpose(0, 1)
+        return out[..., :h1], out[..., h1:]
+    x = torch.cat([first.inputs(slates, clicks), second.inputs(slates, clicks)], dim=2)
+    out = (unroll or unroll_gru)(x, _block_diagonal_gates(g1.weight_ih_l0, g2.weight_ih_l0), w_hh,
+                                 _stack_gates(g1.bias_ih_l0, g2.bias_ih_l0), b_hh)
     return out[..., :h1], out[..., h1:]
 
 
