@@ -226,6 +226,7 @@ def rebuild_replay(policies: PathLike, work: PathLike, progress: bool = True) ->
     (both exact on the CPU and torch build that trained it; other hardware rounds differently)."""
     import torch
 
+    from gym_slaterec.provenance import arithmetic_of
     from sb3_slate.runs import load_agent, read_run, train_run
 
     policies = Path(policies)
@@ -247,7 +248,8 @@ def rebuild_replay(policies: PathLike, work: PathLike, progress: bool = True) ->
     else:
         threads = torch.get_num_threads()
         try:
-            train_run(cfg, run, progress=progress, device="cpu")
+            with arithmetic_of(_read(bundle / "provenance.json").get("runtime", {}).get("arithmetic")):
+                train_run(cfg, run, progress=progress, device="cpu")  # rounded as the shipped run was
         finally:
             torch.set_num_threads(threads)
     name = f"ep{int(episodes):07d}"

@@ -59,10 +59,48 @@ def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
+#: How this version computes what rounds differently between versions of the package (the same
+#: functions, other orders of summation), recorded in every artifact's runtime: a retraining that
+#: must repeat an earlier run bit for bit (medium-replay, rebuilt from a shipped policy) computes
+#: as that run did (:func:`arithmetic_of`). ``belief_unroll``: how the paper regime's agents
+#: unroll their beliefs on a CPU, ``slot_projections`` (input projections from per-slot item
+#: tables) or ``inputs`` (a product with the turns' concatenated inputs, before 2026-12-04).
+_ARITHMETIC: dict[str, str] = {"belief_unroll": "slot_projections"}
+#: what artifacts written before the record existed computed
+ARITHMETIC_BEFORE: dict[str, str] = {"belief_unroll": "inputs"}
+
+
+def arithmetic() -> dict[str, str]:
+    """How computations round now (:data:`_ARITHMETIC`, or an :func:`arithmetic_of` block's)."""
+    return dict(_ARITHMETIC)
+
+
+@contextlib.contextmanager
+def arithmetic_of(record: Optional[dict[str, Any]]) -> Iterator[None]:
+    """Compute as an artifact's ``runtime["arithmetic"]`` ``record`` says inside the block (None or
+    absent keys: as before the record existed)."""
+    wanted = {**ARITHMETIC_BEFORE, **(record or {})}
+    unknown = {k: v for k, v in wanted.items() if k not in ARITHMETIC_BEFORE or v not in ("slot_projections", "inputs")}
+    if unknown:
+        raise ValueError(f"arithmetic {unknown} is not one this version computes (belief_unroll: slot_projections "
+                         "or inputs)")
+    previous = dict(_ARITHMETIC)
+    _ARITHMETIC.update(wanted)
+    try:
+        yield
+    finally:
+        _ARITHMETIC.clear()
+        _ARITHMETIC.update(previous)
+
+
 def runtime_record() -> dict[str, Any]:
-    """The command line, the git commit of the package's checkout (if any) and the
-    versions of the libraries that shape results."""
+    """The command line, the git commit of the package's checkout (if any), the versions of the
+    libraries that shape results and how this version rounds (:func:`arithmetic`)."""
+    return {**_static_runtime(), "arithmetic": arithmetic()}
+
+
+@functools.lru_cache(maxsize=1)
+def _static_runtime() -> dict[str, Any]:
     import platform
     import subprocess
     import sys

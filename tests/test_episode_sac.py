@@ -107,6 +107,30 @@ def test_fused_unroll_equals_two_separate_unrolls_in_values_and_gradients(unroll
             torch.testing.assert_close(fused_grads[name], p.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_an_earlier_runs_arithmetic_is_repeated_exactly_inside_arithmetic_of():
+    """A run written before the arithmetic record (medium-replay retrains the shipped policies)
+    unrolls from the concatenated inputs, bit for bit; runs record how they rounded."""
+    from gym_slaterec.provenance import arithmetic, arithmetic_of, runtime_record
+
+    torch.manual_seed(0)
+    a, c = SlateBelief(50, 3, hidden_size=4), SlateBelief(50, 3, hidden_size=6)
+    S, C = torch.randint(0, 50, (4, 7, 3)), torch.randint(0, 2, (4, 7, 3)).float()
+    inputs_path = unroll_pair(a, c, S, C, gru_sequence)
+    assert runtime_record()["arithmetic"] == arithmetic() == {"belief_unroll": "slot_projections"}
+    with arithmetic_of(None):
+        assert runtime_record()["arithmetic"] == {"belief_unroll": "inputs"}
+        before = unroll_pair(a, c, S, C)
+        alone = a.unroll(S, C)
+    for x, y in zip(before, inputs_path):
+        assert torch.equal(x, y)
+    g = a.gru
+    assert torch.equal(alone, gru_sequence(a.inputs(S, C), g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0))
+    assert arithmetic() == {"belief_unroll": "slot_projections"}  # restored after the block
+    with pytest.raises(ValueError, match="not one this version computes"):
+        with arithmetic_of({"belief_unroll": "fused"}):
+            pass
+
+
 def test_belief_unroll_from_slot_projections_equals_its_gru():
     """REINFORCE's and SlateQ's unroll: the belief's ``nn.GRU`` in values and gradients."""
     torch.manual_seed(1)

@@ -12,11 +12,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gym_slaterec.provenance import arithmetic
+
 from ...belief import item_table as make_item_table
 from ..gru_sequence import gru_recurrence, slot_projection, unroll_gru
 from ..wolpertinger import embedding_box, greedy_item_choice
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def _slots_on(x: torch.Tensor) -> bool:
+    """Whether beliefs over ``x``'s device unroll from per-slot projections (on a CPU, unless an
+    :func:`gym_slaterec.provenance.arithmetic_of` block repeats the earlier arithmetic)."""
+    return x.device.type == "cpu" and arithmetic()["belief_unroll"] == "slot_projections"
 
 
 class SlateBelief(nn.Module):
@@ -49,9 +57,11 @@ class SlateBelief(nn.Module):
 
     def unroll(self, slates: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
         """Beliefs after each turn from the start, (B, L, H), as :meth:`forward`: on a CPU from
-        :meth:`projection` and the hand-written recurrence, elsewhere through ``nn.GRU`` (cuDNN)."""
-        if slates.device.type != "cpu":
-            return self.forward(slates, clicks)
+        :meth:`projection` and the hand-written recurrence, elsewhere (or as the arithmetic of an earlier
+        run, :func:`gym_slaterec.provenance.arithmetic_of`) from the turns' inputs (cuDNN's GRU on CUDA)."""
+        if not _slots_on(slates):
+            g = self.gru
+            return unroll_gru(self.inputs(slates, clicks), g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
         gi = self.projection(slates, clicks).transpose(0, 1).contiguous()  # time-major
         h0 = gi.new_zeros(slates.shape[0], self.gru.hidden_size)
         return gru_recurrence(gi, h0, self.gru.weight_hh_l0, self.gru.bias_hh_l0).transpose(0, 1)
@@ -89,7 +99,7 @@ def unroll_pair(first: SlateBelief, second: SlateBelief, slates: torch.Tensor, c
     h1 = g1.hidden_size
     w_hh = _block_diagonal_gates(g1.weight_hh_l0, g2.weight_hh_l0)
     b_hh = _stack_gates(g1.bias_hh_l0, g2.bias_hh_l0)
-    if unroll is None and slates.device.type == "cpu":
+    if unroll is None and _slots_on(slates):
         p1, p2 = first.projection(slates, clicks), second.projection(slates, clicks)
         # the pair's gates in _stack_gates' order: r1 r2 z1 z2 n1 n2
         gi = torch.cat([p1.unflatten(-1, (3, -1)), p2.unflatten(-1, (3, -1))], dim=-1).flatten(-2)
