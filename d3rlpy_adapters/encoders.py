@@ -99,7 +99,8 @@ class _Belief(nn.Module):
             if seen is x and (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
                 return out, inverse
         n = _repeat_count(x) if x.shape[0] > 512 else None
-        if n is not None:
+        found = _distinct_rows(x) if n is None and x.shape[0] > 512 else None
+        if n is not None:  # each window n times in a row (d3rlpy's repeats), maybe encoded already
             firsts = x[::n]
             for seen, seen_version, seen_weights, seen_rows, (beliefs, _) in reversed(self._cache):
                 if seen_rows.shape == firsts.shape and torch.equal(seen_rows, firsts):
@@ -107,10 +108,7 @@ class _Belief(nn.Module):
                         return out, n
             encoded = firsts.contiguous()
             result = (self._belief(encoded), n)
-            self._cache = [*self._cache[-(self._cache_size - 1):], (x, x._version, weights, encoded, result)]
-            return result
-        found = _distinct_rows(x) if x.shape[0] > 512 else None
-        if found is None:
+        elif found is None:
             encoded, result = x, (self._belief(x), None)
         else:
             unique, inverse = found
