@@ -141,13 +141,13 @@ class _SlotProjection(torch.autograd.Function):
         table = (items @ _slot_weights(w_ih, k, d)).view(n_items * k, g3)  # row i * k + s: slot s's projection of item i
         slot_ids = ids * k + torch.arange(k, device=ids.device)
         gi = torch.nn.functional.embedding_bag(slot_ids, table, mode="sum")
-        ctx.save_for_backward(items, w_ih, ids, clicks)
+        ctx.save_for_backward(items, w_ih, slot_ids, clicks)
         return torch.addmm(gi.add_(b_ih), clicks, w_ih[:, k * d:].t())
 
     @staticmethod
     def backward(ctx: Any, dgi: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        items, w_ih, ids, clicks = ctx.saved_tensors
-        rows, k = ids.shape
+        items, w_ih, slot_ids, clicks = ctx.saved_tensors
+        rows, k = slot_ids.shape
         n_items, d = items.shape
         g3 = w_ih.shape[0]
         need = ctx.needs_input_grad
@@ -158,9 +158,9 @@ class _SlotProjection(torch.autograd.Function):
             # the table's gradient, (N, k x 3H) as the table: each turn's gradient added at its
             # item of each slot, one slot at a time (no copy of the turns' gradients per slot)
             d_table = dgi.new_zeros(n_items * k, g3)
-            slot_ids = (ids * k + torch.arange(k, device=ids.device)).t().contiguous()
+            by_slot = slot_ids.t().contiguous()
             for s in range(k):
-                d_table.index_add_(0, slot_ids[s], dgi)
+                d_table.index_add_(0, by_slot[s], dgi)
             d_table = d_table.view(n_items, k * g3)
             if need[0]:
                 d_items = (_slot_weights(w_ih, k, d) @ d_table.t()).t()
