@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from d3rlpy.models.encoders import EncoderFactory, register_encoder_factory
 from d3rlpy.models.torch import Encoder, EncoderWithAction
@@ -103,7 +104,7 @@ class _Belief(nn.Module):
         if n is not None:  # each window n times in a row (d3rlpy's repeats), maybe encoded already
             firsts = x[::n]
             for seen, seen_version, seen_weights, seen_rows, (beliefs, _) in reversed(self._cache):
-                if seen_rows.shape == firsts.shape and torch.equal(seen_rows, firsts):
+                if seen_rows.shape == firsts.shape and _equal(seen_rows, firsts):
                     if (out := usable(seen, seen_version, seen_weights, beliefs)) is not None:
                         return out, n
             encoded = firsts.contiguous()
@@ -194,13 +195,22 @@ def _repeat_count(x: torch.Tensor) -> Optional[int]:
     BCQ repeat an observation once per sampled action), else None; exact, at the cost of one
     comparison pass over ``x``."""
     rows = x.shape[0]
-    same = (x[: min(rows, 1025)] == x[0]).all(dim=1)
-    n = int(same.cumprod(0).sum())
+    n = 1
+    for probe in (17, 1025):  # the first row's run: a few rows decide most batches
+        same = (x[1:min(rows, probe)] == x[0]).all(dim=1)
+        n = 1 + int(same.cumprod(0).sum())
+        if n < probe:
+            break
     if n < 2 or rows % n:
         return None
-    flat = x.reshape(rows // n, n * x.shape[1])  # each row: one window's n copies side by side
-    width = x.shape[1]
-    return n if torch.equal(flat[:, width:], flat[:, :-width]) else None
+    return n if _equal(x, x[::n].repeat_interleave(n, dim=0)) else None
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal``, through numpy on a CPU (~5x faster for a batch of windows)."""
+    if a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.shape == b.shape:
+        return bool(np.array_equal(a.detach().numpy(), b.detach().numpy()))
+    return torch.equal(a, b)
 
 
 def _key_weights(n: int, device: torch.device) -> torch.Tensor:
@@ -216,7 +226,7 @@ def _rows_in(rows: torch.Tensor, table: torch.Tensor) -> Optional[torch.Tensor]:
         order = torch.argsort(table_keys)
         pos = torch.searchsorted(table_keys[order], rows.detach().to(torch.float64) @ w).clamp_(max=len(order) - 1)
         found = order[pos]
-        return found if torch.equal(table[found], rows) else None
+        return found if _equal(table[found], rows) else None
 
 
 def _distinct_rows(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor] | None":
@@ -234,7 +244,7 @@ def _distinct_rows(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor] | None
         first = torch.full((uniq_keys.shape[0],), x.shape[0], dtype=torch.long, device=x.device)
         first.scatter_reduce_(0, inverse, torch.arange(x.shape[0], device=x.device), reduce="amin")
         unique = x[first]
-        if not torch.equal(unique[inverse], x):
+        if not _equal(unique[inverse], x):
             unique, inverse = torch.unique(x, dim=0, return_inverse=True)
             if unique.shape[0] >= x.shape[0] // 2:
                 return None

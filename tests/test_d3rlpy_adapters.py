@@ -299,6 +299,10 @@ def test_encoder_reads_windows_repeated_in_a_row_as_d3rlpy_repeats_them():
         y[row, col] += 1
         assert _repeat_count(y) is None, (row, col)
     assert _repeat_count(x[:-1]) is None
+    many = torch.as_tensor(np.repeat(base[:30], 40, axis=0), dtype=torch.float32)  # runs longer than the first probe
+    assert _repeat_count(many) == 40
+    many[1199, 5] += 1
+    assert _repeat_count(many) is None
     critic = SlateHistoryEncoderFactory(num_items=50, slate_size=4, window=3, item_dim=5, hidden=6,
                                         feature_size=7).create_with_action((layout.size,), 2)
     assert critic.current_belief().distinct(x)[1] == 7

@@ -53,6 +53,31 @@ def test_slate_gru_without_gradients_and_in_float32():
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_slate_gru_recomputes_its_item_table_after_the_weights_change():
+    """The per-slot table is reused while the item table and GRU weights are unchanged; an
+    in-place update of either (an optimiser or Polyak step) or other tensors give fresh results."""
+    torch.manual_seed(0)
+    items, gru = torch.randn(30, 4), nn.GRU(3 * 5, 6)
+    ids, clicks = torch.randint(0, 30, (5, 8, 3)), (torch.rand(5, 8, 3) < 0.5).float()
+    with torch.no_grad():
+        first = slate_gru(items, gru, ids, clicks)
+        torch.testing.assert_close(slate_gru(items, gru, ids, clicks), first, rtol=0, atol=0)
+        for change in (lambda: items.mul_(1.5), lambda: gru.weight_ih_l0.add_(0.1)):
+            change()
+            torch.testing.assert_close(slate_gru(items, gru, ids, clicks), _reference(items, gru, ids, clicks),
+                                       rtol=1e-5, atol=1e-6)
+        other = items.clone().add_(1.0)  # another tensor, same version counter value
+        torch.testing.assert_close(slate_gru(other, gru, ids, clicks), _reference(other, gru, ids, clicks),
+                                   rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():  # tensors without a version counter are never reused
+        frozen = items.clone()
+        torch.testing.assert_close(slate_gru(frozen, gru, ids, clicks), _reference(frozen, gru, ids, clicks),
+                                   rtol=1e-5, atol=1e-6)
+        frozen.mul_(2.0)
+        torch.testing.assert_close(slate_gru(frozen, gru, ids, clicks), _reference(frozen, gru, ids, clicks),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_slate_gru_refuses_a_gru_it_does_not_compute():
     items, ids, clicks = torch.randn(30, 4), torch.zeros(2, 3, 3, dtype=torch.long), torch.zeros(2, 3, 3)
     with pytest.raises(ValueError, match="one-layer"):

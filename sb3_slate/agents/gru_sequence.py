@@ -42,36 +42,41 @@ class _GRURecurrence(torch.autograd.Function):
         out = gi.new_empty(length, batch, hidden)
         rz = gi.new_empty(length, batch, 2 * hidden)
         n = gi.new_empty(length, batch, hidden)
-        ghn = gi.new_empty(length, batch, hidden)
+        gh = gi.new_empty(length, batch, 3 * hidden)  # W_hh h_{t-1} + b_hh, kept for the backward pass
         w_hh_t = w_hh.t()
+        # every turn's views made once: inside the loop, creating a view costs as much as a kernel
+        gi_rz, gi_n = gi[..., :2 * hidden].unbind(0), gi[..., 2 * hidden:].unbind(0)
+        gh_t, gh_rz, gh_n = gh.unbind(0), gh[..., :2 * hidden].unbind(0), gh[..., 2 * hidden:].unbind(0)
+        rz_t, r_t, z_t = rz.unbind(0), rz[..., :hidden].unbind(0), rz[..., hidden:].unbind(0)
+        n_t, out_t = n.unbind(0), out.unbind(0)
         h = h0
         for t in range(length):
-            gh = torch.addmm(b_hh, h, w_hh_t)
-            torch.add(gi[t, :, :2 * hidden], gh[:, :2 * hidden], out=rz[t]).sigmoid_()
-            ghn[t].copy_(gh[:, 2 * hidden:])
-            torch.addcmul(gi[t, :, 2 * hidden:], rz[t, :, :hidden], ghn[t], out=n[t]).tanh_()
-            torch.lerp(n[t], h, rz[t, :, hidden:], out=out[t])
-            h = out[t]
-        ctx.save_for_backward(h0, w_hh, out, rz, n, ghn)
+            torch.addmm(b_hh, h, w_hh_t, out=gh_t[t])
+            torch.add(gi_rz[t], gh_rz[t], out=rz_t[t]).sigmoid_()
+            torch.addcmul(gi_n[t], r_t[t], gh_n[t], out=n_t[t]).tanh_()
+            h = torch.lerp(n_t[t], h, z_t[t], out=out_t[t])
+        ctx.save_for_backward(h0, w_hh, out, rz, n, gh)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
-        h0, w_hh, out, rz, n, ghn = ctx.saved_tensors
+        h0, w_hh, out, rz, n, gh = ctx.saved_tensors
         length, batch, hidden = out.shape
         g = grad_out.contiguous()
         r, z = rz[..., :hidden], rz[..., hidden:]
         h_prev = torch.cat([h0[None], out[:-1]])
         # d/dh_t of each gate pre-activation's hidden part, per turn, (L, B, 3, H)
         a_n = (1.0 - z) * (1.0 - n * n)  # d a_n / d h_t
-        coef = torch.stack([a_n * ghn * r * (1.0 - r), (h_prev - n) * z * (1.0 - z), a_n * r], dim=2)
+        coef = torch.stack([a_n * gh[..., 2 * hidden:] * r * (1.0 - r), (h_prev - n) * z * (1.0 - z), a_n * r], dim=2)
         dgh = torch.empty_like(coef)  # gradients of (W_hr h + b_hr, W_hz h + b_hz, W_hn h + b_hn)
         dh_all = torch.empty_like(g)
+        g_t, dh_t, z_t, coef_t = g.unbind(0), dh_all.unbind(0), z.unbind(0), coef.unbind(0)
+        dgh_t, dgh_rows = dgh.unbind(0), dgh.view(length, batch, 3 * hidden).unbind(0)
         carry = torch.zeros_like(g[0])
         for t in range(length - 1, -1, -1):
-            dh = torch.add(g[t], carry, out=dh_all[t])
-            torch.mul(coef[t], dh[:, None, :], out=dgh[t])
-            carry = torch.addmm(dh * z[t], dgh[t].view(batch, 3 * hidden), w_hh)
+            dh = torch.add(g_t[t], carry, out=dh_t[t])
+            torch.mul(coef_t[t], dh.unsqueeze(1), out=dgh_t[t])
+            carry = torch.addmm(dh * z_t[t], dgh_rows[t], w_hh)
         dgh = dgh.view(length * batch, 3 * hidden)
         need = ctx.needs_input_grad
         dgi = dh0 = dw_hh = db_hh = None
@@ -129,6 +134,35 @@ def _slot_weights(w_ih: torch.Tensor, k: int, d: int) -> torch.Tensor:
     return w_ih[:, :k * d].reshape(g3, k, d).permute(2, 1, 0).reshape(d, k * g3)
 
 
+class _SlotTables:
+    """The last few per-slot tables, reused while their item table and weights are unchanged
+    (same tensors, same versions): networks that share a belief encode several batches with
+    the same weights in one update (IQL: the next observations' values, then the
+    observations'), and the table is the largest product of a pass. Holds at most ``size``
+    tables (2.4 MB each in the paper's sizes)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self.entries: list[tuple[torch.Tensor, int, torch.Tensor, int, int, torch.Tensor]] = []
+
+    def get(self, items: torch.Tensor, w_ih: torch.Tensor, k: int) -> torch.Tensor:
+        n_items, d = items.shape
+        if items.is_inference() or w_ih.is_inference():  # no version counter: never reused
+            with torch.no_grad():
+                return (items @ _slot_weights(w_ih, k, d)).view(n_items * k, w_ih.shape[0])
+        for seen_items, items_version, seen_w, w_version, seen_k, table in self.entries:
+            if (seen_items is items and seen_w is w_ih and seen_k == k
+                    and items._version == items_version and w_ih._version == w_version):
+                return table
+        with torch.no_grad():
+            table = (items @ _slot_weights(w_ih, k, d)).view(n_items * k, w_ih.shape[0])
+        self.entries = [*self.entries[-(self.size - 1):], (items, items._version, w_ih, w_ih._version, k, table)]
+        return table
+
+
+_tables = _SlotTables()
+
+
 class _SlotProjection(torch.autograd.Function):
     """``W_ih concat(items[ids] flattened, clicks) + b_ih`` for turns of ``k`` ids and ``k`` clicks."""
 
@@ -138,7 +172,7 @@ class _SlotProjection(torch.autograd.Function):
         rows, k = ids.shape
         n_items, d = items.shape
         g3 = w_ih.shape[0]
-        table = (items @ _slot_weights(w_ih, k, d)).view(n_items * k, g3)  # row i * k + s: slot s's projection of item i
+        table = _tables.get(items, w_ih, k)  # row i * k + s: slot s's projection of item i
         slot_ids = ids * k + torch.arange(k, device=ids.device)
         gi = torch.nn.functional.embedding_bag(slot_ids, table, mode="sum")
         ctx.save_for_backward(items, w_ih, slot_ids, clicks)
