@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from gym_slaterec.core.allocator import keep_freed_memory
 from gym_slaterec.gems import GeMSCheckpoint
 from gym_slaterec.rollouts import make_vector_env
 from gym_slaterec.wrappers import GeMSAction
@@ -25,6 +26,7 @@ from sb3_slate.agents.gru_sequence import gru_sequence, torch_gru_sequence
 
 def gradient_steps_per_s(threads: int, steps: int, latent: int) -> float:
     torch.set_num_threads(threads)
+    keep_freed_memory()  # as `slaterec train`
     m = EpisodeSAC(1000, 10, 100, latent, batch_size=20, buffer_size=200, warmup_episodes=0, seed=0)
     rng = np.random.default_rng(0)
     m.replay_buffer.add(rng.integers(0, 1000, (200, 101, 10)), rng.integers(0, 2, (200, 101, 10)).astype(np.uint8),
@@ -44,6 +46,7 @@ def ab_unroll(latent: int, rounds: int = 6, steps: int = 15) -> None:
     import sb3_slate.agents.episode_sac as module
 
     torch.set_num_threads(1)
+    keep_freed_memory()
     m = EpisodeSAC(1000, 10, 100, latent, batch_size=20, buffer_size=200, warmup_episodes=0, seed=0)
     rng = np.random.default_rng(0)
     m.replay_buffer.add(rng.integers(0, 1000, (200, 101, 10)), rng.integers(0, 2, (200, 101, 10)).astype(np.uint8),
