@@ -69,6 +69,12 @@ def test_slate_gru_recomputes_its_item_table_after_the_weights_change():
         other = items.clone().add_(1.0)  # another tensor, same version counter value
         torch.testing.assert_close(slate_gru(other, gru, ids, clicks), _reference(other, gru, ids, clicks),
                                    rtol=1e-5, atol=1e-6)
+    from sb3_slate.agents.gru_sequence import _SlotTables
+
+    tables = _SlotTables(size=1)  # bounded: one entry kept whatever is asked
+    for _ in range(3):
+        tables.get(torch.randn(30, 4), gru.weight_ih_l0, 3)
+    assert len(tables.entries) == 1
     with torch.inference_mode():  # tensors without a version counter are never reused
         frozen = items.clone()
         torch.testing.assert_close(slate_gru(frozen, gru, ids, clicks), _reference(frozen, gru, ids, clicks),

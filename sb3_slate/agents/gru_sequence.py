@@ -146,18 +146,22 @@ class _SlotTables:
         self.entries: list[tuple[torch.Tensor, int, torch.Tensor, int, int, torch.Tensor]] = []
 
     def get(self, items: torch.Tensor, w_ih: torch.Tensor, k: int) -> torch.Tensor:
-        n_items, d = items.shape
+        """The table of ``items`` and ``w_ih`` for ``k`` slots: ``(N * k, 3H)``, row ``i * k + s``
+        slot ``s``'s projection of item ``i``."""
         if items.is_inference() or w_ih.is_inference():  # no version counter: never reused
-            with torch.no_grad():
-                return (items @ _slot_weights(w_ih, k, d)).view(n_items * k, w_ih.shape[0])
+            return self.compute(items, w_ih, k)
         for seen_items, items_version, seen_w, w_version, seen_k, table in self.entries:
             if (seen_items is items and seen_w is w_ih and seen_k == k
                     and items._version == items_version and w_ih._version == w_version):
                 return table
-        with torch.no_grad():
-            table = (items @ _slot_weights(w_ih, k, d)).view(n_items * k, w_ih.shape[0])
-        self.entries = [*self.entries[-(self.size - 1):], (items, items._version, w_ih, w_ih._version, k, table)]
+        table = self.compute(items, w_ih, k)
+        self.entries = [*self.entries, (items, items._version, w_ih, w_ih._version, k, table)][-self.size:]
         return table
+
+    @staticmethod
+    def compute(items: torch.Tensor, w_ih: torch.Tensor, k: int) -> torch.Tensor:
+        with torch.no_grad():
+            return (items @ _slot_weights(w_ih, k, items.shape[1])).view(items.shape[0] * k, w_ih.shape[0])
 
 
 _tables = _SlotTables()
@@ -172,7 +176,7 @@ class _SlotProjection(torch.autograd.Function):
         rows, k = ids.shape
         n_items, d = items.shape
         g3 = w_ih.shape[0]
-        table = _tables.get(items, w_ih, k)  # row i * k + s: slot s's projection of item i
+        table = _tables.get(items, w_ih, k)
         slot_ids = ids * k + torch.arange(k, device=ids.device)
         gi = torch.nn.functional.embedding_bag(slot_ids, table, mode="sum")
         ctx.save_for_backward(items, w_ih, slot_ids, clicks)
