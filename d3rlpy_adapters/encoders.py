@@ -32,6 +32,7 @@ from torch import nn
 
 from sb3_slate.agents.gru_sequence import slate_gru
 
+from .repeats import repeat_origin, track_repeats
 from .window import WindowLayout
 
 
@@ -78,6 +79,11 @@ class _Belief(nn.Module):
         advantage weights), as DrQ-v2's actor reads the encoding of the critic's update and
         IQL's reference code the advantages of its value update; anything else needs unchanged
         weights."""
+        origin = repeat_origin(x)
+        if origin is not None:  # d3rlpy's repeats of a batch, known from where they were made
+            source, n = origin
+            beliefs, rows = self.distinct(source)
+            return beliefs, _repeated(rows, n)
         if self._cache is None:
             return self._distinct_beliefs(x)
         weights = tuple(p._version for p in self.parameters())
@@ -190,10 +196,20 @@ def _spread(values: torch.Tensor, rows: Rows) -> torch.Tensor:
     return values[rows]
 
 
+def _repeated(rows: Rows, n: int) -> Rows:
+    """The :data:`Rows` of a batch whose every row is repeated ``n`` times in a row."""
+    if rows is None:
+        return n
+    if isinstance(rows, int):
+        return rows * n
+    return rows.repeat_interleave(n)
+
+
 def _repeat_count(x: torch.Tensor) -> Optional[int]:
     """``n`` when each row of the batch ``x`` appears ``n > 1`` times in a row (d3rlpy's CQL and
     BCQ repeat an observation once per sampled action), else None; exact, at the cost of one
-    comparison pass over ``x``."""
+    comparison pass over ``x``. For repeats whose origin is not known (:mod:`.repeats`: BCQ's
+    target, which repeats inline)."""
     rows = x.shape[0]
     n = 1
     for probe in (17, 1025):  # the first row's run: a few rows decide most batches
@@ -414,3 +430,4 @@ try:
     register_encoder_factory(SlateHistoryEncoderFactory)
 except AssertionError:  # already registered (module reloaded)
     pass
+track_repeats()

@@ -594,6 +594,58 @@ def test_a_shared_belief_runs_the_gru_once_per_batch_and_is_trained_by_the_criti
     assert (algo, counts[True]) == (algo, passes) and counts[True] < counts[False]
 
 
+def test_the_encoder_knows_d3rlpys_repeated_batches_from_where_they_were_made(monkeypatch):
+    """d3rlpy's repeat-and-flatten, as its CQL and BCQ call it, returns what it always did, and
+    the flattened batch remembers its source and ``n`` until either changes; the encoder then
+    encodes the source (no scan of the batch), and a CQL learner trains exactly as with the scan."""
+    import d3rlpy
+    from d3rlpy.algos.qlearning.torch import bcq_impl, cql_impl
+    from d3rlpy.torch_utility import expand_and_repeat_recursively, flatten_left_recursively
+
+    import d3rlpy_adapters.encoders as encoders
+    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
+    from d3rlpy_adapters.repeats import repeat_origin
+
+    layout, data = window_dataset()
+    x = torch.as_tensor(data.sample_transition_batch(40).observations)
+    for module in (cql_impl, bcq_impl):
+        got = module.flatten_left_recursively(module.expand_and_repeat_recursively(x, 7), dim=1)
+        assert torch.equal(got, flatten_left_recursively(expand_and_repeat_recursively(x, 7), dim=1))
+        assert torch.equal(got, x.repeat_interleave(7, dim=0))
+        source, n = repeat_origin(got)
+        assert source is x and n == 7
+    assert repeat_origin(got.clone()) is None and repeat_origin(x) is None
+    belief = encoders._Belief(layout, item_dim=5, hidden=6)
+    beliefs, rows = belief.distinct(got)
+    assert rows == 7 and len(beliefs) == len(x)
+    torch.testing.assert_close(encoders._spread(beliefs, rows), belief._belief(got), rtol=1e-5, atol=1e-6)
+    got[3, 0] += 1  # changed after it was made: no longer a repeat of x
+    assert repeat_origin(got) is None
+    again = cql_impl.flatten_left_recursively(cql_impl.expand_and_repeat_recursively(x, 3), dim=1)
+    x[0, 0] += 1  # the source changed since: the copy no longer repeats it
+    assert repeat_origin(again) is None
+
+    batches = [data.sample_transition_batch(64) for _ in range(3)]
+    weights, scans = [], []
+    scan = encoders._repeat_count
+    monkeypatch.setattr(encoders, "_repeat_count", lambda x: scans.append(len(x)) or scan(x))
+    for tracked in (True, False):
+        if not tracked:
+            assert not scans  # every repeated batch of CQL's update was known
+            monkeypatch.setattr(encoders, "repeat_origin", lambda x: None)
+        d3rlpy.seed(0)
+        cfg = OfflineConfig(algo="cql", shared_encoder=True)
+        learner = make_algorithm(cfg, layout)
+        learner.build_with_dataset(data)
+        tie_encoders(learner, cfg)
+        for batch in batches:
+            learner.update(batch)
+        weights.append({n: p.detach().clone() for n, p in learner.impl.modules.q_funcs.named_parameters()})
+    assert scans  # the scan found them instead
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
+
+
 def test_a_shared_belief_cache_gives_the_gradient_of_separate_passes():
     """The cache hands both critics of an update one belief (one graph): the critics' update moves
     the weights as two passes through the same weights do."""
