@@ -174,6 +174,10 @@ class ProtocolCallback(BaseCallback):
             self.bar.update(len(finished))
             best = state.get("best_validation")
             self.bar.set_postfix(ret=f"{np.mean(self._recent):.1f}", best_val=f"{best:.1f}" if best is not None else "-")
+        if getattr(self.run, "stop_request", None) is not None and self.run.stop_request.requested:
+            if not (cfg.checkpoint_every and episodes // cfg.checkpoint_every > before // cfg.checkpoint_every):
+                self.run.save_checkpoint("last")  # the resume point (unless just written above)
+            return False  # the runner raises KeyboardInterrupt: the run is marked interrupted, resumable from here
         if cfg.max_wall_s is not None and wall >= cfg.max_wall_s:
             state["stopped_by_wall_budget"] = True
             return False  # SB3 ends learn(); the runner validates and tests

@@ -40,6 +40,7 @@ from gym_slaterec.provenance import (
 )
 
 from gym_slaterec import run_dirs
+from gym_slaterec.interrupts import StopRequest, graceful_stop
 from gym_slaterec.run_dirs import RUN_STATUSES, list_checkpoints, read_run_json, write_run_summary  # noqa: F401  (re-exported)
 
 from .methods import Artifacts, RunConfig, episode_length, load_artifacts, method_of, wrap_env
@@ -257,7 +258,9 @@ def existing_run(cfg: RunConfig, out: Path) -> Optional[dict[str, Any]]:
         saved = RunConfig.from_json(raw).to_dict()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{out / 'config.json'} is damaged or from another version: {exc}") from exc
-    run_dirs.check_same_run(out, saved, cfg.to_dict())
+    now = cfg.to_dict()
+    # the wall-time limit is a resource, not a setting of the experiment: a resume may change it
+    run_dirs.check_same_run(out, {**saved, "max_wall_s": None}, {**now, "max_wall_s": None})
     return state
 
 
@@ -273,6 +276,7 @@ class Run:
         self.trackers = trackers
         self.state: dict[str, Any] = {}
         self.model: Any = None
+        self.stop_request = StopRequest()  # set while training: a Ctrl-C / SIGTERM asks for a stop at a resume point
         probe, self.artifacts = load_run_inputs(config)  # inputs that do not fit fail now, before a run dir exists
         self.item_fingerprint = probe.simulator.catalogue.fingerprint
         self.env_params = probe.simulator.config.to_dict()
@@ -417,11 +421,16 @@ class Run:
         total_turns = cfg.episodes * self.T
         remaining = total_turns - int(self.state["turns"])
         out_of_time = cfg.max_wall_s is not None and self.state.get("wall_s", 0.0) >= cfg.max_wall_s
+        if out_of_time:
+            self.state["stopped_by_wall_budget"] = True
         if remaining > 0 and not out_of_time:
             callback = ProtocolCallback(self, cfg.episodes, progress=self.progress)
             try:
-                self.model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume,
-                                 progress_bar=False)
+                with graceful_stop(f"{cfg.method} training") as self.stop_request:
+                    self.model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume,
+                                     progress_bar=False)
+                if self.stop_request.requested:  # the callback saved the resume point; no off-schedule validation
+                    raise KeyboardInterrupt
             except (ValueError, RuntimeError) as exc:
                 bad = [] if isinstance(exc, TrainingDiverged) else diverged_parameters(self.model)
                 if bad:  # e.g. torch's "Expected parameter loc ... to satisfy the constraint Real()"
@@ -550,6 +559,13 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers
             run.state["best_validation"], run.state["best_episode"] = b["validation_return"], b["episodes"]
         run.state["wall_s_before"] = state.get("wall_s", 0.0)
         run.state["resumed"] = state.get("resumed", 0) + 1
+        saved_limit = read_run_json(out / "config.json").get("max_wall_s")
+        if saved_limit != cfg.max_wall_s:  # recorded in the config (what the run ran under) and in the state
+            run.state.setdefault("max_wall_s_changes", []).append(
+                {"episodes": state.get("episodes", 0), "wall_s": round(state.get("wall_s", 0.0), 1),
+                 "from": saved_limit, "to": cfg.max_wall_s})
+            write_json_atomic(out / "config.json", {**read_run_json(out / "config.json"), "max_wall_s": cfg.max_wall_s},
+                              overwrite=True)
         resume = True
         run.state["device"] = device
         run.state["status"] = "running"

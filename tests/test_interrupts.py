@@ -129,3 +129,24 @@ def test_a_refused_input_creates_no_run_directory(tmp_path, capsys):
     assert main(args) == 2
     assert "(999, 20)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m999.npy"]  # no run directory, no lock file
+
+
+def test_first_ctrl_c_stops_training_at_its_next_resume_point(tmp_path):
+    """Ctrl-C in `train` loses no work: the run stops after its batch of episodes with a checkpoint
+    there (none was due: periodic checkpoints off, one validation per 100,000 episodes); a resume
+    with a wall-time limit already spent then tests it at once."""
+    out = tmp_path / "run"
+    argv = ["train", "reinforce-softmax", ENV, "--preset", "window", "--out", out, "--no-progress",
+            "--episodes", "100000", "--set", "env_kwargs.episode_length=10", "--set", "val_every=100000",
+            "--set", "checkpoint_every=0", "--set", "val_users=4", "--set", "test_users=4", "--set", "n_envs=2"]
+    progress = out / "tb" / "progress.csv"
+    code, err = interrupt_when(argv, lambda: progress.is_file() and len(progress.read_text().splitlines()) > 4)
+    assert code == 130, err
+    assert "SIGINT: stopping reinforce-softmax training at its next resume point" in err and "Traceback" not in err
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "interrupted" and state["episodes"] >= 4, state  # past the only earlier resume point (0)
+    assert [v["episodes"] for v in state["validation"]] == [0]  # no validation off the schedule
+    assert (out / "checkpoints" / "last.zip").is_file() and not (out / "results.json").exists()
+    assert main([str(a) for a in argv + ["--set", "max_wall_s=0.001"]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"]["episodes"] == state["episodes"] and results["test"]["episodes"] == 4

@@ -138,6 +138,31 @@ def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monke
         train_run(cfg, out, progress=False)
 
 
+def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch):
+    cfg = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0)
+    out = tmp_path / "run"
+    original = Run.save_checkpoint
+
+    def crash_after_first_training_validation(self, name):
+        original(self, name)
+        if name == "last" and self.state["episodes"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "save_checkpoint", crash_after_first_training_validation)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, out, progress=False)
+    monkeypatch.setattr(Run, "save_checkpoint", original)
+    # a limit already spent: the resumed run trains no further, then tests its best checkpoint
+    spent = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0, max_wall_s=1e-3)
+    results = train_run(spent, out, progress=False)
+    assert results["budget"]["episodes"] == 4 and results["test"]["mean"] > 0
+    assert json.loads((out / "config.json").read_text())["max_wall_s"] == 1e-3
+    state = json.loads((out / "state.json").read_text())
+    [change] = state["max_wall_s_changes"]
+    assert (change["episodes"], change["from"], change["to"]) == (4, None, 1e-3) and change["wall_s"] > 0
+    assert state["stopped_by_wall_budget"] is True
+
+
 def test_refuses_gems_from_another_environment(artifacts, tmp_path):
     cfg = resolve_config("sac-gems", "SlateRec/FocusedMixed-v0", {"gems": artifacts["gems"], "env_kwargs": SMALL})
     with pytest.raises(ProvenanceMismatchError, match="FocusedTopDown"):
