@@ -108,23 +108,28 @@ def test_distinct_learning_rates_survive_save_and_load(artifacts, tmp_path):
     assert model.policy.actor.features_extractor is not model.policy.critic.features_extractor
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monkeypatch):
-    cfg = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0)
-    out = tmp_path / "run"
+def interrupt_after_first_training_validation(cfg, out: Path, monkeypatch) -> None:
+    """Train ``cfg`` into ``out`` and interrupt it (KeyboardInterrupt) once its checkpoint at episode 4 is written."""
     original = Run.save_checkpoint
 
-    def crash_after_first_training_validation(self, name):
+    def crash(self, name):
         original(self, name)
         if name == "last" and self.state["episodes"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_first_training_validation)
+    monkeypatch.setattr(Run, "save_checkpoint", crash)
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, out, progress=False)
+    monkeypatch.setattr(Run, "save_checkpoint", original)
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monkeypatch):
+    cfg = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0)
+    out = tmp_path / "run"
+    interrupt_after_first_training_validation(cfg, out, monkeypatch)
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted" and state["episodes"] == 4  # stopped cleanly at a resume point
     assert not (out / "results.json").exists()
-    monkeypatch.setattr(Run, "save_checkpoint", original)
 
     # another configuration is refused; the same one resumes
     with pytest.raises(ValueError, match="another configuration"):
@@ -139,19 +144,9 @@ def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monke
 
 
 def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch):
-    cfg = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0)
     out = tmp_path / "run"
-    original = Run.save_checkpoint
-
-    def crash_after_first_training_validation(self, name):
-        original(self, name)
-        if name == "last" and self.state["episodes"] == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_first_training_validation)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, out, progress=False)
-    monkeypatch.setattr(Run, "save_checkpoint", original)
+    interrupt_after_first_training_validation(small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0), out,
+                                              monkeypatch)
     # a limit already spent: the resumed run trains no further, then tests its best checkpoint
     spent = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0, max_wall_s=1e-3)
     results = train_run(spent, out, progress=False)
