@@ -123,7 +123,50 @@ def _static_runtime() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"command": list(sys.argv), "git_commit": commit, "python": platform.python_version(),
-            "libraries": libraries}
+            "libraries": libraries, "machine": machine_record()}
+
+
+def machine_record() -> dict[str, Any]:
+    """The processor the work ran on: wall times (and float rounding) depend on it, and a CPU's
+    marketing name alone ("AMD EPYC") does not tell its generations apart, so the family and model
+    numbers, clock and vector extensions are kept too (Linux; elsewhere what ``platform`` knows)."""
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    record: dict[str, Any] = {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+                              "arch": platform.machine(), "cores": os.cpu_count()}
+    if "cpu family" in info and "model" in info:
+        record["family_model"] = f"{info['cpu family']}/{info['model']}"
+    if "cpu MHz" in info:
+        record["mhz"] = round(float(info["cpu MHz"]))
+    vector = [x for x in ("avx512f", "avx2", "asimd", "sve") if x in flags]
+    if vector:
+        record["vector"] = vector[0]
+    return record
+
+
+def machine_label(runtime: Optional[dict[str, Any]]) -> str:
+    """A short name of the machine of an artifact's ``runtime`` record ("" when not recorded):
+    ``AMD EPYC 23/1 2.0 GHz, 2 cores``."""
+    machine = (runtime or {}).get("machine") or {}
+    if not machine:
+        return ""
+    parts = [str(machine.get("cpu", "?"))]
+    if machine.get("family_model"):
+        parts.append(str(machine["family_model"]))
+    if machine.get("mhz"):
+        parts.append(f"{machine['mhz'] / 1000:.1f} GHz")
+    return " ".join(parts) + (f", {machine['cores']} cores" if machine.get("cores") else "")
 
 
 def provenance(

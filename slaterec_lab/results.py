@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from gym_slaterec.names import flat_fields
+from gym_slaterec.provenance import machine_label
 
 RUN_KINDS = ("sb3_run", "offline_run")
 
@@ -32,6 +33,7 @@ class RunRecord:
     base_method: str = ""  # the label before :func:`label_variants` adds the differing settings
     settings: dict[str, str] = field(default_factory=dict)  # those settings as the label shows them, per key
     dataset_return: Optional[float] = None  # an offline run's dataset: its mean episode return
+    machine: str = ""  # the processor it ran on (gym_slaterec.provenance.machine_label; "" if not recorded)
 
     def curve_over(self, x: str) -> list[tuple[float, float]]:
         """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
@@ -271,7 +273,8 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
                      None if test is None else float(test), curve, "gradient steps" if offline else "episodes",
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
                      results.get("wall_time_s", state.get("wall_s")), base_method=label or method,
-                     dataset_return=None if dataset_return is None else float(dataset_return))
+                     dataset_return=None if dataset_return is None else float(dataset_return),
+                     machine=machine_label(prov.get("runtime")))
 
 
 def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:

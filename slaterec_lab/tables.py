@@ -263,6 +263,9 @@ def provenance_of(cell: dict, thousands: bool = True) -> dict[str, str]:
         wall = _span(walls, "{:.0f}") + " s"
     else:
         wall = _span([w / 60 for w in walls], "{:.1f}") + " min"
+    machines = sorted({r.machine for r in runs if r.machine})
+    if machines:  # wall times are only comparable on one processor
+        wall += f" ({'; '.join(machines)}{'' if all(r.machine for r in runs) else '; unrecorded'})"
     variant = ", ".join(sorted({str(r.config.get("variant") or "corrected") for r in runs}))
     return {"variant": variant, "item_matrix": ", ".join(sorted({r.item_matrix for r in runs})), "budget": budget,
             "wall_min": wall}

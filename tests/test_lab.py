@@ -71,6 +71,13 @@ def test_table_matches_a_hand_computation(grid):
     for r, wall in zip(short, (12.4, 12.2)):
         r.wall_s = wall
     assert provenance_of({"runs": short})["wall_min"] == "12 s"  # short runs in seconds, equal ends once
+    # the processor, where recorded, beside the wall time (a run without the record is said to lack it)
+    from gym_slaterec.provenance import machine_label, machine_record
+    short[0].machine = machine_label({"machine": {"cpu": "AMD EPYC", "family_model": "23/1", "mhz": 1996, "cores": 2}})
+    assert provenance_of({"runs": short})["wall_min"] == "12 s (AMD EPYC 23/1 2.0 GHz, 2 cores; unrecorded)"
+    here = machine_record()
+    assert here["cores"] >= 1 and here["cpu"] and machine_label({"machine": here}).startswith(here["cpu"])
+    assert machine_label({}) == machine_label(None) == ""
     assert "corrected,reference_items.npy 25ababababab,1000-3000 episodes / 100000-300000 turns,10.0-12.0 min" in csv_text
     from slaterec_lab.tables import paper_value  # the regime keeps the published value; other settings do not
     assert paper_value("sac-gems (episode replay)", "FocusedTopDown") == paper_value("sac-gems", "FocusedTopDown") == 305.3
