@@ -34,6 +34,7 @@ class RunRecord:
     settings: dict[str, str] = field(default_factory=dict)  # those settings as the label shows them, per key
     dataset_return: Optional[float] = None  # an offline run's dataset: its mean episode return
     machine: str = ""  # the processor it ran on (gym_slaterec.provenance.machine_label; "" if not recorded)
+    inputs: dict[str, str] = field(default_factory=dict)  # fingerprints of its input files (gems, mf), by role
 
     def curve_over(self, x: str) -> list[tuple[float, float]]:
         """The validation curve against ``x``: "episodes" (or gradient steps offline), "turns" or "wall_s"."""
@@ -212,12 +213,24 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
             continue
         keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
         settings = [{k: _per_seed_as_one(k, r.config.get(k), r.seed) for k in keys} for r in members]
+        _one_file_one_setting(members, settings)
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
         for r, c in zip(members, settings):
             if differing:
                 r.settings = {k: _shown(k, c[k]) for k in differing}
                 r.method = f"{r.method} [{', '.join(r.settings.values())}]"
     return records
+
+
+def _one_file_one_setting(members: list[RunRecord], settings: list[dict[str, Any]]) -> None:
+    """A GeMS or MF file reached by two paths (a copy, another checkout, a shipped bundle) is one
+    setting: runs whose input fingerprints agree compare by the first such run's path."""
+    for role in ("gems", "mf"):
+        first: dict[str, Any] = {}
+        for r, c in zip(members, settings):
+            fp = r.inputs.get(role)
+            if fp and c.get(role) is not None:
+                c[role] = first.setdefault(fp, c[role])
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -274,7 +287,8 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
                      results.get("wall_time_s", state.get("wall_s")), base_method=label or method,
                      dataset_return=None if dataset_return is None else float(dataset_return),
-                     machine=machine_label(prov.get("runtime")))
+                     machine=machine_label(prov.get("runtime")),
+                     inputs={k: str(v) for k, v in (prov.get("inputs") or {}).items() if isinstance(v, str)})
 
 
 def _complete_config(data: dict[str, Any], offline: bool) -> dict[str, Any]:

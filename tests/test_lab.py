@@ -192,6 +192,22 @@ def test_runs_with_their_own_gems_per_seed_are_seeds_of_one_setting(tmp_path):
         assert len({r.method for r in mixed}) == 2, other
 
 
+def test_one_gems_file_under_two_paths_is_one_setting(tmp_path):
+    """Runs given the same GeMS file by different paths (a shipped copy, another checkout) are seeds
+    of one setting, told by the file's fingerprint; another file under one of those paths stays apart."""
+    from slaterec_lab.results import label_variants
+
+    for name, seed, gems, fp in (("a0", 0, "/old/sweep/gems/FocusedTopDown.pt", "8bdf"), ("a1", 1, "pkg/inputs/gems.pt", "8bdf"),
+                                 ("b0", 0, "pkg/inputs/gems.pt", "77aa")):
+        run = fake_run(tmp_path, name, "sac-gems", seed, 300.0, [(0, 50.0)])
+        prov = json.loads((run / "provenance.json").read_text())
+        (run / "provenance.json").write_text(json.dumps({**prov, "inputs": {"gems": fp * 16}}))
+        (run / "config.json").write_text(json.dumps({"seed": seed, "gems": gems, "agent": {"gamma": 0.8}}))
+    assert {r.method for r in label_variants([read_run(tmp_path / n) for n in ("a0", "a1")])} == {"sac-gems"}
+    mixed = label_variants([read_run(tmp_path / n) for n in ("a0", "a1", "b0")])  # another file by a1's path
+    assert len({r.method for r in mixed}) == 2
+
+
 def _fake_sweep(root: Path) -> Path:
     trials = []
     for kl in (0.1, 1.0):
