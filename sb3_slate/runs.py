@@ -19,6 +19,7 @@ refuses otherwise.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import zipfile
@@ -41,6 +42,7 @@ from gym_slaterec.provenance import (
 
 from gym_slaterec import run_dirs
 from gym_slaterec.interrupts import StopRequest, graceful_stop
+from gym_slaterec.provenance import machine_label, machine_record
 from gym_slaterec.run_dirs import RUN_STATUSES, list_checkpoints, read_run_json, write_run_summary  # noqa: F401  (re-exported)
 
 from .methods import Artifacts, RunConfig, episode_length, load_artifacts, method_of, wrap_env
@@ -391,6 +393,10 @@ class Run:
         keep_freed_memory()  # a paper-regime step reallocates MB-sized tensors (~4 % of its time in page faults)
         torch.manual_seed(cfg.seed)
         self._t0 = time.time()
+        # where each stretch of the run ran (a resumed run may move to another machine): its wall time reads with it
+        self.state.setdefault("sessions", []).append({
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "episodes": int(self.state.get("episodes", 0)), "machine": machine_label({"machine": machine_record()})})
         if cfg.spec.reference:
             self.model = ReferenceAgent(cfg.method, seed=cfg.seed)
             if not self.state["validation"]:
@@ -474,6 +480,7 @@ class Run:
             "validation": self.state["validation"],
             "best": {"episodes": self.state.get("best_episode"), "validation_return": self.state.get("best_validation")},
             "test": {**res.summary(), "checkpoint": "best", "users_first_seed": TEST_SEED},
+            "sessions": self.state.get("sessions", []),
             "provenance": read_run_json(self.dir / "provenance.json"),
         }
         write_json_atomic(self.dir / "results.json", strict_json(results), overwrite=True)

@@ -287,7 +287,7 @@ def read_run(run: Path, label: Optional[str] = None) -> RunRecord:
                      list(validation), config, item_matrix(prov), run_budget(results, state, offline),
                      results.get("wall_time_s", state.get("wall_s")), base_method=label or method,
                      dataset_return=None if dataset_return is None else float(dataset_return),
-                     machine=machine_label(prov.get("runtime")),
+                     machine=run_machines(prov, results),
                      inputs={k: str(v) for k, v in (prov.get("inputs") or {}).items() if isinstance(v, str)})
 
 
@@ -313,6 +313,14 @@ def method_label(method: str, replay: Optional[str], variant: Optional[str]) -> 
     (``episode replay``) and its variant when it is the reference code's, each its own row."""
     notes = [n for n, on in (("episode replay", replay == "episode"), ("reference", variant == "reference")) if on]
     return f"{method} ({', '.join(notes)})" if notes else method
+
+
+def run_machines(prov: dict[str, Any], results: dict[str, Any]) -> str:
+    """The processor(s) a run ran on: those of its sessions (a resumed run may have moved), else the
+    one its provenance recorded at its start; "" when neither is recorded."""
+    seen = [s.get("machine") for s in results.get("sessions") or [] if isinstance(s, dict) and s.get("machine")]
+    seen = list(dict.fromkeys(seen)) or [machine_label(prov.get("runtime"))]
+    return " + ".join(m for m in seen if m)
 
 
 def item_matrix(prov: dict[str, Any]) -> str:

@@ -78,6 +78,10 @@ def test_table_matches_a_hand_computation(grid):
     here = machine_record()
     assert here["cores"] >= 1 and here["cpu"] and machine_label({"machine": here}).startswith(here["cpu"])
     assert machine_label({}) == machine_label(None) == ""
+    from slaterec_lab.results import run_machines  # a run resumed elsewhere names both machines, each once
+    sessions = [{"episodes": 0, "machine": "A"}, {"episodes": 4, "machine": "B"}, {"episodes": 8, "machine": "A"}]
+    assert run_machines({}, {"sessions": sessions}) == "A + B"
+    assert run_machines({"runtime": {"machine": {"cpu": "X", "cores": 2}}}, {}) == "X, 2 cores"
     assert "corrected,reference_items.npy 25ababababab,1000-3000 episodes / 100000-300000 turns,10.0-12.0 min" in csv_text
     from slaterec_lab.tables import paper_value  # the regime keeps the published value; other settings do not
     assert paper_value("sac-gems (episode replay)", "FocusedTopDown") == paper_value("sac-gems", "FocusedTopDown") == 305.3

@@ -137,6 +137,8 @@ def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monke
     results = train_run(cfg, out, progress=False)
     assert results["budget"]["episodes"] == 12 and results["budget"]["turns"] == 120
     assert [v["episodes"] for v in results["validation"]] == [0, 4, 8, 12]
+    # each stretch of the run says where it ran, from which episode
+    assert [x["episodes"] for x in results["sessions"]] == [0, 4] and all(x["machine"] for x in results["sessions"])
     assert json.loads((out / "state.json").read_text())["resumed"] == 1
     # a finished run is never overwritten
     with pytest.raises(ArtifactExistsError, match="finished"):
