@@ -212,6 +212,30 @@ def sb3_output_format(writer: ScalarWriter) -> Any:
     return _TrackerOutput()
 
 
+def continued_csv_output(path: Path) -> Any:
+    """SB3's CSV log (``progress.csv``) continued where an earlier session of the run left it.
+
+    SB3's own ``CSVOutputFormat`` opens its file anew, which empties it: a resumed run would lose
+    every row written before the resume. This one opens an existing file for update at its end
+    and takes its header as the known columns; a new column still rewrites the file with it, as
+    SB3's does."""
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    class _ContinuedCSV(CSVOutputFormat):
+        def __init__(self, filename: Path) -> None:  # noqa: D107 - SB3's, without emptying the file
+            old = Path(filename)
+            previous = old.read_text() if old.is_file() else ""
+            self.file = open(filename, "r+" if previous else "w+")
+            self.keys = previous.splitlines()[0].split(",") if previous.strip() else []
+            self.separator, self.quotechar = ",", '"'
+            if previous and not previous.endswith("\n"):  # a row cut short by a kill: end it
+                self.file.seek(0, 2)
+                self.file.write("\n")
+            self.file.seek(0, 2)
+
+    return _ContinuedCSV(path)
+
+
 def add_tracker_argument(parser: Any) -> None:
     """``--tracker NAME`` (repeatable) on a training command."""
     parser.add_argument("--tracker", dest="trackers", action="append", choices=TRACKERS, default=None,

@@ -449,11 +449,17 @@ class Run:
 
     def _logger(self) -> Any:
         """SB3's logger: progress.csv, and TensorBoard and the other chosen trackers (same scalars)."""
-        from stable_baselines3.common.logger import configure
+        from stable_baselines3.common.logger import Logger, make_output_format
 
-        from gym_slaterec.trackers import RunIdentity, ScalarWriter, env_tag, resume_id, sb3_output_format
+        from gym_slaterec.trackers import (RunIdentity, ScalarWriter, continued_csv_output, env_tag, resume_id,
+                                           sb3_output_format)
 
-        logger = configure(str(self.dir / "tb"), ["csv"] + ["tensorboard"] * ("tensorboard" in self.trackers))
+        folder = self.dir / "tb"
+        folder.mkdir(parents=True, exist_ok=True)
+        formats = [continued_csv_output(folder / "progress.csv")]  # a resumed run keeps its earlier rows
+        if "tensorboard" in self.trackers:
+            formats.append(make_output_format("tensorboard", str(folder)))
+        logger = Logger(str(folder), formats)
         others = [t for t in self.trackers if t != "tensorboard"]
         if others:
             cfg = self.config

@@ -108,13 +108,13 @@ def test_distinct_learning_rates_survive_save_and_load(artifacts, tmp_path):
     assert model.policy.actor.features_extractor is not model.policy.critic.features_extractor
 
 
-def interrupt_after_first_training_validation(cfg, out: Path, monkeypatch) -> None:
-    """Train ``cfg`` into ``out`` and interrupt it (KeyboardInterrupt) once its checkpoint at episode 4 is written."""
+def interrupt_after_first_training_validation(cfg, out: Path, monkeypatch, at: int = 4) -> None:
+    """Train ``cfg`` into ``out`` and interrupt it (KeyboardInterrupt) once its checkpoint at episode ``at`` is written."""
     original = Run.save_checkpoint
 
     def crash(self, name):
         original(self, name)
-        if name == "last" and self.state["episodes"] == 4:
+        if name == "last" and self.state["episodes"] == at:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Run, "save_checkpoint", crash)
@@ -143,6 +143,25 @@ def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monke
     # a finished run is never overwritten
     with pytest.raises(ArtifactExistsError, match="finished"):
         train_run(cfg, out, progress=False)
+
+
+def test_a_resumed_run_keeps_the_training_scalars_of_its_earlier_session(artifacts, tmp_path, monkeypatch):
+    """SB3's own CSV log empties progress.csv when a resumed run opens it; the run's keeps the rows."""
+    import csv
+
+    cfg = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0)
+    out = tmp_path / "run"
+    interrupt_after_first_training_validation(cfg, out, monkeypatch, at=8)
+
+    def logged_episodes() -> list[int]:
+        rows = csv.DictReader((out / "tb" / "progress.csv").open())
+        return [int(r["train_episode/episodes"]) for r in rows if r.get("train_episode/episodes")]
+
+    before = logged_episodes()
+    assert 4 in before
+    train_run(cfg, out, progress=False)
+    after = logged_episodes()
+    assert after[:len(before)] == before and after[-1] == 12
 
 
 def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch):
