@@ -418,3 +418,23 @@ def test_plot_datasets_draws_the_table_by_dataset(tmp_path, capsys):
     fake_run(tmp_path / "mixed", "online", "sac-gems", 0, 300.0, [(0, 50.0)])
     assert main(["plot", "datasets", str(tmp_path / "mixed"), "--out", str(tmp_path / "x.png")]) != 0
     assert "needs offline runs" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_a_running_run_says_how_far_it_is_and_when_its_training_ends(tmp_path):
+    from slaterec_lab.results import live_progress
+
+    online = tmp_path / "online"
+    (online / "tb").mkdir(parents=True)
+    (online / "config.json").write_text(json.dumps({"episodes": 10_000, "max_wall_s": None}))
+    rows = ["train_episode/episodes,time/wall_s,train/actor_loss"] + [f"{100 * i},{10.0 * i},0.5" for i in range(1, 31)]
+    (online / "tb" / "progress.csv").write_text("\n".join(rows) + "\n")
+    assert live_progress(online) == "3,000 of 10,000 episodes, 10 episodes/s, training ends in ~12 min"
+    (online / "config.json").write_text(json.dumps({"episodes": 10_000, "max_wall_s": 900}))
+    assert live_progress(online).endswith("training ends in ~10 min (its wall-time limit, 900 s)")
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "config.json").write_text(json.dumps({"steps": 100_000}))
+    (offline / "state.json").write_text(json.dumps({"step": 30_000, "wall_s": 600.0}))
+    assert live_progress(offline) == "30,000 of 100,000 steps, 50 steps/s, training ends in ~23 min"
+    (offline / "state.json").write_text("{broken")
+    assert live_progress(offline) == "" and live_progress(tmp_path / "nothing") == ""
