@@ -53,6 +53,7 @@ from sb3_slate.settings import BOOL, DISCOUNT, NON_NEGATIVE, OPEN_UNIT, OPTIONAL
 from .export import load_d3rlpy, read_sidecar, require_gems
 from .window import WindowBuffer, WindowLayout
 from gym_slaterec.core.allocator import keep_freed_memory
+from gym_slaterec.interrupts import graceful_stop
 from gym_slaterec.progress import progress as progress_bar
 from gym_slaterec.run_dirs import write_run_summary
 
@@ -476,26 +477,33 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
 
     first = int(state["step"]) + 1
     bar = progress_bar(progress, total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}")
-    for step in range(first, config.steps + 1):
-        t0 = time.time()
-        batch = data.sample_batch(config.batch_size, learner.need_returns_to_go)
-        losses = learner.update(batch)
-        state["train_s"] += time.time() - t0
-        for key, value in losses.items():
-            running.setdefault(key, []).append(float(value))
-        if step % config.log_every == 0:
-            for key, values in running.items():
-                if values:
-                    writer.add_scalar(f"train/{key}", float(np.mean(values)), step)
-                    if not np.isfinite(np.mean(values)):
-                        raise TrainingDiverged(f"training diverged at step {step} ({config.algo} loss {key} "
-                                               f"{np.mean(values)}); lower the learning rate")
-            running = {}
-        bar.update(1)
-        if step % config.eval_every == 0 or step == config.steps:
-            validate(step)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpoint(step)
+    with graceful_stop(f"offline {config.algo} training") as stop:
+        for step in range(first, config.steps + 1):
+            if stop.requested:
+                if out == final:  # a resume point at the last step done (a staged --overwrite is discarded anyway)
+                    _save_learner(learner, out / f"model_last{MODEL_SUFFIX}")
+                    state.update(step=step - 1, wall_s=wall_before + time.time() - started, rng=_rng_state())
+                    write_json_atomic(out / "state.json", state, overwrite=True)
+                raise KeyboardInterrupt
+            t0 = time.time()
+            batch = data.sample_batch(config.batch_size, learner.need_returns_to_go)
+            losses = learner.update(batch)
+            state["train_s"] += time.time() - t0
+            for key, value in losses.items():
+                running.setdefault(key, []).append(float(value))
+            if step % config.log_every == 0:
+                for key, values in running.items():
+                    if values:
+                        writer.add_scalar(f"train/{key}", float(np.mean(values)), step)
+                        if not np.isfinite(np.mean(values)):
+                            raise TrainingDiverged(f"training diverged at step {step} ({config.algo} loss {key} "
+                                                   f"{np.mean(values)}); lower the learning rate")
+                running = {}
+            bar.update(1)
+            if step % config.eval_every == 0 or step == config.steps:
+                validate(step)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint(step)
     bar.close()
     best_model = _built_learner(config, layout, data.action_size)
     _load_learner(best_model, out / f"model_best{MODEL_SUFFIX}")

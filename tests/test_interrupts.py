@@ -150,3 +150,25 @@ def test_first_ctrl_c_stops_training_at_its_next_resume_point(tmp_path):
     assert main([str(a) for a in argv + ["--set", "max_wall_s=0.001"]]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["budget"]["episodes"] == state["episodes"] and results["test"]["episodes"] == 4
+
+
+def test_first_ctrl_c_stops_offline_training_at_its_next_step_and_it_resumes_from_there(work, tmp_path):
+    """As `train`: a Ctrl-C in `train-offline` writes a resume point at the step it reached (none was
+    due: one checkpoint per 100,000 steps), and the same command continues from that step."""
+    out = tmp_path / "run"
+    argv = ["train-offline", "bc", work["h5"], "--gems", work["gems"], "--steps", "100000", "--val-users", "4",
+            "--test-users", "4", "--out", out, "--no-progress", "--set", "eval_every=100000",
+            "--set", "checkpoint_every=100000", "--set", "log_every=10"]
+
+    def logged(n_files: int):
+        return lambda: len([p for p in (out / "tb").rglob("events*") if p.stat().st_size > 200]) >= n_files
+
+    code, err = interrupt_when(argv, logged(1))
+    assert code == 130 and "SIGINT: stopping offline bc training at its next resume point" in err, err
+    first = json.loads((out / "state.json").read_text())
+    assert first["status"] == "interrupted" and first["step"] >= 10, first  # past the only earlier resume point (0)
+    time.sleep(1.1)  # the resumed session's TensorBoard file gets another name (its timestamp)
+    code, err = interrupt_when(argv, logged(2))
+    assert code == 130, err
+    second = json.loads((out / "state.json").read_text())
+    assert second["step"] > first["step"] and second["validation"] == first["validation"] == []
