@@ -454,8 +454,9 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
     running: dict[str, list[float]] = {}
     wall_before = float(state["wall_s"])
 
-    def checkpoint(step: int) -> None:
-        _save_learner(learner, out / f"model_step{step:07d}{MODEL_SUFFIX}")
+    def checkpoint(step: int, periodic: bool = True) -> None:
+        if periodic:
+            _save_learner(learner, out / f"model_step{step:07d}{MODEL_SUFFIX}")
         _save_learner(learner, out / f"model_last{MODEL_SUFFIX}")
         state.update(step=step, wall_s=wall_before + time.time() - started, rng=_rng_state())
         write_json_atomic(out / "state.json", state, overwrite=True)
@@ -481,9 +482,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
         for step in range(first, config.steps + 1):
             if stop.requested:
                 if out == final:  # a resume point at the last step done (a staged --overwrite is discarded anyway)
-                    _save_learner(learner, out / f"model_last{MODEL_SUFFIX}")
-                    state.update(step=step - 1, wall_s=wall_before + time.time() - started, rng=_rng_state())
-                    write_json_atomic(out / "state.json", state, overwrite=True)
+                    checkpoint(step - 1, periodic=False)
                 raise KeyboardInterrupt
             t0 = time.time()
             batch = data.sample_batch(config.batch_size, learner.need_returns_to_go)

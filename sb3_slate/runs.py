@@ -572,13 +572,12 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers
             run.state["best_validation"], run.state["best_episode"] = b["validation_return"], b["episodes"]
         run.state["wall_s_before"] = state.get("wall_s", 0.0)
         run.state["resumed"] = state.get("resumed", 0) + 1
-        saved_limit = read_run_json(out / "config.json").get("max_wall_s")
-        if saved_limit != cfg.max_wall_s:  # recorded in the config (what the run ran under) and in the state
+        saved_config = read_run_json(out / "config.json")
+        if saved_config.get("max_wall_s") != cfg.max_wall_s:  # recorded in the config (what the run ran under) and in the state
             run.state.setdefault("max_wall_s_changes", []).append(
                 {"episodes": state.get("episodes", 0), "wall_s": round(state.get("wall_s", 0.0), 1),
-                 "from": saved_limit, "to": cfg.max_wall_s})
-            write_json_atomic(out / "config.json", {**read_run_json(out / "config.json"), "max_wall_s": cfg.max_wall_s},
-                              overwrite=True)
+                 "from": saved_config.get("max_wall_s"), "to": cfg.max_wall_s})
+            write_json_atomic(out / "config.json", {**saved_config, "max_wall_s": cfg.max_wall_s}, overwrite=True)
         resume = True
         run.state["device"] = device
         run.state["status"] = "running"
