@@ -443,6 +443,9 @@ class Run:
                     raise TrainingDiverged(f"training diverged at episode {self.state['episodes']} (weights blew up "
                                            f"in {', '.join(bad[:3])}); lower the learning rate") from exc
                 raise
+            finally:  # an interrupted or failed learn() skips the callback's end: its status-line timer would live on
+                if callback.bar is not None:
+                    callback.bar.close()
             if self.state["validation"][-1]["episodes"] != self.state["episodes"]:
                 self.validate()
             self.save_checkpoint("last")

@@ -121,6 +121,8 @@ def interrupt_after_first_training_validation(cfg, out: Path, monkeypatch, at: i
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, out, progress=False)
     monkeypatch.setattr(Run, "save_checkpoint", original)
+    import threading  # the interrupted training's status-line timer stopped with it (it printed into later output)
+    assert not [t for t in threading.enumerate() if t.name == "slaterec-status" and t.is_alive()]
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monkeypatch):
