@@ -30,6 +30,7 @@ to another, so any other checkpoint is refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -478,7 +479,7 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
 
     first = int(state["step"]) + 1
     bar = progress_bar(progress, total=config.steps, initial=first - 1, unit="step", desc=f"offline {config.algo}")
-    with graceful_stop(f"offline {config.algo} training") as stop:
+    with graceful_stop(f"offline {config.algo} training") as stop, contextlib.closing(bar):  # closed on every exit
         for step in range(first, config.steps + 1):
             if stop.requested:
                 if out == final:  # a resume point at the last step done (a staged --overwrite is discarded anyway)
@@ -503,7 +504,6 @@ def _train_offline_into(config: "OfflineConfig", dataset: PathLike, gems: PathLi
                 validate(step)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint(step)
-    bar.close()
     best_model = _built_learner(config, layout, data.action_size)
     _load_learner(best_model, out / f"model_best{MODEL_SUFFIX}")
     t0 = time.time()
