@@ -15,8 +15,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/slaterec demo --out demo_output --overwrite
 
+# the suite's files spread over the cores (pytest-xdist; at most 4 workers)
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist worksteal tests
 
 bench: $(STAMP)
 	$(PY) scripts/bench_simulator.py

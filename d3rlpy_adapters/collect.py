@@ -16,6 +16,8 @@ after ``T`` turns), so episode boundaries are the dataset's first axis.
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -230,7 +232,7 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
         inputs=inputs, policy=pol, gems=gems, **common,
     )
     bar = progress_bar(progress, total=episodes, unit="ep", desc=f"collect {pol['method']}:{name}")
-    with DatasetWriter(out, episodes, T, k, N, prov, overwrite, extras) as writer:
+    with contextlib.closing(bar), DatasetWriter(out, episodes, T, k, N, prov, overwrite, extras) as writer:
         for start in range(0, episodes, batch_size):
             b = min(batch_size, episodes - start)
             env = agent.wrap_env(make_vector_env(env_id, b, **env_kwargs))
@@ -256,7 +258,6 @@ def _collect_agent(env_id, agent, name, run_dir, episodes, seed, out, overwrite,
             writer.write(start, slates, clicks, **extra)
             env.close()
             bar.update(b)
-    bar.close()
     assert writer.dataset is not None
     return writer.dataset
 
@@ -303,12 +304,11 @@ def collect_replay(run_dir: PathLike, checkpoint: str, out: PathLike, overwrite:
         users={"rule": f"the training users of run seed {cfg.seed} whose episodes the replay memory held"},
     )
     bar = progress_bar(progress, total=size, unit="ep", desc=f"replay {cfg.method}:{name}")
-    with DatasetWriter(out, size, T, k, N, record, overwrite, extras) as writer:
+    with contextlib.closing(bar), DatasetWriter(out, size, T, k, N, record, overwrite, extras) as writer:
         for a in range(0, size, 2048):
             idx = order[a:a + 2048]
             writer.write(a, slates[idx], clicks[idx], rewards=rewards[idx],
                          **({"actions": actions[idx]} if own_actions else {}))
             bar.update(len(idx))
-    bar.close()
     assert writer.dataset is not None
     return writer.dataset

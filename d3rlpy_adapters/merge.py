@@ -9,6 +9,8 @@ provenance lists each part: its path, fingerprint, episode count and collecting 
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -72,7 +74,8 @@ def merge_datasets(inputs: Sequence[PathLike], out: PathLike, overwrite: bool = 
         users=[ds.provenance.get("users") for ds in parts],
     )
     bar = progress_bar(progress, total=total, unit="ep", desc="merge")
-    with DatasetWriter(out, total, first.turns, first.slate_size, first.num_items, prov, overwrite, extras) as writer:
+    with contextlib.closing(bar), DatasetWriter(out, total, first.turns, first.slate_size, first.num_items, prov,
+                                                overwrite, extras) as writer:
         start = 0
         for ds in parts:
             for a in range(0, len(ds), 4096):
@@ -81,7 +84,6 @@ def merge_datasets(inputs: Sequence[PathLike], out: PathLike, overwrite: bool = 
                              **{name: np.asarray(ds.extras[name][a:e]) for name in extras})
                 bar.update(e - a)
             start += len(ds)
-    bar.close()
     assert writer.dataset is not None
     return writer.dataset, notes
 

@@ -14,6 +14,8 @@ provenance (JSON) — no pickle.
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import json
 import math
@@ -260,10 +262,11 @@ def train_mf(
             bar.update(1)
             bar.set_postfix(epoch=record["epoch"], val=f"{record['val_loss']:.4f}")
 
-        table, metrics = train_reference_recipe(
-            users, items, len(ds), ds.num_items, seed=seed, epochs=epochs, patience=patience, dim=dim, lr=lr,
-            batch_size=batch_size, val_fraction=val_fraction, device=device, report=report, max_seconds=max_seconds)
-        bar.close()
+        with contextlib.closing(bar):
+            table, metrics = train_reference_recipe(
+                users, items, len(ds), ds.num_items, seed=seed, epochs=epochs, patience=patience, dim=dim, lr=lr,
+                batch_size=batch_size, val_fraction=val_fraction, device=device, report=report,
+                max_seconds=max_seconds)
         if writer is not None:
             writer.close()
         return _finish_mf(ds, table, metrics, {**hyper, "recipe": "reference"}, seed, device, out, overwrite)
@@ -305,42 +308,42 @@ def train_mf(
     n = len(tr_u)
     bar = progress_bar(progress, total=epochs, unit="epoch", desc="MF (BPR)")
     epoch = 0
-    for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=gen, device=device)
-        negs = torch.randint(0, n_items, (n,), generator=gen, device=device)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            u = user_emb(tr_u[idx])
-            diff = (u * (item_emb(tr_i[idx]) - item_emb(negs[idx]))).sum(-1)
-            loss = torch.nn.functional.softplus(-diff).mean()
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in opts:
-                opt.step()
-            total += float(loss.detach()) * len(idx)
-        if not (math.isfinite(total) and bool(torch.isfinite(item_emb.weight).all())):
-            raise TrainingDiverged(f"training diverged at epoch {epoch} (BPR loss {total / n}); lower the learning "
-                                   f"rate (--lr, now {lr})")
-        v_loss, v_auc = val_loss()
-        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": v_loss, "val_auc": v_auc})
-        if writer is not None:
-            writer.add_scalar("train/bpr_loss", total / n, epoch)
-            writer.add_scalar("val/bpr_loss", v_loss, epoch)
-            writer.add_scalar("val/auc", v_auc, epoch)
-        bar.update(1)
-        bar.set_postfix(train=f"{total / n:.4f}", val=f"{v_loss:.4f}", auc=f"{v_auc:.3f}")
-        if v_loss < best["loss"] - 1e-5:
-            best.update(loss=v_loss, items=item_emb.weight.detach().clone(), epoch=epoch, auc=v_auc)
-            bad = 0
-        else:
-            bad += 1
-            if bad >= patience:
+    with contextlib.closing(bar):  # closed on every exit (a diverged run raises)
+        for epoch in range(1, epochs + 1):
+            perm = torch.randperm(n, generator=gen, device=device)
+            negs = torch.randint(0, n_items, (n,), generator=gen, device=device)
+            total = 0.0
+            for start in range(0, n, batch_size):
+                idx = perm[start : start + batch_size]
+                u = user_emb(tr_u[idx])
+                diff = (u * (item_emb(tr_i[idx]) - item_emb(negs[idx]))).sum(-1)
+                loss = torch.nn.functional.softplus(-diff).mean()
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for opt in opts:
+                    opt.step()
+                total += float(loss.detach()) * len(idx)
+            if not (math.isfinite(total) and bool(torch.isfinite(item_emb.weight).all())):
+                raise TrainingDiverged(f"training diverged at epoch {epoch} (BPR loss {total / n}); lower the learning "
+                                       f"rate (--lr, now {lr})")
+            v_loss, v_auc = val_loss()
+            history.append({"epoch": epoch, "train_loss": total / n, "val_loss": v_loss, "val_auc": v_auc})
+            if writer is not None:
+                writer.add_scalar("train/bpr_loss", total / n, epoch)
+                writer.add_scalar("val/bpr_loss", v_loss, epoch)
+                writer.add_scalar("val/auc", v_auc, epoch)
+            bar.update(1)
+            bar.set_postfix(train=f"{total / n:.4f}", val=f"{v_loss:.4f}", auc=f"{v_auc:.3f}")
+            if v_loss < best["loss"] - 1e-5:
+                best.update(loss=v_loss, items=item_emb.weight.detach().clone(), epoch=epoch, auc=v_auc)
+                bad = 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+            if max_seconds is not None and time.time() - started > max_seconds:
                 break
-        if max_seconds is not None and time.time() - started > max_seconds:
-            break
-    bar.close()
     if writer is not None:
         writer.close()
 

@@ -12,11 +12,18 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
 STATUS_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+THREAD_NAME = "slaterec-status"
+
+
+def status_threads() -> list[threading.Thread]:
+    """The live status-line timer threads (one per open :class:`StatusLines`)."""
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
 
 
 class _Nowhere:
@@ -38,16 +45,13 @@ class StatusLines(tqdm):
         self.every_s = float(every_s if every_s is not None else os.environ.get("SLATEREC_STATUS_EVERY", 30))
         self._stop = threading.Event()
         self._beats = 0
-        self._thread = threading.Thread(target=self._beat, name="slaterec-status", daemon=True)
+        # The timer holds the bar weakly: a bar its job forgot to close stops printing once it is gone.
+        self._thread = threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, self.every_s),
+                                        name=THREAD_NAME, daemon=True)
         self._thread.start()
 
     def status_line(self) -> str:
         return f"[{time.strftime('%H:%M:%S')}] {self.format_meter(**self.format_dict)}"
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self._beats += 1
-            print(self.status_line(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if not self._stop.is_set():
@@ -55,6 +59,16 @@ class StatusLines(tqdm):
             if self._beats:  # a job that showed life ends with its final count; a short one stays silent
                 print(self.status_line(), file=sys.stderr, flush=True)
         super().close()
+
+
+def _beat(bar_ref: "weakref.ref[StatusLines]", stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        bar = bar_ref()
+        if bar is None:
+            return
+        bar._beats += 1
+        print(bar.status_line(), file=sys.stderr, flush=True)
+        del bar
 
 
 def progress(enabled: bool, **kwargs: Any) -> tqdm:

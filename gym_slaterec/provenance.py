@@ -255,6 +255,7 @@ RUN_ENTRIES = frozenset({
     "config.json", "provenance.json", "state.json", "tb", "checkpoints", "best_validation.json",
     "results.json", "summary.json", "progress.csv", "train.log", "command.txt",
     "inputs",  # a policy bundle's own copies of its GeMS / MF (d3rlpy_adapters.benchmark)
+    "wall_limited",  # the results of a wall-limited run before it was continued (sb3_slate.runs)
 })
 #: ... and the offline runs' model files.
 RUN_PATTERNS = ("model_*.pt", "model_*.d3")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,32 +122,32 @@ def _rollout(env_id, policy, episodes, seed, epsilon, item_embeddings, batch_siz
     returns = np.zeros(episodes, dtype=np.float64)
     env = None
     bar = progress_bar(progress, total=episodes, unit="ep", desc=f"{policy} on {env_id}")
-    for start in range(0, episodes, batch_size):
-        b = min(batch_size, episodes - start)
-        if env is None or env.num_envs != b:
-            env = make_vector_env(env_id, b, item_embeddings, **(env_kwargs or {}))
-            pol = make_policy(policy, env, seed=seed + start, epsilon=epsilon)
-        pol.seed(seed + start)
-        obs, _ = env.reset(seed=seed + start)
-        T = env.config.episode_length
-        k = env.simulator.slate_size
-        keep = on_batch is not None
-        if keep:
-            slates = np.empty((b, T + 1, k), dtype=np.int64)
-            clicks = np.empty((b, T + 1, k), dtype=np.uint8)
-            slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
-        ret = np.zeros(b)
-        for t in range(1, T + 1):
-            obs, reward, terminated, _, _ = env.step(pol(obs))
-            ret += reward
+    with contextlib.closing(bar):
+        for start in range(0, episodes, batch_size):
+            b = min(batch_size, episodes - start)
+            if env is None or env.num_envs != b:
+                env = make_vector_env(env_id, b, item_embeddings, **(env_kwargs or {}))
+                pol = make_policy(policy, env, seed=seed + start, epsilon=epsilon)
+            pol.seed(seed + start)
+            obs, _ = env.reset(seed=seed + start)
+            T = env.config.episode_length
+            k = env.simulator.slate_size
+            keep = on_batch is not None
             if keep:
-                slates[:, t], clicks[:, t] = obs["slate"], obs["clicks"]
-        assert terminated.all()
-        returns[start : start + b] = ret
-        if keep:
-            on_batch(start, slates, clicks)
-        bar.update(b)
-    bar.close()
+                slates = np.empty((b, T + 1, k), dtype=np.int64)
+                clicks = np.empty((b, T + 1, k), dtype=np.uint8)
+                slates[:, 0], clicks[:, 0] = obs["slate"], obs["clicks"]
+            ret = np.zeros(b)
+            for t in range(1, T + 1):
+                obs, reward, terminated, _, _ = env.step(pol(obs))
+                ret += reward
+                if keep:
+                    slates[:, t], clicks[:, t] = obs["slate"], obs["clicks"]
+            assert terminated.all()
+            returns[start : start + b] = ret
+            if keep:
+                on_batch(start, slates, clicks)
+            bar.update(b)
     return returns
 
 

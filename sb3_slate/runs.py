@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -557,12 +558,46 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
         return _train_into(cfg, out, progress, device, trackers)
 
 
+#: where a wall-limited run that is continued keeps the results of each earlier stop
+WALL_LIMITED_DIR = "wall_limited"
+
+
+def extending_wall_limited_run(out: Path, state: dict[str, Any], cfg: RunConfig) -> None:
+    """Make the finished run in ``out`` resumable when it stopped at its wall-time limit short of its
+    episode budget and ``cfg`` allows it more time; refuse any other finished run.
+
+    Its results at the stop (results.json, summary.json) move to ``wall_limited/epNNNNNNN/`` (kept,
+    never overwritten), so the directory reads as a running run until the continued training
+    writes the results of the longer run; ``state["continued"]`` records each such extension.
+    """
+    done, wall = int(state.get("episodes", 0)), float(state.get("wall_s", 0.0))
+    if not state.get("stopped_by_wall_budget") or done >= cfg.episodes:
+        raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
+    if cfg.max_wall_s is not None and cfg.max_wall_s <= wall:
+        raise ValueError(
+            f"{out} stopped at its wall-time limit after {done:,} of {cfg.episodes:,} episodes ({wall:,.0f} s); to "
+            f"continue it give a larger limit (--set max_wall_s=S with S > {wall:.0f}, or max_wall_s=null for none)")
+    keep = out / WALL_LIMITED_DIR / f"ep{done:07d}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "summary.json"):
+        if (out / name).is_file():
+            if (keep / name).exists():
+                raise ArtifactExistsError(f"{keep / name} exists; moving the results of the stop at {done:,} episodes "
+                                          f"there would overwrite it")
+            os.replace(out / name, keep / name)
+    state["status"] = "interrupted"  # written below with the resume; a crash here leaves a resumable run
+    state.pop("stopped_by_wall_budget", None)
+    state.setdefault("continued", []).append({"episodes": done, "wall_s": round(wall, 1),
+                                              "results": f"{WALL_LIMITED_DIR}/ep{done:07d}/results.json"})
+    write_json_atomic(out / "state.json", state, overwrite=True)
+
+
 def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers: tuple[str, ...]) -> dict[str, Any]:
     resume = False
     state = existing_run(cfg, out)
     if state is not None:
         if state.get("status") == "complete":
-            raise ArtifactExistsError(f"{out} holds a finished run (results.json); run directories are never overwritten")
+            extending_wall_limited_run(out, state, cfg)
         run = Run(out, cfg, progress, device, trackers)
         prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():

@@ -261,12 +261,24 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
         settings = [{k: _per_seed_as_one(k, r.config.get(k), r.seed) for k in keys} for r in members]
         _one_file_one_setting(members, settings)
+        for r, c in zip(members, settings):
+            if c.get("max_wall_s") is not None and _reached_budget(r):
+                c["max_wall_s"] = None  # a limit that never bound changes nothing about the run
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
         for r, c in zip(members, settings):
             if differing:
                 r.settings = {k: _shown(k, c[k]) for k in differing}
                 r.method = f"{r.method} [{', '.join(r.settings.values())}]"
     return records
+
+
+def _reached_budget(r: RunRecord) -> bool:
+    """Whether the run trained its whole budget (episodes online, gradient steps offline)."""
+    for unit, ran in (("episodes", "episodes"), ("steps", "gradient steps")):
+        planned, done = r.config.get(unit), r.budget.get(ran)
+        if isinstance(planned, (int, float)) and isinstance(done, (int, float)):
+            return done >= planned
+    return False
 
 
 def _one_file_one_setting(members: list[RunRecord], settings: list[dict[str, Any]]) -> None:

@@ -109,3 +109,17 @@ def window_dataset(episodes: int = 12, turns: int = 10, action_size: int = 4):
     return layout, d3rlpy.dataset.MDPDataset(
         obs.astype(np.float32), rng.standard_normal((len(obs), action_size)).astype(np.float32),
         rng.random((len(obs), 1)).astype(np.float32), terminals)
+
+
+@pytest.fixture(autouse=True)
+def no_status_line_left_running():
+    """Every job closes its progress bar on every exit: a status-line timer a test leaves running
+    prints into later output (and into another job's log in a real session)."""
+    from gym_slaterec.progress import status_threads
+
+    before = set(status_threads())
+    yield
+    left = set(status_threads()) - before
+    for t in left:  # wait briefly: a bar closed at the very end may still be finishing its last line
+        t.join(timeout=1.0)
+    assert not [t for t in left if t.is_alive()], "a status-line timer was left running (a progress bar not closed)"

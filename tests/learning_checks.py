@@ -8,9 +8,11 @@ difference (``gain``).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -21,6 +23,18 @@ ENV = "SlateRec/FocusedTopDown-v0"
 SHORT = {"episode_length": 10}
 #: torch threads of the learning checks (the suite is also run with 2 to show the margins hold)
 THREADS = int(os.environ.get("SLATEREC_TEST_THREADS", "1"))
+
+
+def over_seeds(check: Callable[[Path, int], dict[str, Any]], root: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """``check(root / f"s{seed}", seed)`` for every seed, the seeds side by side in processes of
+    their own (one per core, one torch thread each: the same runs as one after the other)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # under pytest-xdist the suite's workers already share the cores
+    workers = min(len(seeds), cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    if workers <= 1:
+        return [check(root / f"s{seed}", seed) for seed in seeds]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(check, [root / f"s{seed}" for seed in seeds], seeds))
 
 
 def random_test_return(out: Path, env_kwargs: dict[str, Any], test_users: int = 100) -> float:

@@ -212,6 +212,19 @@ def test_one_gems_file_under_two_paths_is_one_setting(tmp_path):
     assert len({r.method for r in mixed}) == 2
 
 
+def test_a_wall_time_limit_splits_rows_only_where_it_stopped_a_run(tmp_path):
+    """Runs that trained their whole budget are seeds of one setting whatever limit they ran under;
+    a run the limit stopped short stays apart (its row says which limit)."""
+    from slaterec_lab.results import label_variants
+
+    for name, seed, limit, ran in (("a0", 0, None, 1000), ("a1", 1, 12650, 1000), ("b0", 2, 8125, 652)):
+        run = fake_run(tmp_path, name, "sac-gems", seed, 300.0, [(0, 50.0)], wall=600.0, episodes=ran)
+        (run / "config.json").write_text(json.dumps({"seed": seed, "episodes": 1000, "max_wall_s": limit}))
+    assert {r.method for r in label_variants([read_run(tmp_path / n) for n in ("a0", "a1")])} == {"sac-gems"}
+    mixed = {r.seed: r.method for r in label_variants([read_run(tmp_path / n) for n in ("a0", "a1", "b0")])}
+    assert mixed[0] == mixed[1] == "sac-gems [max_wall_s=None]" and mixed[2] == "sac-gems [max_wall_s=8125]"
+
+
 def _fake_sweep(root: Path) -> Path:
     trials = []
     for kl in (0.1, 1.0):

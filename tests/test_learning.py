@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from learning_checks import offline_learning_run, sac_learning_run
+from learning_checks import offline_learning_run, over_seeds, sac_learning_run
 
 SAC_SEEDS = (0, 1, 2, 3)
 OFFLINE_SEEDS = (0, 1)
@@ -28,7 +28,7 @@ def test_episode_replay_sac_learns(tmp_path):
     2.1); the test return of the best checkpoint beats random by 4.8 on average (sd 2.6, min
     0.9; kernel means 4.0 and 5.6). Thresholds on the 4-seed means sit at least 2.8 of their
     standard deviations (sd / 2) below the worse kernel's mean."""
-    runs = [sac_learning_run(tmp_path / f"s{seed}", seed) for seed in SAC_SEEDS]
+    runs = over_seeds(sac_learning_run, tmp_path, SAC_SEEDS)
     random_return = runs[0]["random"]
     untrained = statistics.fmean(r["untrained"] for r in runs)
     rise = statistics.fmean(r["best_validation"] - r["untrained"] for r in runs)
@@ -45,5 +45,5 @@ def test_offline_td3bc_on_an_agents_own_latents_learns(tmp_path):
 
     Measured over seeds 0-3 and two kernels (8 runs): gain over random 30.2-59.1, mean 37.8,
     sd 10.4. The threshold on the 2-seed mean, 15, is 3.1 of its standard deviations below."""
-    runs = [offline_learning_run(tmp_path / f"s{seed}", seed) for seed in OFFLINE_SEEDS]
+    runs = over_seeds(offline_learning_run, tmp_path, OFFLINE_SEEDS)
     assert statistics.fmean(r["gain"] for r in runs) > 15.0, runs

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gym_slaterec.progress import status_threads
 from gym_slaterec.provenance import ArtifactExistsError, ProvenanceMismatchError
 from gym_slaterec.rollouts import make_vector_env
 from sb3_slate.methods import METHODS, SAC_METHODS, parse_set, resolve_config
@@ -118,11 +119,12 @@ def interrupt_after_first_training_validation(cfg, out: Path, monkeypatch, at: i
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Run, "save_checkpoint", crash)
+    before = set(status_threads())
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, out, progress=False)
     monkeypatch.setattr(Run, "save_checkpoint", original)
-    import threading  # the interrupted training's status-line timer stopped with it (it printed into later output)
-    assert not [t for t in threading.enumerate() if t.name == "slaterec-status" and t.is_alive()]
+    # the interrupted training's status-line timer stopped with it (it printed into later output)
+    assert not set(status_threads()) - before
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(artifacts, tmp_path, monkeypatch):
@@ -179,6 +181,25 @@ def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch)
     [change] = state["max_wall_s_changes"]
     assert (change["episodes"], change["from"], change["to"]) == (4, None, 1e-3) and change["wall_s"] > 0
     assert state["stopped_by_wall_budget"] is True
+    first = json.loads((out / "results.json").read_text())
+
+    # the finished, wall-limited run continues to its episode budget under a larger limit ...
+    with pytest.raises(ValueError, match="larger limit"):  # ... only under a larger one
+        train_run(spent, out, progress=False)
+    assert json.loads((out / "results.json").read_text()) == first  # a refusal changes nothing
+    longer = small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0, max_wall_s=1e6)
+    results = train_run(longer, out, progress=False)
+    assert results["budget"]["episodes"] == 12
+    assert [v["episodes"] for v in results["validation"]] == [0, 4, 8, 12]  # one curve across the stop
+    kept = out / "wall_limited" / "ep0000004"
+    assert json.loads((kept / "results.json").read_text()) == first and (kept / "summary.json").is_file()
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "complete" and "stopped_by_wall_budget" not in state
+    assert state["continued"][0]["episodes"] == 4
+    assert json.loads((out / "config.json").read_text())["max_wall_s"] == 1e6
+    with pytest.raises(ArtifactExistsError, match="finished run"):  # a run that reached its budget is never reopened
+        train_run(small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0, max_wall_s=2e6), out,
+                  progress=False)
 
 
 def test_refuses_gems_from_another_environment(artifacts, tmp_path):
