@@ -107,6 +107,20 @@ def find_runs(paths: Iterable[Path], allow_empty: bool = False, include_damaged:
 STATUSES = ("complete", "running", "unfinished", "dead", "failed", "damaged")
 
 
+def _wall_limited(run: Path) -> str:
+    """For a finished run its wall-time limit stopped short of its budget: where, and how to go on."""
+    try:
+        state, config = _read(run / "state.json"), _read(run / "config.json")
+    except ValueError:
+        return ""
+    done, budget = state.get("episodes"), config.get("episodes")
+    if not state.get("stopped_by_wall_budget") or not isinstance(done, int) or not isinstance(budget, int) \
+            or done >= budget:
+        return ""
+    return (f"stopped by its wall-time limit at {done:,} of {budget:,} episodes; the same command with a larger "
+            f"--set max_wall_s continues it")
+
+
 def run_status(run: Path) -> tuple[str, str]:
     """``(status, detail)`` of a run directory:
 
@@ -141,7 +155,7 @@ def run_status(run: Path) -> tuple[str, str]:
             return "damaged", f"{run / 'results.json'} has no test return"
         if "best" not in run_dirs.list_checkpoints(run):
             return "damaged", "results.json names a best checkpoint that is missing"
-        return "complete", ""
+        return "complete", _wall_limited(run)
     try:
         state = run_dirs.read_state(run, layout, resume=False)
     except (OSError, ValueError) as exc:

@@ -182,6 +182,10 @@ def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch)
     assert (change["episodes"], change["from"], change["to"]) == (4, None, 1e-3) and change["wall_s"] > 0
     assert state["stopped_by_wall_budget"] is True
     first = json.loads((out / "results.json").read_text())
+    from slaterec_lab.results import run_status
+
+    status, detail = run_status(out)
+    assert status == "complete" and "wall-time limit at 4 of 12 episodes" in detail and "max_wall_s" in detail
 
     # the finished, wall-limited run continues to its episode budget under a larger limit ...
     with pytest.raises(ValueError, match="larger limit"):  # ... only under a larger one
@@ -196,6 +200,7 @@ def test_resume_may_change_the_wall_time_limit(artifacts, tmp_path, monkeypatch)
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "complete" and "stopped_by_wall_budget" not in state
     assert state["continued"][0]["episodes"] == 4
+    assert run_status(out) == ("complete", "")
     assert json.loads((out / "config.json").read_text())["max_wall_s"] == 1e6
     with pytest.raises(ArtifactExistsError, match="finished run"):  # a run that reached its budget is never reopened
         train_run(small_config("sac-gems", artifacts, episodes=12, checkpoint_every=0, max_wall_s=2e6), out,
