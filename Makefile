@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 # the suite's files spread over the cores (pytest-xdist; at most 4 workers)
 test: $(STAMP)
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist worksteal tests
+	$(PY) -m pytest -n logical --maxprocesses 4 --dist worksteal tests
 
 bench: $(STAMP)
 	$(PY) scripts/bench_simulator.py
