@@ -227,7 +227,7 @@ def cmd_summaries(args: argparse.Namespace) -> int:
     written, kept, skipped = keep_summaries(args.runs, args.out, args.overwrite)
     for note in skipped:
         print(f"skipped {note}")
-    print(f"{args.out}: {written} summaries written, {kept} already there")
+    print(f"{args.out}: {written} {'summary' if written == 1 else 'summaries'} written, {kept} already there")
     return 0
 
 
