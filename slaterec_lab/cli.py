@@ -144,6 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", type=Path, required=True, help="PNG file to write")
     c.add_argument("--title", default="")
     c.add_argument("--x", choices=("episodes", "turns", "wall_s"), default="episodes", help="the horizontal axis")
+    c.add_argument("--per-seed", action="store_true", help="one line per run (seed) instead of the mean and band")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(handler=cmd_plot_curves)
     c = kinds.add_parser("slates", help="Fig. 2: relevance scores and boredom of the slates two (or more) runs "
@@ -294,7 +295,7 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
     _check_figure_out(args)
     records, notes = comparable_records(args.runs, need_test=False)
     _warn(notes)
-    plot_curves(records, args.out, args.title, args.x)
+    plot_curves(records, args.out, args.title, args.x, per_seed=args.per_seed)
     print(f"wrote {args.out} ({len(records)} runs)")
     return 0
 

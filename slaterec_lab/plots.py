@@ -15,18 +15,23 @@ from .stats import summarise
 X_LABELS = {"episodes": None, "turns": "turns (user interactions)", "wall_s": "wall time (s)"}
 
 
-def curve_groups(records: list[RunRecord], x: str = "episodes") -> dict[str, dict[float, list[float]]]:
-    """{label: {x: [validation return of each seed at x]}} (wall times are per run: one seed per point)."""
+def curve_groups(records: list[RunRecord], x: str = "episodes",
+                 per_seed: bool = False) -> dict[str, dict[float, list[float]]]:
+    """{label: {x: [validation return of each seed at x]}} (wall times are per run: one seed per point);
+    ``per_seed``: one label per run (``... seed S``)."""
     groups: dict[str, dict[float, list[float]]] = {}
     for r in records:
-        g = groups.setdefault(f"{r.method} ({r.env_id.split('/')[-1]})", {})
+        seed = f" seed {r.seed}" if per_seed else ""
+        g = groups.setdefault(f"{r.method}{seed} ({r.env_id.split('/')[-1]})", {})
         for xv, y in r.curve_over(x):
             g.setdefault(xv, []).append(y)
     return groups
 
 
-def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "episodes") -> dict:
-    """Mean validation return over seeds with its 95 % band, one line per method; the
+def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "episodes",
+                per_seed: bool = False) -> dict:
+    """Mean validation return over seeds with its 95 % band, one line per method (``per_seed``:
+    one line per run, no band: two or three seeds' t-interval is too wide to read); the
     PNG's metadata lists the runs it was drawn from. Returns the plotted data. Without a
     ``title``, runs of one environment and item matrix are titled with both."""
     import matplotlib
@@ -40,7 +45,7 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
                          "plot them separately")
     if x not in X_LABELS:
         raise ValueError(f"x must be one of {', '.join(X_LABELS)}, got {x!r}")
-    groups = curve_groups(records, x)
+    groups = curve_groups(records, x, per_seed)
     if not any(groups.values()):
         raise ValueError("the runs have no validation curve yet")
     data = {}
@@ -51,7 +56,7 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
 
     def shown(label: str, tail: str) -> str:  # the legend's text: no repeated environment, wrapped
         core = label[: -len(suffix)] if one_env and label.endswith(suffix) else label
-        return textwrap.fill(f"{core}, {tail}", 70)
+        return textwrap.fill(f"{core}, {tail}" if tail else core, 70)
 
     shown_labels = {label: shown(label, "") for label in groups}
     lines = sum(t.count("\n") + 1 for t in shown_labels.values())
@@ -72,7 +77,7 @@ def plot_curves(records: list[RunRecord], out: Path, title: str = "", x: str = "
         if len(xs) == 1:  # a policy that does not train (oracle, random): a reference level
             ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=shown(label, f"{seeds} seed(s), no training"))
             continue
-        ax.plot(xs, means, color=color, label=shown(label, f"{seeds} seed(s)"))
+        ax.plot(xs, means, color=color, label=shown(label, "" if per_seed else f"{seeds} seed(s)"))
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2)
     ax.set_xlabel(X_LABELS[x] or records[0].x_label)
     ax.set_ylabel("validation return (200 users)")

@@ -119,6 +119,10 @@ def test_curve_data_are_the_runs_means(grid, tmp_path):
     data = plot_curves([read_run(r) for r in find_runs([grid])], tmp_path / "c.png")
     gems = data["sac-gems (FocusedTopDown-v0)"]
     assert gems["x"] == [0.0, 1000.0] and gems["mean"] == pytest.approx([51.0, 202.0])
+    seeds = plot_curves([read_run(r) for r in find_runs([grid])], tmp_path / "s.png", per_seed=True)
+    assert [seeds[f"sac-gems seed {i} (FocusedTopDown-v0)"]["mean"] for i in range(3)] == [[50.0, 200.0], [51.0, 202.0],
+                                                                                         [52.0, 204.0]]
+    assert seeds["sac-gems seed 1 (FocusedTopDown-v0)"]["low"] == [51.0, 202.0]  # one run: no band
 
 
 def test_drift_measures_on_known_tables(tmp_path, capsys):
