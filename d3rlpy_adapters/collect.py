@@ -17,7 +17,6 @@ after ``T`` turns), so episode boundaries are the dataset's first axis.
 from __future__ import annotations
 
 import contextlib
-
 import re
 from pathlib import Path
 from typing import Any, Optional, Union

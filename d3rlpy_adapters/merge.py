@@ -10,7 +10,6 @@ provenance lists each part: its path, fingerprint, episode count and collecting 
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 from typing import Any, Optional, Sequence
 

@@ -15,7 +15,6 @@ provenance (JSON) — no pickle.
 from __future__ import annotations
 
 import contextlib
-
 import io
 import json
 import math

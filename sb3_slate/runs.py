@@ -562,7 +562,7 @@ def train_run(cfg: RunConfig, out: PathLike, progress: bool = True, device: str 
 WALL_LIMITED_DIR = "wall_limited"
 
 
-def extending_wall_limited_run(out: Path, state: dict[str, Any], cfg: RunConfig) -> None:
+def reopen_wall_limited_run(out: Path, state: dict[str, Any], cfg: RunConfig) -> None:
     """Make the finished run in ``out`` resumable when it stopped at its wall-time limit short of its
     episode budget and ``cfg`` allows it more time; refuse any other finished run.
 
@@ -585,7 +585,7 @@ def extending_wall_limited_run(out: Path, state: dict[str, Any], cfg: RunConfig)
                 raise ArtifactExistsError(f"{keep / name} exists; moving the results of the stop at {done:,} episodes "
                                           f"there would overwrite it")
             os.replace(out / name, keep / name)
-    state["status"] = "interrupted"  # written below with the resume; a crash here leaves a resumable run
+    state["status"] = "interrupted"  # until the resume below marks it running: a crash leaves a resumable run
     state.pop("stopped_by_wall_budget", None)
     state.setdefault("continued", []).append({"episodes": done, "wall_s": round(wall, 1),
                                               "results": f"{WALL_LIMITED_DIR}/ep{done:07d}/results.json"})
@@ -597,7 +597,7 @@ def _train_into(cfg: RunConfig, out: Path, progress: bool, device: str, trackers
     state = existing_run(cfg, out)
     if state is not None:
         if state.get("status") == "complete":
-            extending_wall_limited_run(out, state, cfg)
+            reopen_wall_limited_run(out, state, cfg)
         run = Run(out, cfg, progress, device, trackers)
         prov = read_run_json(out / "provenance.json")
         for role, fp in run.artifacts.fingerprints().items():
