@@ -592,7 +592,8 @@ def seed_run_ids(trial: dict[str, Any]) -> list[tuple[int, str]]:
     return [(trial.get("seed"), trial["id"])]
 
 
-OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources", "policies"}
+OFFLINE_KEYS = {"datasets", "export", "gems", "algorithms", "seeds", "steps", "set", "resources", "policies",
+                "allow_mismatch"}
 #: where an offline dataset's export GeMS comes from: the sweep's GeMS stage, or one pretrained on
 #: that dataset with the grid's gems options
 OFFLINE_GEMS = ("online", "dataset")
@@ -647,7 +648,9 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
             data_id = f"offline/data/{env_short}_{name}"
             export_gems: Optional[str] = None  # the GeMS a benchmark dataset's policies acted through
             if "benchmark" in dspec:  # one of the benchmark's standard datasets, rebuilt from its policies folder
-                data_id, argv, export_gems = _benchmark_dataset(name, {"policies": spec.get("policies"), **dspec},
+                data_id, argv, export_gems = _benchmark_dataset(name, {"policies": spec.get("policies"),
+                                                                       "allow_mismatch": spec.get("allow_mismatch", False),
+                                                                       **dspec},
                                                                 env_id, sweep_dir)
                 add(Trial(data_id, "collect", argv, [], {"dataset": name}, env_id=env_id, cpus=res["cpus"],
                           gpus=res["gpus"]))
@@ -728,13 +731,16 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
                               method=f"offline-{algo}", cpus=res["cpus"], gpus=res["gpus"]))
 
 
-BENCHMARK_DATASET_KEYS = {"benchmark", "policies", "episodes"}
+BENCHMARK_DATASET_KEYS = {"benchmark", "policies", "episodes", "allow_mismatch"}
 
 
 def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir: Path) -> tuple[str, list[str], str]:
-    """``(trial id, argv, the policies' GeMS)`` of ``{benchmark: QUALITY, policies: DIR, episodes: N}``:
-    a standard dataset rebuilt by ``slaterec benchmark datasets`` from a policies folder (default:
-    the one shipped for the environment; ``{env}`` in DIR is the environment's short name)."""
+    """``(trial id, argv, the policies' GeMS)`` of ``{benchmark: QUALITY, policies: DIR, episodes: N,
+    allow_mismatch: BOOL}``: a standard dataset rebuilt by ``slaterec benchmark datasets`` from a
+    policies folder (default: the one shipped for the environment; ``{env}`` in DIR is the
+    environment's short name). ``allow_mismatch`` keeps a dataset whose fingerprint differs from the
+    recorded one (another CPU rounds the policy's actions differently), the mismatch recorded in its
+    provenance; its runs then form rows of their own (the table keys on the dataset's fingerprint)."""
     from d3rlpy_adapters.benchmark import QUALITIES, policies_folder, read_policies
 
     bad = set(dspec) - BENCHMARK_DATASET_KEYS
@@ -771,6 +777,11 @@ def _benchmark_dataset(name: str, dspec: dict[str, Any], env_id: str, sweep_dir:
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
             raise GridError(f"offline.datasets.{name}.episodes: expected a positive integer, got {episodes!r}")
         argv += ["--episodes", str(episodes)]
+    allow = dspec.get("allow_mismatch", False)
+    if not isinstance(allow, bool):
+        raise GridError(f"offline.datasets.{name}.allow_mismatch: expected true or false, got {allow!r}")
+    if allow:
+        argv.append("--allow-mismatch")
     gems = folder / manifest["policies"]["expert"]["dir"] / "inputs" / "gems.pt"
     return f"offline/data/{env_short}_{name}/{env_short}/{quality}", argv, str(gems)
 

@@ -92,7 +92,8 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     third = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
              "--qualities", "random", "--no-progress"]
     assert main(third) == 2
-    assert "differs from the recorded 000000000000" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differs from the recorded 000000000000" in err and "offline.allow_mismatch: true" in err
     assert not (tmp_path / "third" / "FocusedTopDown" / "random").exists()
     assert main([*third, "--allow-mismatch"]) == 0
     printed = capsys.readouterr().out
@@ -267,6 +268,16 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path, monkeypatch):
                              "datasets": {"expert": {"benchmark": "expert"}}}}
     (t,) = [t for t in expand(g, tmp_path / "y") if t.kind == "collect"]
     assert t.argv[2] == str(tmp_path / "all" / "FocusedTopDown")
+    # allow_mismatch (sweep-wide, or per dataset): the datasets another CPU rounds differently are kept
+    for offline, expected in [({"allow_mismatch": True}, True), ({}, False),
+                              ({"allow_mismatch": True, "datasets": {"expert": {"benchmark": "expert",
+                                                                               "allow_mismatch": False}}}, False)]:
+        g = {**grid, "offline": {**grid["offline"], "policies": str(policies),
+                                 "datasets": {"expert": {"benchmark": "expert"}}, **offline}}
+        (t,) = [t for t in expand(g, tmp_path / "y") if t.kind == "collect"]
+        assert ("--allow-mismatch" in t.argv) is expected
+    with pytest.raises(GridError, match="allow_mismatch: expected true or false"):
+        expand({**grid, "offline": {**grid["offline"], "allow_mismatch": "yes"}}, tmp_path / "x")
     g = {**grid, "environments": ["DiffuseTopDown-v0"]}
     with pytest.raises(GridError, match="is of SlateRec/FocusedTopDown-v0"):
         expand(g, tmp_path / "x")
