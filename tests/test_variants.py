@@ -82,6 +82,7 @@ def test_greedy_choice_by_parts_is_the_choice_of_the_whole_q_head(fill):
         fast = greedy_slates(cand, table, belief, q, fill)
         slow = _brute_force(cand, table, belief, q, fill)
     assert torch.equal(fast, slow)
+    assert torch.equal(greedy_slates(cand, table, belief, q, fill), fast)  # with autograd on: nothing in place
     other = "nearest" if fill == "candidate" else "candidate"
     with torch.no_grad():  # the two fills are different rules
         assert not torch.equal(fast, greedy_slates(cand, table, belief, q, other))

@@ -90,31 +90,42 @@ def greedy_slates(cand: torch.Tensor, table: torch.Tensor, belief: torch.Tensor,
 
 def _greedy_block(cand: torch.Tensor, base: torch.Tensor, parts: torch.Tensor, tail: Optional[torch.Tensor],
                   rest: list[nn.Module]) -> torch.Tensor:
-    """:func:`greedy_slates` for a block of beliefs (``base``: their first-layer parts)."""
+    """:func:`greedy_slates` for a block of beliefs (``base``: their first-layer parts).
+
+    Rows are gathered by ``index_select`` (a (b, k') index through ``Tensor.__getitem__`` takes
+    the general indexing kernel, ~3x slower here) and, without autograd, each trial block's sum and
+    ReLU are made in place: the same values bit for bit, a third of the memory traffic."""
     b, k, kp = cand.shape
+    h = parts.shape[-1]
     rows = torch.arange(b, device=cand.device)
     chosen = torch.empty(b, k, dtype=torch.long, device=cand.device)
+    in_place = not torch.is_grad_enabled()
 
-    def best_of(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(b * kp, -1)
+    def gather(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return table.index_select(0, ids.reshape(-1)).view(*ids.shape, h)
+
+    def best_of(trial: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """argmax over the k' trials of ``rest(offset + trial)``; ``trial`` (b, k', h) is a fresh gather."""
+        x = trial.add_(offset) if in_place else trial + offset
+        x = x.view(b * kp, -1)
         for layer in rest:
-            x = layer(x)
+            x = x.relu_() if in_place and isinstance(layer, nn.ReLU) else layer(x)
         return x.view(b, kp).argmax(dim=1)
 
     if tail is None:  # fill "nearest"
         current = parts[torch.arange(k, device=cand.device), cand[:, :, 0]]  # (B, k, h)
         total = base + current.sum(dim=1)
         for r in range(k):
-            trial = parts[r][cand[:, r]]  # (B, k', h)
-            best = best_of((total - current[:, r]).unsqueeze(1) + trial)
-            total = total - current[:, r] + trial[rows, best]
-            chosen[:, r] = cand[rows, r, best]
+            best = best_of(gather(parts[r], cand[:, r]), (total - current[:, r]).unsqueeze(1))
+            pick = cand[rows, r, best]
+            total = total - current[:, r] + parts[r].index_select(0, pick)
+            chosen[:, r] = pick
         return chosen
     done = base  # the belief's part + the parts of the ranks chosen so far
     for r in range(k):
-        best = best_of(done.unsqueeze(1) + tail[r][cand[:, r]])
+        best = best_of(gather(tail[r], cand[:, r]), done.unsqueeze(1))
         chosen[:, r] = cand[rows, r, best]
-        done = done + parts[r][chosen[:, r]]
+        done = done + parts[r].index_select(0, chosen[:, r])
     return chosen
 
 
