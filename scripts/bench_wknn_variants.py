@@ -3,6 +3,9 @@
 1,000 items, 10 ranks of 20-d targets, k' = 10; acting for 100 users at once.
 
     python scripts/bench_wknn_variants.py            # BENCHMARKS.md "SAC+WkNN variants"
+    python scripts/bench_wknn_variants.py --greedy   # the greedy choice alone, both fills
+
+Against older code: ``PYTHONPATH=WORKTREE python scripts/bench_wknn_variants.py``, alternated.
 """
 
 from __future__ import annotations
@@ -40,8 +43,39 @@ def timed(model, steps: int = 8) -> tuple[float, float]:
     return step_ms, (time.perf_counter() - t) / 20 * 1e3
 
 
+def greedy(rounds: int = 5) -> None:
+    """Median time of :func:`greedy_slates` for one reference step's targets (2,000 beliefs x 10 ranks x
+    10 candidates, a 256-unit Q head), both fills, and a digest of the choices (equal across versions)."""
+    import hashlib
+
+    from sb3_slate.agents.wolpertinger import greedy_slates
+
+    torch.manual_seed(0)
+    B, kp, H = 20 * T, 10, 256
+    table, belief = torch.randn(N, D), torch.randn(B, 20)
+    q = torch.nn.Sequential(torch.nn.Linear(20 + K * D, H), torch.nn.ReLU(), torch.nn.Linear(H, 1))
+    cand = torch.randint(0, N, (B, K, kp))
+    for fill in ("candidate", "nearest"):
+        times = []
+        with torch.no_grad():
+            for _ in range(rounds):
+                t = time.perf_counter()
+                chosen = greedy_slates(cand, table, belief, q, fill)
+                times.append(time.perf_counter() - t)
+        digest = hashlib.sha256(chosen.numpy().tobytes()).hexdigest()[:12]
+        print(f"greedy_slates fill={fill}: {sorted(times)[rounds // 2] * 1e3:.0f} ms (choices {digest})")
+
+
 def main() -> None:
+    import sys
+
+    from gym_slaterec.core.allocator import keep_freed_memory
+
     torch.set_num_threads(1)
+    keep_freed_memory()  # as slaterec train
+    if "--greedy" in sys.argv[1:]:
+        greedy()
+        return
     table = np.random.default_rng(0).normal(size=(N, D)).astype(np.float32)
     common = dict(num_items=N, slate_size=K, episode_length=T, action_dim=K * D, batch_size=20, buffer_size=300, seed=0)
     rows = [("corrected (EpisodeSAC + WolpertingerRefiner)", EpisodeSAC(wolpertinger_items=table, **common)),
