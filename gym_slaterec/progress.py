@@ -56,6 +56,10 @@ class StatusLines(tqdm):
     def close(self) -> None:
         if not self._stop.is_set():
             self._stop.set()
+            # wait for the timer to end, so that nothing prints after close() returns (the timer
+            # itself may close the bar, dropping the last reference to it: no join there)
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout=10)
             if self._beats:  # a job that showed life ends with its final count; a short one stays silent
                 print(self.status_line(), file=sys.stderr, flush=True)
         super().close()

@@ -437,3 +437,17 @@ def test_status_lines_show_life_even_when_a_step_takes_long(capsys):
     assert "GeMS: 10/10 step" in last
     time.sleep(0.25)
     assert capsys.readouterr().err == ""  # the timer stops with the job
+
+
+def test_a_closed_status_line_has_no_timer_left(capsys):
+    """close() returns once the timer thread has ended (the suite's leak check and a caller's next
+    output rely on it; on a loaded machine the timer used to outlive close() for a moment)."""
+    from gym_slaterec.progress import StatusLines, status_threads
+
+    for _ in range(30):
+        bar = StatusLines(total=5, desc="x", every_s=0.001)
+        time.sleep(0.002)  # the timer is printing or about to
+        thread = bar._thread
+        bar.close()
+        assert not thread.is_alive() and thread not in status_threads()
+    capsys.readouterr()
