@@ -341,8 +341,9 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
                 f"{str(recorded)[:12]} (another CPU, thread count or torch build rounds the policy's actions "
                 "differently); it was removed. Pass --allow-mismatch to keep it (in a sweep: offline.allow_mismatch: "
-                "true), its provenance then recording the mismatch" + (f"; the retrained medium agent stays in {out / REBUILD_DIR} and is reused"
-                               if q == "medium-replay" and rebuild else ""))
+                "true), its provenance then recording the mismatch"
+                + (f"; the retrained medium agent stays in {out / REBUILD_DIR} and is reused"
+                   if q == "medium-replay" and rebuild else ""))
         if q == "medium-replay" and rebuild:
             shutil.rmtree(out / REBUILD_DIR)  # ~0.5 GB of checkpoints and memories; the dataset records the check
         rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes,

@@ -648,10 +648,9 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
             data_id = f"offline/data/{env_short}_{name}"
             export_gems: Optional[str] = None  # the GeMS a benchmark dataset's policies acted through
             if "benchmark" in dspec:  # one of the benchmark's standard datasets, rebuilt from its policies folder
-                data_id, argv, export_gems = _benchmark_dataset(name, {"policies": spec.get("policies"),
-                                                                       "allow_mismatch": spec.get("allow_mismatch", False),
-                                                                       **dspec},
-                                                                env_id, sweep_dir)
+                # the section's policies folder and allow_mismatch apply unless the dataset gives its own
+                section = {key: spec[key] for key in ("policies", "allow_mismatch") if key in spec}
+                data_id, argv, export_gems = _benchmark_dataset(name, {**section, **dspec}, env_id, sweep_dir)
                 add(Trial(data_id, "collect", argv, [], {"dataset": name}, env_id=env_id, cpus=res["cpus"],
                           gpus=res["gpus"]))
             elif "merge" in dspec:
