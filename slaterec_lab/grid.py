@@ -633,6 +633,8 @@ def _offline_trials(spec: dict[str, Any], envs: list[str], seeds: list[int], tri
     export_opts = _mapping("offline.export", spec.get("export"))
     settings = _flat_set("offline.set", spec.get("set"))
     steps = spec.get("steps")
+    if not isinstance(spec.get("allow_mismatch", False), bool):
+        raise GridError(f"offline.allow_mismatch: expected true or false, got {spec['allow_mismatch']!r}")
     res = _resources("offline.resources", spec.get("resources"), base_res)
     runs = [t for t in trials if t.kind == "run"]
     for env_id in envs:

@@ -276,8 +276,12 @@ def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path, monkeypatch):
                                  "datasets": {"expert": {"benchmark": "expert"}}, **offline}}
         (t,) = [t for t in expand(g, tmp_path / "y") if t.kind == "collect"]
         assert ("--allow-mismatch" in t.argv) is expected
-    with pytest.raises(GridError, match="allow_mismatch: expected true or false"):
+    with pytest.raises(GridError, match=r"^offline\.allow_mismatch: expected true or false, got 'yes'"):
         expand({**grid, "offline": {**grid["offline"], "allow_mismatch": "yes"}}, tmp_path / "x")
+    bad = {**grid, "offline": {**grid["offline"], "datasets": {"expert": {"benchmark": "expert", "policies": str(policies),
+                                                                          "allow_mismatch": 1}}}}
+    with pytest.raises(GridError, match=r"^offline\.datasets\.expert\.allow_mismatch: expected true or false, got 1"):
+        expand(bad, tmp_path / "x")
     g = {**grid, "environments": ["DiffuseTopDown-v0"]}
     with pytest.raises(GridError, match="is of SlateRec/FocusedTopDown-v0"):
         expand(g, tmp_path / "x")
