@@ -269,6 +269,20 @@ class FingerprintMismatch(ValueError):
     """A rebuilt dataset differs from the one recorded for its policies folder."""
 
 
+def mismatch_extent(mean_return: float, recorded: Optional[float], episodes: int) -> str:
+    """How far a rebuilt dataset with another fingerprint lies from the recorded one, told by their
+    mean returns (a return counts clicks, so equal totals mean the same clicks, most likely the same
+    slates, and only the stored actions' rounding differs); empty when no mean return is recorded."""
+    if recorded is None:
+        return ""
+    clicks = round(mean_return * episodes) - round(float(recorded) * episodes)
+    if clicks == 0:
+        return (f"; its mean return equals the recorded one ({mean_return:.4f}): most likely the same slates and "
+                "clicks, only the stored actions rounded otherwise")
+    return (f"; its mean return is {mean_return:.4f} against the recorded {float(recorded):.4f}, {clicks:+d} clicks "
+            f"in {episodes:,} episodes: its trajectories differ")
+
+
 def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] = QUALITIES,
                    episodes: Optional[int] = None, overwrite: bool = False, record: bool = False,
                    progress: bool = True, allow_mismatch: bool = False) -> list[dict[str, Any]]:
@@ -324,6 +338,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
         ds = LoggedDataset.load(dest)
         recorded = spec["fingerprints"].get(str(n), {}).get(q)
         matches = None if recorded is None else recorded == ds.fingerprint
+        mean_return = float(ds.returns().mean())
+        recorded_return = spec.get("mean_returns", {}).get(str(n), {}).get(q)
         if q == "random":
             collecting: Any = "random"
         elif q == "medium-expert":
@@ -333,24 +349,27 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
         annotate_provenance(dest, "benchmark", {
             "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
-            "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False),
+            "recorded_mean_return": recorded_return, "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False),
             **({"retrained": retrained} if q == "medium-replay" and rebuild else {})})
         if matches is False and not allow_mismatch:
             shutil.rmtree(dest)
             raise FingerprintMismatch(
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
                 f"{str(recorded)[:12]} (another CPU, thread count or torch build rounds the policy's actions "
-                "differently); it was removed. Pass --allow-mismatch to keep it (in a sweep: offline.allow_mismatch: "
-                "true), its provenance then recording the mismatch"
+                f"differently){mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
+                "--allow-mismatch to keep it (in a sweep: offline.allow_mismatch: true), its provenance then "
+                "recording the mismatch"
                 + (f"; the retrained medium agent stays in {out / REBUILD_DIR} and is reused"
                    if q == "medium-replay" and rebuild else ""))
         if q == "medium-replay" and rebuild:
             shutil.rmtree(out / REBUILD_DIR)  # ~0.5 GB of checkpoints and memories; the dataset records the check
-        rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes,
-                     "mean_return": float(ds.returns().mean()),
-                     "fingerprint": ds.fingerprint, "recorded": recorded, "matches": matches})
+        rows.append({"quality": q, "path": str(dest), "episodes": ds.num_episodes, "mean_return": mean_return,
+                     "fingerprint": ds.fingerprint, "recorded": recorded, "recorded_mean_return": recorded_return,
+                     "matches": matches})
     if record:
         manifest["datasets"]["fingerprints"].setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
+        manifest["datasets"].setdefault("mean_returns", {}).setdefault(str(n), {}).update(
+            {r["quality"]: r["mean_return"] for r in rows})
         with atomic_path(policies / BENCHMARK_MARKER, overwrite=True) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return [r for r in rows if r["quality"] in qualities]

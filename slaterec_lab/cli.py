@@ -414,8 +414,10 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
         return 0
     print(f"{'environment':16s} {'dataset':14s} {'episodes':>8s} {'mean return':>11s}  fingerprint   recorded")
     for r in rows:
-        check = {None: "not recorded", True: "matches", False: f"DIFFERS (recorded {str(r['recorded'])[:12]})"}[r["matches"]]
-        print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.2f}  {r['fingerprint'][:12]}  {check}")
+        check = {None: "not recorded", True: "matches", False: f"DIFFERS (recorded {str(r['recorded'])[:12]}"
+                 + ("" if r["recorded_mean_return"] is None else f", mean return {r['recorded_mean_return']:.4f}")
+                 + ")"}[r["matches"]]
+        print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.4f}  {r['fingerprint'][:12]}  {check}")
     if any(r["matches"] is False for r in rows):
         print("note: kept with --allow-mismatch (recorded in each dataset's provenance): another CPU, thread count or "
               "torch build rounds the policy's actions differently; the dataset is a valid one of the same policy, "

@@ -70,8 +70,9 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     expert = LoggedDataset.load(data / "expert")
     assert expert.provenance["policy"]["run_dir"] == str(moved / "expert")
     assert expert.provenance["users"]["first_seed"] == 2_000_000
-    recorded = json.loads((moved / "benchmark.json").read_text())["datasets"]["fingerprints"]["5"]
-    assert recorded == {q: r["fingerprint"] for q, r in rows.items()}
+    recorded = json.loads((moved / "benchmark.json").read_text())["datasets"]
+    assert recorded["fingerprints"]["5"] == {q: r["fingerprint"] for q, r in rows.items()}
+    assert recorded["mean_returns"]["5"] == {q: r["mean_return"] for q, r in rows.items()}
 
     assert main(["evaluate", ENV, "--policy", str(moved / "medium"), "--episodes", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 3
@@ -94,12 +95,21 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert main(third) == 2
     err = capsys.readouterr().err
     assert "differs from the recorded 000000000000" in err and "offline.allow_mismatch: true" in err
+    # the same clicks as recorded: the message says only the stored actions can differ
+    assert f"its mean return equals the recorded one ({rows['random']['mean_return']:.4f})" in err
     assert not (tmp_path / "third" / "FocusedTopDown" / "random").exists()
+    # a recorded mean return one click above the rebuilt one: the trajectories differ, by how much
+    manifest["datasets"]["mean_returns"]["5"]["random"] = rows["random"]["mean_return"] + 1 / 5
+    (moved / "benchmark.json").write_text(json.dumps(manifest))
+    assert main(third) == 2
+    assert "against the recorded" in (err := capsys.readouterr().err) and "-1 clicks in 5 episodes" in err
     assert main([*third, "--allow-mismatch"]) == 0
     printed = capsys.readouterr().out
-    assert "DIFFERS (recorded 000000000000)" in printed and "medium" not in printed.split("\n", 1)[1]
+    assert (f"DIFFERS (recorded 000000000000, mean return {rows['random']['mean_return'] + 1 / 5:.4f})" in printed
+            and "medium" not in printed.split("\n", 1)[1])
     kept = LoggedDataset.load(tmp_path / "third" / "FocusedTopDown" / "random")
     assert kept.provenance["benchmark"]["mismatch_allowed"] is True
+    assert kept.provenance["benchmark"]["recorded_mean_return"] == rows["random"]["mean_return"] + 1 / 5
     assert kept.fingerprint == rows["random"]["fingerprint"]  # the record does not change the data's fingerprint
     # nothing is overwritten without --overwrite
     assert main([*third, "--allow-mismatch"]) == 2
