@@ -269,6 +269,15 @@ class FingerprintMismatch(ValueError):
     """A rebuilt dataset differs from the one recorded for its policies folder."""
 
 
+def why_rounded_otherwise(arithmetic: dict[str, Any]) -> str:
+    """What most likely made a rebuilt dataset differ from the record, given how it was computed."""
+    if arithmetic.get("portable"):
+        return ("the policy's actions rounded otherwise even with the portable kernels: another torch or MKL build, a "
+                "CPU without AVX2 or not x86-64, or a record made with --native-arithmetic")
+    return ("computed with this CPU's own kernels (--native-arithmetic or a process started otherwise), which round "
+            "the policy's actions differently from one CPU to another")
+
+
 def mismatch_extent(mean_return: float, recorded: Optional[float], episodes: int) -> str:
     """How far a rebuilt dataset with another fingerprint lies from the recorded one, told by their
     mean returns (a return counts clicks, so equal totals mean the same clicks, most likely the same
@@ -292,7 +301,10 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
     ``benchmark`` record: its quality, collecting policy, reference returns and the fingerprint
     check. A dataset whose fingerprint differs from the recorded one is removed and refused
     (:class:`FingerprintMismatch`) unless ``allow_mismatch``, which keeps it and records the
-    mismatch. ``record``: write the fingerprints into ``benchmark.json``."""
+    mismatch. ``record``: write the fingerprints into ``benchmark.json``. The provenance also records
+    how this process rounds (:func:`gym_slaterec.core.portable.arithmetic_record`): ``slaterec
+    benchmark datasets`` computes with the portable kernels, this function with the process's own."""
+    from gym_slaterec.core.portable import arithmetic_record
     from gym_slaterec.logged_data import LoggedDataset, annotate_provenance
 
     from .collect import collect, collect_replay
@@ -320,6 +332,7 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
     source = {"policies": str(policies.resolve()), "policies_record": sha256_file(policies / BENCHMARK_MARKER),
               "source_run": manifest.get("source_run"), "reference": manifest.get("reference")}
     rows = []
+    arithmetic = arithmetic_record()
     for q in wanted:
         dest = out / q
         if q == "random":
@@ -349,14 +362,14 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
         annotate_provenance(dest, "benchmark", {
             "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
-            "recorded_mean_return": recorded_return, "matches": matches, "mismatch_allowed": bool(allow_mismatch and matches is False),
+            "recorded_mean_return": recorded_return, "matches": matches, "arithmetic": arithmetic, "mismatch_allowed": bool(allow_mismatch and matches is False),
             **({"retrained": retrained} if q == "medium-replay" and rebuild else {})})
         if matches is False and not allow_mismatch:
             shutil.rmtree(dest)
             raise FingerprintMismatch(
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
-                f"{str(recorded)[:12]} (another CPU, thread count or torch build rounds the policy's actions "
-                f"differently){mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
+                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic)})"
+                f"{mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
                 "--allow-mismatch to keep it (in a sweep: offline.allow_mismatch: true), its provenance then "
                 "recording the mismatch"
                 + (f"; the retrained medium agent stays in {out / REBUILD_DIR} and is reused"

@@ -74,6 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "folder's benchmark.json (whoever builds the policies does this once)")
     b.add_argument("--allow-mismatch", action="store_true", help="keep a dataset whose fingerprint differs from the "
                    "recorded one (refused and removed otherwise); its provenance records the mismatch")
+    b.add_argument("--native-arithmetic", dest="portable", action="store_false", help="compute with this CPU's "
+                   "fastest kernels; by default the command runs in a child process with the kernels that round alike "
+                   "on every x86-64 CPU with AVX2 (ATen's generic ones, MKL's AVX2 path, one thread), so that the "
+                   "datasets match the recorded ones elsewhere too")
     b.add_argument("--overwrite", action="store_true")
     add_no_progress(b)
     b.add_argument("--json", action="store_true", help="print the rows as JSON")

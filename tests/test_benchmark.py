@@ -119,9 +119,13 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
 def test_refusals(run, tmp_path, capsys, monkeypatch):
     import d3rlpy_adapters.benchmark as benchmark
 
+    # in this process (--native-arithmetic): the patched folder below must be seen, and the medium agent
+    # retrained for medium-replay is compared bit for bit with the fixture's, trained here with these kernels
+    native = "--native-arithmetic"
+
     with monkeypatch.context() as m:  # an installation whose data ships no policies for the environment
         m.setattr(benchmark, "shipped_root", lambda: tmp_path / "nothing")
-        assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d")]) == 2
+        assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d"), native]) == 2
         assert "no benchmark policies ship for DiffuseMixed yet (shipped: none)" in capsys.readouterr().err
     assert main(["benchmark", "datasets", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
     assert "not a benchmark policies folder" in capsys.readouterr().err
@@ -140,7 +144,7 @@ def test_refusals(run, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     for name in ("small", "full"):
         assert main(["benchmark", "datasets", str(tmp_path / name), "--out", str(tmp_path / f"d_{name}"),
-                     "--episodes", "2", "--no-progress"]) == 0
+                     "--episodes", "2", "--no-progress", native]) == 0
     assert "medium-replay" in capsys.readouterr().out
     small, full = (tmp_path / f"d_{n}" / "FocusedTopDown" for n in ("small", "full"))
     assert sorted(p.name for p in small.iterdir()) == ["expert", "medium", "medium-expert", "medium-replay", "random"]
@@ -155,7 +159,7 @@ def test_refusals(run, tmp_path, capsys, monkeypatch):
     manifest["datasets"]["fingerprints"]["2"] = {"medium-replay": "f" * 64}
     (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
     again = ["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d_again"), "--episodes", "2",
-             "--qualities", "medium-replay", "--no-progress"]
+             "--qualities", "medium-replay", "--no-progress", native]
     assert main(again) == 2
     assert "retrained medium agent stays in" in capsys.readouterr().err
     kept = tmp_path / "d_again" / "FocusedTopDown" / ".medium-replay-run"
@@ -332,3 +336,29 @@ def test_a_run_trained_with_a_relative_gems_path_still_reads_it(run, tmp_path, m
     _, cfg, _ = read_run("work/run")
     assert cfg.gems == "work/g.pt"
     assert main(["evaluate", ENV, "--policy", "work/run", "--episodes", "2", "--json"]) == 0
+
+
+def test_benchmark_datasets_compute_with_the_portable_kernels(tmp_path, capsys):
+    """`benchmark datasets` runs itself again in a child process started with the kernels that round
+    alike on x86-64 CPUs with AVX2 (ATen's generic ones, MKL's AVX2 path, one thread), its output
+    passed through; the datasets record it. --native-arithmetic computes in this process."""
+    import torch
+
+    from gym_slaterec.core.portable import is_portable
+
+    args = ["benchmark", "datasets", "FocusedTopDown", "--qualities", "random", "--episodes", "3", "--no-progress",
+            "--json"]
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # printed by the child
+    portable = LoggedDataset.load(tmp_path / "p" / "FocusedTopDown" / "random")
+    assert row["fingerprint"] == portable.fingerprint
+    assert portable.provenance["benchmark"]["arithmetic"] == {"portable": True, "cpu_capability": "DEFAULT",
+                                                              "mkl_cbwr": "AVX2", "threads": 1}
+    assert main([*args, "--out", str(tmp_path / "n"), "--native-arithmetic"]) == 0
+    native = LoggedDataset.load(tmp_path / "n" / "FocusedTopDown" / "random")
+    assert native.provenance["benchmark"]["arithmetic"]["portable"] is is_portable()
+    assert native.provenance["benchmark"]["arithmetic"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert native.fingerprint == portable.fingerprint  # the random policy: no torch arithmetic in its datasets
+    # the child's refusal and exit status come back as the command's own
+    assert main([*args, "--out", str(tmp_path / "p")]) == 2
+    assert "exists" in capsys.readouterr().err

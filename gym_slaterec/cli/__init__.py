@@ -205,6 +205,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         checker = getattr(args, "checker", None)
         if checker is not None:  # every option checked before anything is locked, read or created
             checker(args)
+        if getattr(args, "portable", False):
+            from ..core.portable import is_portable, run_portably
+
+            if not is_portable():  # its kernels are chosen at start-up: a child of its own, before any lock
+                return run_portably(list(sys.argv[1:] if argv is None else argv))
         with sigterm_as_interrupt(), _out_lock(args):
             result = args.handler(args)
     except KeyboardInterrupt:
