@@ -269,8 +269,12 @@ class FingerprintMismatch(ValueError):
     """A rebuilt dataset differs from the one recorded for its policies folder."""
 
 
-def why_rounded_otherwise(arithmetic: dict[str, Any]) -> str:
-    """What most likely made a rebuilt dataset differ from the record, given how it was computed."""
+def why_rounded_otherwise(arithmetic: dict[str, Any], retrained: bool = False) -> str:
+    """What most likely made a rebuilt dataset differ from the record, given how it was computed
+    and whether it comes from a retrained medium agent."""
+    if retrained:
+        return ("the medium agent retrained here did not repeat the original training: another CPU, its kernels or "
+                "another version of the training code")
     if arithmetic.get("portable"):
         return ("the policy's actions rounded otherwise even with the portable kernels: another torch or MKL build, a "
                 "CPU without AVX2 or not x86-64, or a record made with --native-arithmetic")
@@ -362,13 +366,14 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
         annotate_provenance(dest, "benchmark", {
             "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
-            "recorded_mean_return": recorded_return, "matches": matches, "arithmetic": arithmetic, "mismatch_allowed": bool(allow_mismatch and matches is False),
+            "recorded_mean_return": recorded_return, "matches": matches, "arithmetic": arithmetic,
+            "mismatch_allowed": bool(allow_mismatch and matches is False),
             **({"retrained": retrained} if q == "medium-replay" and rebuild else {})})
         if matches is False and not allow_mismatch:
             shutil.rmtree(dest)
             raise FingerprintMismatch(
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
-                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic)})"
+                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic, q == 'medium-replay' and rebuild)})"
                 f"{mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
                 "--allow-mismatch to keep it (in a sweep: offline.allow_mismatch: true), its provenance then "
                 "recording the mismatch"

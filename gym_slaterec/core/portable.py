@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import threading
-from typing import IO, Any, Sequence
+from typing import IO, Any, BinaryIO, Sequence
 
 #: the environment of a portable process: ATen's generic kernels, MKL's conditional numerical
 #: reproducibility on its AVX2 path (oneDNN capped likewise), one thread
@@ -39,9 +39,9 @@ def arithmetic_record() -> dict[str, Any]:
             "mkl_cbwr": os.environ.get("MKL_CBWR"), "threads": torch.get_num_threads()}
 
 
-def _pass_through(stream: IO[bytes], out: IO[str]) -> None:
+def _pass_through(stream: BinaryIO, out: IO[str]) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+    while chunk := stream.read1(65536):
         out.write(decoder.decode(chunk))
         out.flush()
     out.write(decoder.decode(b"", final=True))
