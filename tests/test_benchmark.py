@@ -127,14 +127,14 @@ def test_refusals(run, tmp_path, capsys, monkeypatch):
         m.setattr(benchmark, "shipped_root", lambda: tmp_path / "nothing")
         assert main(["benchmark", "datasets", "DiffuseMixed", "--out", str(tmp_path / "d"), native]) == 2
         assert "no benchmark policies ship for DiffuseMixed yet (shipped: none)" in capsys.readouterr().err
-    assert main(["benchmark", "datasets", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
+    assert main(["benchmark", "datasets", str(tmp_path), "--out", str(tmp_path / "d"), native]) == 2
     assert "not a benchmark policies folder" in capsys.readouterr().err
     assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p"), "--medium", "episodes:4"]) == 0
     capsys.readouterr()
     assert json.loads((tmp_path / "p" / "benchmark.json").read_text())["policies"]["medium"]["source_checkpoint"] == "ep0000004"
     assert main(["benchmark", "policies", str(run), "--out", str(tmp_path / "p")]) == 2  # exists
     assert main(["benchmark", "datasets", str(tmp_path / "p"), "--out", str(tmp_path / "d"),
-                 "--qualities", "expert", "bogus"]) == 2
+                 "--qualities", "expert", "bogus", native]) == 2
     assert "unknown dataset quality bogus" in capsys.readouterr().err
     # a folder without the replay memory (as shipped) retrains the medium agent for medium-replay: the
     # same episodes as the memory the run kept, and the retrained policy is the shipped one
@@ -177,12 +177,12 @@ def test_refusals(run, tmp_path, capsys, monkeypatch):
     manifest["policies"]["medium"]["episodes"] = None  # a medium that is no periodic checkpoint
     (tmp_path / "small" / "benchmark.json").write_text(json.dumps(manifest))
     assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d4"), "--episodes", "2",
-                 "--no-progress"]) == 0
+                 "--no-progress", native]) == 0
     assert "medium-replay is skipped" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "d4" / "FocusedTopDown").iterdir()) == [
         "expert", "medium", "medium-expert", "random"]
     assert main(["benchmark", "datasets", str(tmp_path / "small"), "--out", str(tmp_path / "d5"),
-                 "--qualities", "medium-replay"]) == 2
+                 "--qualities", "medium-replay", native]) == 2
     assert "can be neither copied nor retrained" in capsys.readouterr().err
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
@@ -317,7 +317,7 @@ def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_ex
     assert set(manifest["datasets"]["fingerprints"]["10000"]) == set(QUALITIES)  # medium-replay: the kept memory's
     assert manifest["policies"]["medium"]["replay"] is None and manifest["policies"]["medium"]["episodes"] >= 5000
     assert main(["benchmark", "datasets", env, "--out", str(tmp_path), "--qualities", "expert", "--episodes", "6",
-                 "--no-progress", "--json"]) == 0
+                 "--no-progress", "--json", "--native-arithmetic"]) == 0  # no child process: the returns are the point
     (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # six users of the expert: far above halfway between random and its test return (per-user spread ~50)
     assert row["episodes"] == 6 and row["mean_return"] > (ref["random"] + ref["expert"]) / 2
