@@ -424,7 +424,7 @@ def cmd_benchmark_datasets(args: argparse.Namespace) -> int:
         print(f"{r['env']:16s} {r['quality']:14s} {r['episodes']:8d} {r['mean_return']:11.4f}  {r['fingerprint'][:12]}  {check}")
     if any(r["matches"] is False for r in rows):
         print("note: kept with --allow-mismatch (recorded in each dataset's provenance): computed otherwise than the "
-              "record (other kernels, a torch build, or a retrained medium agent); the dataset is a valid one of the "
+              "record (other kernels, another torch build, or a retrained agent); the dataset is a valid one of the "
               "same policy, but not the benchmark's")
     return 0
 
