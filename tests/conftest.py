@@ -123,3 +123,49 @@ def no_status_line_left_running():
     for t in left:  # wait briefly: a bar closed at the very end may still be finishing its last line
         t.join(timeout=1.0)
     assert not [t for t in left if t.is_alive()], "a status-line timer was left running (a progress bar not closed)"
+
+
+def _worker_shares(total: int, workers: int) -> list[int]:
+    """How many tests pytest-xdist's ``worksteal`` hands each worker first: contiguous shares of
+    the collection, in order (``WorkStealingScheduling.check_schedule``)."""
+    shares, left = [], total
+    for i in range(workers):
+        shares.append(left // (workers - i))
+        left -= shares[-1]
+    return shares
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the long tests (``@pytest.mark.slow(SECONDS)``, seconds measured on a
+    2-core Zen 1 machine) lead the workers' first shares, longest first and spread so that the
+    shares' long tests add up alike: a worker never starts a four-minute test when the others are
+    about to run out of work. Workers steal the ends of each other's queues, the short tests."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("slow")
+        return float(mark.args[0]) if mark is not None and mark.args else 0.0
+
+    long = sorted((i for i in items if seconds(i) > 0), key=seconds, reverse=True)
+    if not long:
+        return
+    chosen = {id(i) for i in long}
+    rest = [i for i in items if id(i) not in chosen]
+    heads: list[list] = [[] for _ in range(workers)]
+    load = [0.0] * workers
+    for item in long:  # longest first, each to the share with the least so far
+        w = load.index(min(load))
+        heads[w].append(item)
+        load[w] += seconds(item)
+    ordered, start = [], 0
+    for head, share in zip(heads, _worker_shares(len(items), workers)):
+        fill = max(0, share - len(head))
+        ordered += head + rest[start:start + fill]
+        start += fill
+    ordered += rest[start:]
+    items[:] = ordered

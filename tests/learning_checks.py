@@ -57,32 +57,6 @@ def sac_learning_run(out: Path, seed: int, episodes: int = 300) -> dict[str, Any
             "untrained": curve[0], "best_validation": max(curve)}
 
 
-def offline_learning_run(out: Path, seed: int) -> dict[str, Any]:
-    """Logged data -> GeMS -> a short SAC+GeMS whose own episodes TD3+BC learns from, all with seed ``seed``."""
-    from d3rlpy_adapters.collect import collect
-    from d3rlpy_adapters.export import export_d3rlpy
-    from d3rlpy_adapters.offline import OfflineConfig, train_offline
-    from gym_slaterec.gems import GeMSConfig, train_gems
-    from gym_slaterec.rollouts import generate_logged_data
-
-    torch.set_num_threads(THREADS)
-    env: dict[str, Any] = {}
-    logged = generate_logged_data(ENV, out / "logged", episodes=500, seed=seed, progress=False, env_kwargs=env)
-    gems = train_gems(logged, GeMSConfig(seed=seed, val_max_samples=2000, bounds_max_samples=5000),
-                      out / "gems.pt", progress=False, max_steps=300).path
-    agent = resolve_config("sac-gems", ENV, {"gems": str(gems), "episodes": 40, "n_envs": 8, "val_every": 20,
-                                             "checkpoint_every": 0, "val_users": 50, "test_users": 100, "seed": seed,
-                                             "env_kwargs": env, "agent": {"warmup_episodes": 8}}, preset="window")
-    train_run(agent, out / "agent", progress=False)
-    data = collect(ENV, out / "agent", 100, 7 + seed, out / "data", progress=False)
-    h5 = export_d3rlpy(data, gems, out / "data.h5", window=5)
-    cfg = OfflineConfig(steps=300, eval_every=150, val_users=50, test_users=100, seed=seed)
-    res = train_offline("td3bc", h5, gems, out / "td3bc", cfg, progress=False)
-    rand = random_test_return(out / "random", env)
-    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
-            "data_mean": float(data.returns().mean())}
-
-
 def gems_reconstruction_run(out: Path, seed: int) -> dict[str, Any]:
     """The GeMS training of tests/conftest.py (``trained``) with training seed ``seed``: its
     validation slate accuracy (tests/test_gems.py asserts > 0.5)."""
@@ -106,3 +80,23 @@ def mf_auc_run(out: Path, seed: int) -> dict[str, Any]:
     data = generate_logged_data(ENV, out / "train", episodes=400, seed=0, progress=False)
     mf = train_mf(data, out / "mf.npz", seed=seed, epochs=6, patience=3, lr=1e-2, progress=False)
     return {"val_auc": float(mf.metrics["val_auc"]), "gain": float(mf.metrics["val_auc"])}
+
+
+def offline_learning_run(out: Path, seed: int, episodes: int = 100, steps: int = 300) -> dict[str, Any]:
+    """TD3+BC on ``episodes`` episodes of the shipped FocusedTopDown medium policy (its own GeMS
+    latents, users drawn from ``seed``), ``steps`` gradient steps with seed ``seed``."""
+    from d3rlpy_adapters.benchmark import shipped_policies
+    from d3rlpy_adapters.collect import collect
+    from d3rlpy_adapters.export import export_d3rlpy
+    from d3rlpy_adapters.offline import OfflineConfig, train_offline
+
+    torch.set_num_threads(THREADS)
+    medium = shipped_policies("FocusedTopDown") / "medium"
+    gems = medium / "inputs" / "gems.pt"
+    data = collect(ENV, medium, episodes, 7 + seed, out / "data", progress=False)
+    h5 = export_d3rlpy(data, gems, out / "data.h5", window=5)
+    cfg = OfflineConfig(steps=steps, eval_every=steps // 2, val_users=50, test_users=100, seed=seed)
+    res = train_offline("td3bc", h5, gems, out / "td3bc", cfg, progress=False)
+    rand = random_test_return(out / "random", {})
+    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
+            "data_mean": float(data.returns().mean())}

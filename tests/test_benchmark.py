@@ -36,6 +36,7 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow(25)
 def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, capsys):
     policies = tmp_path / "policies"
     assert main(["benchmark", "policies", str(run), "--out", str(policies)]) == 0
@@ -57,8 +58,9 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     moved = tmp_path / "elsewhere" / "FocusedTopDown"  # a bundle is relocatable: it names its GeMS copy
     moved.parent.mkdir()
     shutil.move(str(policies), str(moved))
+    # in this process (the portable child has its own test below)
     args = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "data"), "--episodes", "5", "--no-progress",
-            "--json"]
+            "--json", "--native-arithmetic"]
     assert main([*args, "--record"]) == 0
     rows = {r["quality"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
     assert set(rows) == {"random", "medium", "expert", "medium-replay", "medium-expert"}
@@ -91,7 +93,7 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     manifest["datasets"]["fingerprints"]["5"]["random"] = "0" * 64
     (moved / "benchmark.json").write_text(json.dumps(manifest))
     third = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "third"), "--episodes", "5",
-             "--qualities", "random", "--no-progress"]
+             "--qualities", "random", "--no-progress", "--native-arithmetic"]
     assert main(third) == 2
     err = capsys.readouterr().err
     assert "differs from the recorded 000000000000" in err and "offline.allow_mismatch: true" in err
@@ -213,6 +215,7 @@ def test_train_policies_runs_the_chain_then_bundles_each_environment(tmp_path, c
     assert "policies already in" in capsys.readouterr().out
 
 
+@pytest.mark.slow(19)
 def test_an_offline_grid_on_the_benchmark_datasets(run, tmp_path, monkeypatch):
     """offline.datasets {benchmark: QUALITY}: the standard datasets rebuilt from a policies folder,
     exported through the GeMS those policies acted through, then trained on."""

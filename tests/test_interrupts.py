@@ -152,6 +152,7 @@ def test_first_ctrl_c_stops_training_at_its_next_resume_point(tmp_path):
     assert results["budget"]["episodes"] == state["episodes"] and results["test"]["episodes"] == 4
 
 
+@pytest.mark.slow(26)
 def test_first_ctrl_c_stops_offline_training_at_its_next_step_and_it_resumes_from_there(work, tmp_path):
     """As `train`: a Ctrl-C in `train-offline` writes a resume point at the step it reached (none was
     due: one checkpoint per 100,000 steps), and the same command continues from that step."""

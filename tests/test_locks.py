@@ -83,6 +83,7 @@ def test_a_write_removes_the_debris_of_a_killed_earlier_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
 
 
+@pytest.mark.slow(17)
 def test_a_sweep_killed_with_sigkill_leaves_no_trial_running(tmp_path):
     grid = {"name": "orphan", "environments": ["FocusedTopDown-v0"], "seeds": [0],
             "set": {"val_users": 4, "test_users": 4, "n_envs": 2},

@@ -45,6 +45,7 @@ def curve(run: Path) -> list[float]:
     return [x for v in json.loads((run / "state.json").read_text())["validation"] for x in (v["mean"], v["std"])]
 
 
+@pytest.mark.slow(15)
 def test_each_seed_is_the_single_seed_run(gems, tmp_path, capsys):
     """Seed i of --seeds follows the trajectory of --seed i, whatever seeds train beside it."""
     base = ["train", "sac-gems", ENV, "--gems", gems["FocusedTopDown"], "--no-progress", *SMALL]
@@ -102,12 +103,13 @@ def test_bad_seed_arguments_are_refused(argv, message, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow(40)
 def test_interrupted_seeds_resume_where_they_stopped(tmp_path):
     """Ctrl-C stops every seed at a resume point; the same command finishes them."""
     out = tmp_path / "runs"
     argv = ["train", "reinforce-softmax", ENV, "--preset", "window", "--seeds", "3", "4", "--out", str(out),
-            "--no-progress", "--episodes", "600", "--set", "env_kwargs.episode_length=10", "--set", "val_every=40",
-            "--set", "checkpoint_every=80",
+            "--no-progress", "--episodes", "120", "--set", "env_kwargs.episode_length=10", "--set", "val_every=40",
+            "--set", "checkpoint_every=40",
             "--set", "val_users=4", "--set", "test_users=4", "--set", "n_envs=2"]
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from gym_slaterec.cli import main; sys.exit(main())")
@@ -117,7 +119,7 @@ def test_interrupted_seeds_resume_where_they_stopped(tmp_path):
 
     def started(seed: int) -> bool:
         try:
-            return json.loads((out / f"s{seed}" / "state.json").read_text())["episodes"] >= 80
+            return json.loads((out / f"s{seed}" / "state.json").read_text())["episodes"] >= 40
         except (OSError, ValueError, KeyError):
             return False
 
@@ -131,13 +133,13 @@ def test_interrupted_seeds_resume_where_they_stopped(tmp_path):
     stopped = {s: json.loads((out / f"s{s}" / "state.json").read_text()) for s in (3, 4)}
     for seed, state in stopped.items():
         assert not (out / f"s{seed}" / "results.json").exists()
-        assert state["status"] == "interrupted" and state["episodes"] < 600, (seed, state, output)
+        assert state["status"] == "interrupted" and state["episodes"] < 120, (seed, state, output)
     assert main(argv) == 0
     for seed, before in stopped.items():
         state = json.loads((out / f"s{seed}" / "state.json").read_text())
         assert state["status"] == "complete" and state["resumed"] == 1
         assert state["validation"][:len(before["validation"])] == before["validation"]  # kept, then continued
-        assert state["validation"][-1]["episodes"] >= 600
+        assert state["validation"][-1]["episodes"] >= 120
 
 
 def test_a_child_that_does_not_stop_is_killed_after_its_grace_with_its_stacks_in_its_log(tmp_path):

@@ -24,12 +24,12 @@ from slaterec_lab.sweep import run_sweep
 FOREGROUND_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                   "from gym_slaterec.cli import main; sys.exit(main())")
 
-# 2 methods x 2 seeds x 1 environment, tiny budgets
+# 2 methods x 2 seeds x 1 environment, tiny budgets (20-turn episodes)
 GRID = {
     "name": "t22",
     "environments": ["FocusedTopDown-v0"],
     "seeds": [0, 1],
-    "set": {"val_users": 10, "test_users": 20, "n_envs": 4, "checkpoint_every": 4},
+    "set": {"val_users": 10, "test_users": 20, "n_envs": 4, "checkpoint_every": 4, "env_kwargs.episode_length": 20},
     "methods": {
         "random": {},
         "sac-topk-ideal": {"episodes": 16, "preset": "window",
@@ -187,6 +187,7 @@ def test_gems_on_the_sweeps_mf_stage_runs_after_it(tmp_path):
         expand(inside, tmp_path)
 
 
+@pytest.mark.slow(80)
 def test_ray_sweep_resumes_after_ctrl_c_and_matches_the_sequential_run(tmp_path):
     pytest.importorskip("ray")
     grid_file = _write(tmp_path, GRID)
@@ -295,6 +296,7 @@ def test_failures_other_than_refusals_are_retried(tmp_path):
     assert t["status"] == sw.FAILED and "not retried" in t["error"]
 
 
+@pytest.mark.slow(29)
 def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     grid = {"name": "term", "environments": ["FocusedTopDown-v0"], "seeds": [0, 1, 2],
             "set": {"val_users": 5, "test_users": 5}, "methods": {"random": {}}, "retries": 0}
@@ -313,6 +315,7 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
     assert main(["sweep", str(tmp_path / "grid.yaml"), "--out", str(out), "--executor", "local", "--no-progress"]) == 0
 
 
+@pytest.mark.slow(17)
 def test_trials_stop_on_the_sweeps_sigint_when_it_was_started_in_the_background(tmp_path):
     """``nohup slaterec sweep ... &`` starts the sweep with SIGINT ignored, which its trials
     would inherit; stopped with SIGTERM, the sweep's SIGINT must still stop a running trial
@@ -530,6 +533,7 @@ def test_bad_offline_sections_are_refused_by_name(tmp_path, offline, message):
         expand({**OFFLINE_GRID, "set": {**OFFLINE_GRID["set"], "env_kwargs.episode_length": 10}}, tmp_path)
 
 
+@pytest.mark.slow(17)
 def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp_path):
     from slaterec_lab.results import comparable_records
 
@@ -544,6 +548,7 @@ def test_an_offline_sweep_runs_end_to_end_and_its_table_keeps_datasets_apart(tmp
     assert [p["episodes"] for p in merged["provenance"]["policy"]["parts"]] == [6, 6]
 
 
+@pytest.mark.slow(30)
 def test_grouped_seeds_are_one_trial_with_the_same_run_directories(tmp_path):
     """group_seeds: a cell's seeds train in one trial (train --seeds), into the run directories,
     and with the results, that one trial per seed gives."""
