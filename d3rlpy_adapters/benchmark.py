@@ -273,8 +273,9 @@ def why_rounded_otherwise(arithmetic: dict[str, Any], retrained: bool = False) -
     """What most likely made a rebuilt dataset differ from the record, given how it was computed
     and whether it comes from a retrained medium agent."""
     if retrained:
-        return ("the medium agent retrained here did not repeat the original training: another CPU, its kernels or "
-                "another version of the training code")
+        return ("the medium agent retrained here did not repeat the original training: a training repeats bit for "
+                "bit only with arithmetic that rounds as where it first ran (the shipped policies were trained with "
+                "their machine's own kernels), or another version of the training code computed it")
     if arithmetic.get("portable"):
         return ("the policy's actions rounded otherwise even with the portable kernels: another torch or MKL build, a "
                 "CPU without AVX2 or not x86-64, or a record made with --native-arithmetic")
