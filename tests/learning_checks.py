@@ -57,6 +57,26 @@ def sac_learning_run(out: Path, seed: int, episodes: int = 300) -> dict[str, Any
             "untrained": curve[0], "best_validation": max(curve)}
 
 
+def offline_learning_run(out: Path, seed: int, episodes: int = 100, steps: int = 300) -> dict[str, Any]:
+    """TD3+BC on ``episodes`` episodes of the shipped FocusedTopDown medium policy (its own GeMS
+    latents, users drawn from ``seed``), ``steps`` gradient steps with seed ``seed``."""
+    from d3rlpy_adapters.benchmark import shipped_policies
+    from d3rlpy_adapters.collect import collect
+    from d3rlpy_adapters.export import export_d3rlpy
+    from d3rlpy_adapters.offline import OfflineConfig, train_offline
+
+    torch.set_num_threads(THREADS)
+    medium = shipped_policies("FocusedTopDown") / "medium"
+    gems = medium / "inputs" / "gems.pt"
+    data = collect(ENV, medium, episodes, 7 + seed, out / "data", progress=False)
+    h5 = export_d3rlpy(data, gems, out / "data.h5", window=5)
+    cfg = OfflineConfig(steps=steps, eval_every=steps // 2, val_users=50, test_users=100, seed=seed)
+    res = train_offline("td3bc", h5, gems, out / "td3bc", cfg, progress=False)
+    rand = random_test_return(out / "random", {})
+    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
+            "data_mean": float(data.returns().mean())}
+
+
 def gems_reconstruction_run(out: Path, seed: int) -> dict[str, Any]:
     """The GeMS training of tests/conftest.py (``trained``) with training seed ``seed``: its
     validation slate accuracy (tests/test_gems.py asserts > 0.5)."""
@@ -81,22 +101,3 @@ def mf_auc_run(out: Path, seed: int) -> dict[str, Any]:
     mf = train_mf(data, out / "mf.npz", seed=seed, epochs=6, patience=3, lr=1e-2, progress=False)
     return {"val_auc": float(mf.metrics["val_auc"]), "gain": float(mf.metrics["val_auc"])}
 
-
-def offline_learning_run(out: Path, seed: int, episodes: int = 100, steps: int = 300) -> dict[str, Any]:
-    """TD3+BC on ``episodes`` episodes of the shipped FocusedTopDown medium policy (its own GeMS
-    latents, users drawn from ``seed``), ``steps`` gradient steps with seed ``seed``."""
-    from d3rlpy_adapters.benchmark import shipped_policies
-    from d3rlpy_adapters.collect import collect
-    from d3rlpy_adapters.export import export_d3rlpy
-    from d3rlpy_adapters.offline import OfflineConfig, train_offline
-
-    torch.set_num_threads(THREADS)
-    medium = shipped_policies("FocusedTopDown") / "medium"
-    gems = medium / "inputs" / "gems.pt"
-    data = collect(ENV, medium, episodes, 7 + seed, out / "data", progress=False)
-    h5 = export_d3rlpy(data, gems, out / "data.h5", window=5)
-    cfg = OfflineConfig(steps=steps, eval_every=steps // 2, val_users=50, test_users=100, seed=seed)
-    res = train_offline("td3bc", h5, gems, out / "td3bc", cfg, progress=False)
-    rand = random_test_return(out / "random", {})
-    return {"test": res["test"]["mean"], "random": rand, "gain": res["test"]["mean"] - rand,
-            "data_mean": float(data.returns().mean())}
