@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -262,10 +263,25 @@ def _per_seed_as_one(key: str, value: Any, seed: Optional[int]) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def paper_settings(method: str, variant: str) -> frozenset[str]:
+    """The method's settings in the paper's regime, as row labels show them (``gamma=0.8``)."""
+    from sb3_slate.methods import METHOD_TABLE, resolve_config
+
+    if method not in METHOD_TABLE:
+        return frozenset()
+    try:  # placeholder inputs: only the settings are read
+        cfg = resolve_config(method, "SlateRec/FocusedTopDown-v0", {"variant": variant, "gems": "-", "mf": "-"})
+    except ValueError:
+        return frozenset()
+    return frozenset(_shown(k, v) for k, v in flat_fields(cfg.to_dict()).items())
+
+
 def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     """Runs of one method and environment whose configurations differ (other than in
     seed and bookkeeping) are not seeds of one setting: their labels get the differing
-    values (``sac-gems [gamma=0.0]``), so a table or a figure never averages them together."""
+    values other than the paper's own (``sac-gems [gamma=0.0]``, :func:`paper_settings`), so a
+    table or a figure never averages them together; runs at the paper's values keep the plain name."""
     groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.env_id, r.method), []).append(r)
@@ -280,9 +296,13 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
                 c["max_wall_s"] = None  # a limit that never bound changes nothing about the run
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
         for r, c in zip(members, settings):
-            if differing:
-                r.settings = {k: _shown(k, c[k]) for k in differing}
-                r.method = f"{r.method} [{', '.join(r.settings.values())}]"
+            # a value at the paper's own setting is left out of the label (two labels that name the
+            # same values then stand for the same configuration); none left: the plain name
+            as_published = paper_settings(r.base_method.split(" ")[0], str(r.config.get("variant") or "corrected"))
+            shown = {k: _shown(k, c[k]) for k in differing if _shown(k, c[k]) not in as_published}
+            if shown:
+                r.settings = shown
+                r.method = f"{r.method} [{', '.join(shown.values())}]"
     return records
 
 
