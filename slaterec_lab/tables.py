@@ -9,7 +9,7 @@ import math
 import re
 from typing import Any, Optional
 
-from .results import RunRecord, paper_settings
+from .results import RunRecord
 from .stats import summarise, welch_p
 
 def _published() -> dict[tuple[str, str], dict[str, float]]:
@@ -43,14 +43,8 @@ def paper_value(label: str, env: str) -> Optional[float]:
     if m is None:
         return None
     settings = [s for s in re.split(r", (?=[\w.]+=)", m["settings"] or "") if s]
-    kept = [s for s in settings if s.split("=", 1)[0] not in BUDGET_SETTINGS]
-    published = PAPER.get((m["method"], ", ".join(kept)))
-    if published is None:  # settings at the paper's own values (gamma=0.8 beside a gamma=0.0 row) are the method
-        variant = "reference" if "reference" in (m["notes"] or "").split(", ") else "corrected"
-        as_published = paper_settings(m["method"], variant)
-        published = PAPER.get((m["method"], ", ".join(s for s in kept if s not in as_published)))
-    return (published or {}).get(env)
-
+    kept = ", ".join(s for s in settings if s.split("=", 1)[0] not in BUDGET_SETTINGS)
+    return PAPER.get((m["method"], kept), {}).get(env)
 
 
 def short_env(env_id: str) -> str:
