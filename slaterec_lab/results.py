@@ -295,11 +295,13 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
             if c.get("max_wall_s") is not None and _reached_budget(r):
                 c["max_wall_s"] = None  # a limit that never bound changes nothing about the run
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
+        # a value at the paper's own setting is left out of the label (two labels that name the
+        # same values then stand for the same configuration); none left: the plain name. One
+        # group is one method label, so one method and variant.
+        first = members[0]
+        as_published = paper_settings(first.base_method.split(" ")[0], str(first.config.get("variant") or "corrected"))
         for r, c in zip(members, settings):
-            # a value at the paper's own setting is left out of the label (two labels that name the
-            # same values then stand for the same configuration); none left: the plain name
-            as_published = paper_settings(r.base_method.split(" ")[0], str(r.config.get("variant") or "corrected"))
-            shown = {k: _shown(k, c[k]) for k in differing if _shown(k, c[k]) not in as_published}
+            shown = {k: text for k in differing if (text := _shown(k, c[k])) not in as_published}
             if shown:
                 r.settings = shown
                 r.method = f"{r.method} [{', '.join(shown.values())}]"
