@@ -24,7 +24,7 @@ from gym_slaterec.cli.children import child_env, start_child, stop_child, tail
 from gym_slaterec.locks import writer_lock
 from gym_slaterec.provenance import package_version, write_json_atomic
 
-from .grid import expand, grid_fingerprint, retries_of, seed_run_ids
+from .grid import Trial, expand, grid_fingerprint, retries_of, seed_run_ids
 
 SWEEP_FORMAT = "slaterec.sweep/1"
 SWEEP_FILE = "sweep.json"
@@ -132,6 +132,32 @@ def is_done(sweep_dir: Path, trial: dict[str, Any]) -> bool:
     return (payload.get("provenance") or {}).get("complete") is not False
 
 
+def _foreign_entries(sweep_dir: Path, trials: list[Trial]) -> list[str]:
+    """Entries of an existing folder that are no trial output of the grid (nor a folder on the way to one).
+
+    A folder holding only outputs of this grid's trials (a trial run by hand with the
+    command ``--dry-run`` prints) is adopted as the sweep directory: what is complete
+    on disk counts as done, the rest resumes or runs.
+    """
+    if not sweep_dir.exists():
+        return []
+    outputs = {rel for t in trials for _, rel in seed_run_ids(t.to_dict())} | {"logs"}
+    on_the_way = {str(Path(*Path(rel).parts[:i])) for rel in outputs for i in range(1, len(Path(rel).parts))}
+    stray, todo = [], [sweep_dir]
+    while todo:
+        for entry in sorted(todo.pop().iterdir()):
+            if entry.name.startswith("."):
+                continue
+            rel = entry.relative_to(sweep_dir).as_posix()
+            if rel in outputs:
+                continue
+            if rel in on_the_way and entry.is_dir():
+                todo.append(entry)
+            else:
+                stray.append(rel)
+    return stray
+
+
 @dataclass
 class Sweep:
     """The state of a sweep directory (``sweep.json``)."""
@@ -166,8 +192,11 @@ class Sweep:
                                                   if k in old}}
             record["trials"] = [known[t.id] for t in trials]
         else:
-            if sweep_dir.exists() and any(p for p in sweep_dir.iterdir() if not p.name.startswith(".")):
-                raise FileExistsError(f"{sweep_dir} exists and is not a sweep directory; choose another --out")
+            stray = _foreign_entries(sweep_dir, trials)
+            if stray:
+                raise FileExistsError(
+                    f"{sweep_dir} exists and is not a sweep directory (it holds {stray[0]}, which is no output of "
+                    "this grid); choose another --out")
             record = {"format": SWEEP_FORMAT, "package": "slaterec", "kind": "sweep", "version": package_version(),
                       "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "grid_file": str(grid_file), "grid_sha256": fingerprint, "grid": grid,

@@ -277,6 +277,10 @@ def test_failing_trial_is_reported_and_its_dependents_blocked(tmp_path, capsys):
     assert main(["sweep", str(grid_file), "--out", str(tmp_path / "mine"), "--executor", "local"]) == 2
     assert "exists and is not a sweep directory" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    # a folder holding another grid's outputs beside this grid's is refused too, naming the stray entry
+    (tmp_path / "mixed" / "runs" / "not_this_grids").mkdir(parents=True)
+    assert main(["sweep", str(grid_file), "--out", str(tmp_path / "mixed"), "--executor", "local"]) == 2
+    assert "holds runs/not_this_grids, which is no output of this grid" in capsys.readouterr().err
     # a different grid in the same sweep directory is refused
     grid2 = dict(grid, seeds=[0, 1])
     status = main(["sweep", str(_write(tmp_path, grid2, "other.yaml")), "--out", str(out), "--executor", "local"])
@@ -573,3 +577,29 @@ def test_grouped_seeds_are_one_trial_with_the_same_run_directories(tmp_path):
                          ({"group_seeds": "yes"}, "expected true or false")]:
         with pytest.raises(GridError, match=message):
             expand({**grouped, **bad}, tmp_path / "x")
+
+
+def test_folder_holding_a_trial_run_by_hand_is_adopted(tmp_path, capsys):
+    """A trial run by hand (the command --dry-run prints) into the sweep's folder before the sweep
+    existed counts as done: the sweep adopts the folder and runs only the rest."""
+    grid = {"name": "adopt", "environments": ["FocusedTopDown-v0"], "seeds": [0, 1],
+            "set": {"val_users": 5, "test_users": 5, "env_kwargs.episode_length": 10},
+            "methods": {"random": {}}, "retries": 0}
+    grid_file = _write(tmp_path, grid)
+    out = tmp_path / "sw"
+    assert main(["sweep", str(grid_file), "--out", str(out), "--dry-run"]) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("slaterec train")]
+    by_hand = next(ln for ln in lines if "--seed" in ln and ln[ln.index("--seed") + 1] == "0")
+    assert not out.exists()  # a dry run creates nothing
+    argv = by_hand[1:]
+    note = argv.index("--notes")
+    argv = argv[:note] + ["--notes", " ".join(argv[note + 1:])]
+    assert main(argv) == 0
+    first = out / "runs" / "random_FocusedTopDown_s0" / "results.json"
+    before = first.read_bytes(), first.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["sweep", str(grid_file), "--out", str(out), "--executor", "inline", "--no-progress"]) == 0
+    assert "2 trials, 1 already done" in capsys.readouterr().out
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before  # not run again
+    record = {t["id"]: t["status"] for t in json.loads((out / "sweep.json").read_text())["trials"]}
+    assert record == {"runs/random_FocusedTopDown_s0": "done", "runs/random_FocusedTopDown_s1": "done"}
