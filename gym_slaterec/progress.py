@@ -1,6 +1,7 @@
 """Progress of long jobs: a tqdm bar on a terminal, a periodic status line in logs.
 
-With the bar off (``--no-progress``, every sweep trial), :func:`progress` still writes one
+With the bar off (``--no-progress``, every sweep trial, or stderr going to a file rather
+than a terminal), :func:`progress` still writes one
 line at least every ``$SLATEREC_STATUS_EVERY`` seconds (default 30) to stderr: the job,
 its count, throughput, latest postfix metrics and ETA, so ``tail -f`` on a trial's log
 always shows life, however long one step takes.
@@ -75,6 +76,28 @@ def _beat(bar_ref: "weakref.ref[StatusLines]", stop: threading.Event, every_s: f
         del bar
 
 
+def bar_can_draw() -> bool:
+    """Whether a bar has somewhere to draw: a terminal on stderr, or a notebook.
+
+    Elsewhere (``nohup ... > log``, a batch job) a bar would fill the log with
+    carriage-return redraws, so status lines take its place.
+    """
+    try:
+        if sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a closed or stand-in stream
+        return False
+    return any(issubclass(tqdm, base) for base in _notebook_bars())
+
+
+def _notebook_bars() -> tuple[type, ...]:
+    """tqdm's notebook bar when tqdm.auto chose it (it does inside a Jupyter kernel), else nothing."""
+    from tqdm import std
+    from tqdm.autonotebook import tqdm as chosen
+
+    return () if chosen is std.tqdm else (chosen,)
+
+
 def progress(enabled: bool, **kwargs: Any) -> tqdm:
-    """A tqdm bar (``enabled``) or :class:`StatusLines` (the bar off) with tqdm's keywords."""
-    return tqdm(**kwargs) if enabled else StatusLines(**kwargs)
+    """A tqdm bar (``enabled`` and somewhere to draw it) or :class:`StatusLines`, with tqdm's keywords."""
+    return tqdm(**kwargs) if enabled and bar_can_draw() else StatusLines(**kwargs)

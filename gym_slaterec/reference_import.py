@@ -106,6 +106,7 @@ def import_reference_dataset(
     from tqdm.auto import tqdm
 
     from .core.config import resolve_env_id
+    from .progress import bar_can_draw
     from .rollouts import make_vector_env, recorded_env_kwargs
 
     source = Path(source)
@@ -114,7 +115,7 @@ def import_reference_dataset(
     check_writable(out, overwrite, DATASET_KINDS)  # before the (long) read
     sim = make_vector_env(env_id, 1, item_embeddings).simulator
     parts = []
-    for f in tqdm(files, desc="read reference dataset", unit="file", disable=not progress):
+    for f in tqdm(files, desc="read reference dataset", unit="file", disable=not (progress and bar_can_draw())):
         parts.append(read_sessions(f, sim.slate_size, sim.num_items))
     turns = {p[0].shape[1] for p in parts}
     if len(turns) != 1:

@@ -225,6 +225,9 @@ class _Progress:
     def __init__(self, sweep: Sweep, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
+        from gym_slaterec.progress import bar_can_draw
+
+        enabled = enabled and bar_can_draw()  # in a log, plain lines (say) instead of bar redraws
         self.sweep = sweep
         self.bar = tqdm(total=len(sweep.trials), initial=sweep.counts()[DONE], unit="trial",
                         desc=f"sweep {sweep.record['grid'].get('name', sweep.path.name)}", disable=not enabled,

@@ -393,6 +393,9 @@ def test_cli_thread_modes(small_dataset, tmp_path):
 
 
 def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp_path, capsys, monkeypatch):
+    """A bar on a terminal; status lines with --no-progress, and in place of the bar when stderr
+    goes to a file (``nohup slaterec ... > log``: no carriage-return redraws in the log)."""
+    import gym_slaterec.progress as progress_module
     from gym_slaterec.cli import main
 
     monkeypatch.setenv("SLATEREC_STATUS_EVERY", "0.01")  # status lines even from these short jobs
@@ -405,13 +408,17 @@ def test_long_commands_show_a_progress_bar_unless_no_progress(small_dataset, tmp
     }
     threads = torch.get_num_threads()
     for name, argv in commands.items():
-        for quiet in (False, True):
-            out = tmp_path / f"{name}_{quiet}{'.npz' if name == 'train-mf' else '.pt' if name == 'pretrain-gems' else ''}"
+        for quiet, terminal in ((False, True), (True, True), (False, False)):
+            monkeypatch.setattr(progress_module, "bar_can_draw", lambda: terminal)
+            suffix = ".npz" if name == "train-mf" else ".pt" if name == "pretrain-gems" else ""
+            out = tmp_path / f"{name}_{quiet}_{terminal}{suffix}"
             assert main(argv + ["--out", str(out)] + (["--no-progress"] if quiet else [])) == 0, name
             err = capsys.readouterr().err
-            assert ("%|" in err) is not quiet, (name, quiet, err[-300:])
-            if quiet:  # no bar, but a status line for the log: count, throughput
+            bar = terminal and not quiet
+            assert ("%|" in err) is bar, (name, quiet, terminal, err[-300:])
+            if not bar:  # no bar, but a status line for the log: count, throughput
                 assert re.search(r"^\[\d\d:\d\d:\d\d\] .+: \d+/\d+ \w+ \[", err, re.M), (name, err[-300:])
+                assert "\r" not in err
     torch.set_num_threads(threads)
 
 
