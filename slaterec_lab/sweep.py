@@ -142,7 +142,7 @@ def _foreign_entries(sweep_dir: Path, trials: list[Trial]) -> list[str]:
     if not sweep_dir.exists():
         return []
     outputs = {rel for t in trials for _, rel in seed_run_ids(t.to_dict())} | {"logs"}
-    on_the_way = {str(Path(*Path(rel).parts[:i])) for rel in outputs for i in range(1, len(Path(rel).parts))}
+    on_the_way = {rel.rsplit("/", i)[0] for rel in outputs for i in range(1, rel.count("/") + 1)}
     stray, todo = [], [sweep_dir]
     while todo:
         for entry in sorted(todo.pop().iterdir()):
