@@ -308,10 +308,12 @@ def test_normalised_scores_use_the_shipped_references_and_only_on_their_matrix(t
     # the shipped summaries of results/table2: their CSV carries the score of each seed's return
     assert main(["table", str(Path(__file__).resolve().parents[1] / "results" / "table2"), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    shipped = [row for row in rows if row["item_matrix"].split()[-1] == fp[:12]]
-    assert shipped
-    for row in shipped:
-        expect = 100 * (float(row["mean"]) - focused["random"]) / (focused["expert"] - focused["random"])
+    shipped = [row for row in rows if row["environment"] in refs
+               and row["item_matrix"].split()[-1] == refs[row["environment"]]["item_matrix"][:12]]
+    assert {row["environment"] for row in shipped} >= {"FocusedTopDown", "DiffuseTopDown"}
+    for row in shipped:  # each row against its own environment's references
+        ref = refs[row["environment"]]
+        expect = 100 * (float(row["mean"]) - ref["random"]) / (ref["expert"] - ref["random"])
         assert float(row["normalised_mean"]) == pytest.approx(expect)
     for row in rows:  # runs on another matrix (the reference's) get no score, only their raw return
         if row not in shipped:
