@@ -15,10 +15,12 @@ side, in alternating rounds.
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 20 --with-sampling
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq --steps 20 --shared --rounds 3
     .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --floor
+    .venv/bin/python scripts/bench_offline_step.py td3bc iql cql bcq bc --steps 30 --adam --rounds 5
 
 The other modes time the package's default learner (one belief shared by the networks).
 ``--shared`` times one encoder per network (``shared_encoder=false``) against the shared belief
-side by side, in alternating rounds, each on its own learner fed the same batches.
+side by side, in alternating rounds, each on its own learner fed the same batches; ``--adam``
+times the optimisers on torch's per-tensor Adam (as before) against fused Adam the same way.
 """
 
 from __future__ import annotations
@@ -93,11 +95,12 @@ def main() -> None:
     p.add_argument("--floor", action="store_true", help="matrix-product work per update and its time on this core")
     p.add_argument("--with-sampling", action="store_true", help="time draw + update, d3rlpy's sampler vs ours")
     p.add_argument("--shared", action="store_true", help="time separate encoders vs one shared belief")
+    p.add_argument("--adam", action="store_true", help="time per-tensor Adam vs fused Adam (the default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (full float32, as the commands train)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --with-sampling / --shared")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from d3rlpy_adapters.offline import OfflineConfig, make_algorithm, tie_encoders
+    from d3rlpy_adapters.offline import OfflineConfig, fuse_optimisers, make_algorithm, tie_encoders
     from gym_slaterec.core.allocator import keep_freed_memory
 
     keep_freed_memory()  # as train-offline
@@ -107,20 +110,25 @@ def main() -> None:
         from gym_slaterec.devices import resolve_device
 
         resolve_device(args.device)
-    def built(config: OfflineConfig):
-        """The learner ``train-offline`` builds for ``config``, after 3 warm-up updates."""
+    def built(config: OfflineConfig, fused: bool = True):
+        """The learner ``train-offline`` builds for ``config``, after 3 warm-up updates (``fused=False``:
+        its Adams on torch's per-tensor loop, as before fused Adam)."""
         learner = make_algorithm(config, layout, args.device)
         learner.build_with_dataset(data)
         tie_encoders(learner, config)
+        if fused:
+            fuse_optimisers(learner)
         for _ in range(3):
             learner.update(data.sample_transition_batch(256))
         return learner
 
     for algo in args.algos:
         learner = built(OfflineConfig(algo=algo))  # the package's defaults
-        if args.shared:
-            learners = {"one encoder per network": built(OfflineConfig(algo=algo, shared_encoder=False)),
-                        "shared belief": built(OfflineConfig(algo=algo, shared_encoder=True))}
+        if args.shared or args.adam:
+            learners = ({"one encoder per network": built(OfflineConfig(algo=algo, shared_encoder=False)),
+                         "shared belief": built(OfflineConfig(algo=algo, shared_encoder=True))} if args.shared else
+                        {"per-tensor Adam": built(OfflineConfig(algo=algo), fused=False),
+                         "fused Adam": built(OfflineConfig(algo=algo))})
             batches = [data.sample_transition_batch(256) for _ in range(args.steps)]
             times = {k: [] for k in learners}
             for _ in range(args.rounds):

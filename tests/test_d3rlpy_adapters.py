@@ -594,6 +594,58 @@ def test_a_shared_belief_runs_the_gru_once_per_batch_and_is_trained_by_the_criti
     assert (algo, counts[True]) == (algo, passes) and counts[True] < counts[False]
 
 
+@pytest.mark.parametrize("algo", ["td3bc", "iql", "cql", "bcq", "bc"])
+def test_offline_optimisers_run_fused_adam_with_the_same_update_and_keep_it_after_loading(algo, tmp_path):
+    """Every Adam of a learner runs torch's fused kernel after ``fuse_optimisers``; updates move the
+    weights as torch's per-tensor Adam does (to float32 rounding; the fused kernel does not count
+    its writes in the tensors' versions, by which the belief's caches tell changed weights), and a
+    checkpoint of a learner whose optimisers were not fused (as those written before) loads into a
+    fused learner."""
+    import d3rlpy
+
+    from d3rlpy_adapters.offline import (OfflineConfig, _load_learner, _modules, _save_learner, fuse_optimisers,
+                                         make_algorithm, tie_encoders)
+
+    layout, data = window_dataset()
+    batches = [data.sample_transition_batch(64) for _ in range(5)]
+
+    def learner_of(fused: bool):
+        d3rlpy.seed(0)
+        cfg = OfflineConfig(algo=algo)
+        learner = make_algorithm(cfg, layout)
+        learner.build_with_dataset(data)
+        tie_encoders(learner, cfg)
+        if fused:
+            assert fuse_optimisers(learner) >= 1
+        return learner
+
+    def optimisers(learner):
+        return [m.optim for m in _modules(learner).values() if hasattr(m, "optim")]
+
+    def weights(learner):
+        return torch.cat([p.detach().flatten() for m in _modules(learner).values() if isinstance(m, torch.nn.Module)
+                          for p in m.parameters()])
+
+    plain, fused = learner_of(False), learner_of(True)
+    assert all(g["fused"] for o in optimisers(fused) for g in o.param_groups)
+    assert not any(g["fused"] for o in optimisers(plain) for g in o.param_groups)
+    before = weights(plain)
+    assert torch.equal(before, weights(fused))
+    for learner in (plain, fused):
+        torch.manual_seed(1)
+        for batch in batches:
+            learner.update(batch)
+    moved = (weights(plain) - before).abs().max()
+    assert moved > 1e-4  # the updates did something
+    assert torch.allclose(weights(plain), weights(fused), rtol=0, atol=1e-5)
+    _save_learner(plain, tmp_path / "model.pt")
+    reloaded = learner_of(True)
+    _load_learner(reloaded, tmp_path / "model.pt")
+    assert torch.equal(weights(reloaded), weights(plain))
+    assert all(g["fused"] for o in optimisers(reloaded) for g in o.param_groups)
+    reloaded.update(data.sample_transition_batch(64))  # the loaded optimiser states step on the fused kernel
+
+
 def test_the_encoder_knows_d3rlpys_repeated_batches_from_where_they_were_made(monkeypatch):
     """d3rlpy's repeat-and-flatten, as its CQL and BCQ call it, returns what it always did, and
     the flattened batch remembers its source and ``n`` until either changes; the encoder then
