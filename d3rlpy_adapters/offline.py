@@ -211,9 +211,13 @@ def fuse_optimisers(learner: Any) -> int:
     the kernel's in-place writes in the parameters' versions (:func:`_count_updates`). Called again
     after optimiser states are loaded, which bring their own setting. Returns the optimisers changed."""
     import torch
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-    supported = set(_get_fused_kernels_supported_devices())
+    try:  # torch's own list (CPU from torch 2.4 on); a private helper, so a conservative fallback
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        supported = set(_get_fused_kernels_supported_devices())
+    except ImportError:
+        supported = {"cuda"}
     changed = 0
     for module in _modules(learner).values():
         optim = getattr(module, "optim", None)
@@ -237,7 +241,10 @@ def _count_updates(optim: Any, args: Any, kwargs: Any) -> None:
     tell changed weights by their versions."""
     from torch.autograd.graph import increment_version
 
-    increment_version([p for group in optim.param_groups for p in group["params"] if p.grad is not None])
+    for group in optim.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                increment_version(p)  # one at a time: torch before 2.5 takes a single tensor
 
 
 def history_beliefs(learner: Any) -> list[Any]:
