@@ -240,7 +240,8 @@ def test_interrupted_gems_is_marked_partial_and_refused(work, dataset, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "pretrain-gems", str(dataset), "--out", str(out),
          "--epochs", "1000", "--batch-size", "8", "--val-max-samples", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SLATEREC_STATUS_EVERY": "0.5"},
     )
     seen = bytearray()
 
@@ -251,10 +252,12 @@ def test_interrupted_gems_is_marked_partial_and_refused(work, dataset, tmp_path)
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     deadline = time.time() + 120
-    # wait until the progress bar counts optimiser steps done (its first line, 0/N, comes before
-    # training starts: a SIGINT then, on a busy machine, would not be an interrupted training)
-    while not re.search(rb"\| *[1-9]\d*/\d+", seen) and time.time() < deadline and proc.poll() is None:
+    # wait until the progress counts optimiser steps done (a bar on a terminal, "GeMS: 9125/38000 step"
+    # status lines otherwise; the first count, 0/N, comes before training starts: a SIGINT then, on a
+    # busy machine, would not be an interrupted training)
+    while not re.search(rb"(?:\||GeMS:) *[1-9]\d*/\d+", seen) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, "the training ended before it could be interrupted:\n" + seen.decode(errors="replace")
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     reader.join(timeout=10)
