@@ -269,9 +269,18 @@ class FingerprintMismatch(ValueError):
     """A rebuilt dataset differs from the one recorded for its policies folder."""
 
 
-def why_rounded_otherwise(arithmetic: dict[str, Any], retrained: bool = False) -> str:
-    """What most likely made a rebuilt dataset differ from the record, given how it was computed
-    and whether it comes from a retrained medium agent."""
+def why_rounded_otherwise(arithmetic: dict[str, Any], retrained: bool = False,
+                          recorded_with: Optional[dict[str, Any]] = None) -> str:
+    """What most likely made a rebuilt dataset differ from the record, given how it was computed,
+    whether it comes from a retrained medium agent and, where the record says, the CPU vendor it
+    was made on."""
+    mine, theirs = arithmetic.get("cpu_vendor"), (recorded_with or {}).get("cpu_vendor")
+    if mine and theirs and mine != theirs:
+        return (f"the record was made on a CPU from {theirs} and this one is from {mine}: MKL's reproducible branch "
+                "(MKL_CBWR) holds on Intel CPUs only and other CPUs take its automatic one, so matrix products "
+                "round differently across the two vendors, even with the portable kernels; a rebuild repeats the "
+                f"record on {theirs} CPUs with AVX2"
+                + (" that also round the retraining as the shipped run's machine did" if retrained else ""))
     if retrained:
         return ("the medium agent retrained here did not repeat the original training: a training repeats bit for "
                 "bit only with arithmetic that rounds as where it first ran (the shipped policies were trained with "
@@ -374,7 +383,7 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
             shutil.rmtree(dest)
             raise FingerprintMismatch(
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
-                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic, q == 'medium-replay' and rebuild)})"
+                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic, q == 'medium-replay' and rebuild, spec.get('recorded_with'))})"
                 f"{mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
                 "--allow-mismatch to keep it (in a sweep: offline.allow_mismatch: true), its provenance then "
                 "recording the mismatch"
@@ -389,6 +398,7 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
         manifest["datasets"]["fingerprints"].setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
         manifest["datasets"].setdefault("mean_returns", {}).setdefault(str(n), {}).update(
             {r["quality"]: r["mean_return"] for r in rows})
+        manifest["datasets"]["recorded_with"] = arithmetic
         with atomic_path(policies / BENCHMARK_MARKER, overwrite=True) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return [r for r in rows if r["quality"] in qualities]

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from gym_slaterec.cli import main
+from gym_slaterec.core import portable
 from gym_slaterec.logged_data import LoggedDataset
 
 ENV = "FocusedTopDown-v0"
@@ -37,7 +38,7 @@ def run(tmp_path_factory):
 
 
 @pytest.mark.slow(25)
-def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, capsys):
+def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, capsys, monkeypatch):
     policies = tmp_path / "policies"
     assert main(["benchmark", "policies", str(run), "--out", str(policies)]) == 0
     capsys.readouterr()
@@ -75,6 +76,7 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     recorded = json.loads((moved / "benchmark.json").read_text())["datasets"]
     assert recorded["fingerprints"]["5"] == {q: r["fingerprint"] for q, r in rows.items()}
     assert recorded["mean_returns"]["5"] == {q: r["mean_return"] for q, r in rows.items()}
+    assert recorded["recorded_with"] == expert.provenance["benchmark"]["arithmetic"]  # how, and on which CPU vendor
 
     assert main(["evaluate", ENV, "--policy", str(moved / "medium"), "--episodes", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 3
@@ -97,6 +99,16 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
     assert main(third) == 2
     err = capsys.readouterr().err
     assert "differs from the recorded 000000000000" in err and "offline.allow_mismatch: true" in err
+    assert "the record was made on" not in err  # recorded on this machine
+    # a record made on another vendor's CPU: the message names the two vendors and MKL's Intel-only branch
+    with monkeypatch.context() as m:
+        m.setattr(portable, "cpu_vendor", lambda: "GenuineIntel")
+        manifest["datasets"]["recorded_with"] = {"cpu_vendor": "AuthenticAMD"}
+        (moved / "benchmark.json").write_text(json.dumps(manifest))
+        assert main(third) == 2
+        err = capsys.readouterr().err
+        assert "the record was made on a CPU from AuthenticAMD and this one is from GenuineIntel" in err
+        assert "MKL's reproducible branch (MKL_CBWR) holds on Intel CPUs only" in err
     # the same clicks as recorded: the message says only the stored actions can differ
     assert f"its mean return equals the recorded one ({rows['random']['mean_return']:.4f})" in err
     assert not (tmp_path / "third" / "FocusedTopDown" / "random").exists()

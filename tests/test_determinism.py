@@ -120,3 +120,39 @@ def test_every_env_is_reproducible_from_its_seed(env_id):
     a, _ = _single_run(env_id, 3, acts)
     b, _ = _single_run(env_id, 3, acts)
     assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+def test_portability_check_names_the_kernel_that_rounds_otherwise(tmp_path, capsys):
+    """scripts/check_training_portability.py --compare: of two machines' records, the operations whose
+    inputs agree and whose output does not, not those downstream of them."""
+    import gzip
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "check_training_portability.py"
+    spec = importlib.util.spec_from_file_location("check_training_portability", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def record(mm_out: str, add_out: str, weight: str) -> dict:
+        ops = [["aten.mm.default", [[2, 3], [3, 4]], ["a", "b"], [mm_out]],
+               ["aten.add.Tensor", [[2, 4], [2, 4]], [mm_out, "d"], [add_out]],
+               ["aten.tanh.default", [[2, 4]], ["d"], ["t"]]]
+        return {"info": {"processor": "cpu", "torch": "2"}, "inference": ops,
+                "steps": [{"update": 0, "params": {"w": "w0"}, "metrics": {"critic_loss": 0.0}},
+                          {"update": 1, "params": {"w": weight}, "metrics": {"critic_loss": 1.0}, "ops": ops}]}
+
+    a, b, c = tmp_path / "a.json.gz", tmp_path / "b.json", tmp_path / "c.json"
+    with gzip.open(a, "wt") as f:
+        json.dump(record("c", "e", "w1"), f)
+    b.write_text(json.dumps(record("c2", "e2", "w2")))
+    c.write_text(json.dumps(record("c", "e", "w1")))
+    assert tool.compare(a, b) == 1
+    out = capsys.readouterr().out
+    assert "update 1: 1 of 1 parameters differ (w)" in out
+    assert "kernels that round otherwise): operation 0 aten.mm.default [[2, 3], [3, 4]]" in out
+    assert "aten.add" not in out and "aten.tanh" not in out
+    assert tool.compare(a, c) == 0
+    out = capsys.readouterr().out
+    assert "agree bit for bit" in out and "update 1: all 3 operations agree" in out

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import threading
-from typing import IO, Any, BinaryIO, Sequence
+from typing import IO, Any, BinaryIO, Optional, Sequence
 
 #: the environment of a portable process: ATen's generic kernels, MKL's conditional numerical
 #: reproducibility on its AVX2 path (oneDNN capped likewise), one thread
@@ -30,13 +30,27 @@ def is_portable() -> bool:
     return all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
 
 
+def cpu_vendor() -> Optional[str]:
+    """The CPU's vendor as the processor names itself (``GenuineIntel``, ``AuthenticAMD``; None where
+    /proc/cpuinfo does not say). MKL's reproducible branches (``MKL_CBWR``) hold on Intel CPUs only;
+    elsewhere MKL takes its automatic branch, so matrix products round alike only within a vendor."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def arithmetic_record() -> dict[str, Any]:
     """How this process rounds, for a dataset's provenance: portable or not, torch's kernel build
-    and MKL's reproducibility setting as they are in effect, and the thread count."""
+    and MKL's reproducibility setting as they are in effect, the thread count and the CPU's vendor."""
     import torch
 
     return {"portable": is_portable(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "mkl_cbwr": os.environ.get("MKL_CBWR"), "threads": torch.get_num_threads()}
+            "mkl_cbwr": os.environ.get("MKL_CBWR"), "threads": torch.get_num_threads(), "cpu_vendor": cpu_vendor()}
 
 
 def _pass_through(stream: BinaryIO, out: IO[str]) -> None:
