@@ -275,16 +275,17 @@ def why_rounded_otherwise(arithmetic: dict[str, Any], retrained: bool = False,
     whether it comes from a retrained medium agent and, where the record says, the CPU vendor it
     was made on."""
     mine, theirs = arithmetic.get("cpu_vendor"), (recorded_with or {}).get("cpu_vendor")
-    if mine and theirs and mine != theirs:
-        return (f"the record was made on a CPU from {theirs} and this one is from {mine}: MKL's reproducible branch "
-                "(MKL_CBWR) holds on Intel CPUs only and other CPUs take its automatic one, so matrix products "
-                "round differently across the two vendors, even with the portable kernels; a rebuild repeats the "
-                f"record on {theirs} CPUs with AVX2"
-                + (" that also round the retraining as the shipped run's machine did" if retrained else ""))
+    vendors = (f"the record was made on a CPU from {theirs} and this one is from {mine}: MKL's reproducible branch "
+               "(MKL_CBWR) holds on Intel CPUs only and other CPUs take its automatic one, so matrix products round "
+               "differently across the two vendors, even with the portable kernels"
+               if mine and theirs and mine != theirs else "")
     if retrained:
         return ("the medium agent retrained here did not repeat the original training: a training repeats bit for "
                 "bit only with arithmetic that rounds as where it first ran (the shipped policies were trained with "
-                "their machine's own kernels), or another version of the training code computed it")
+                "their machine's own kernels), or another version of the training code computed it"
+                + (f"; also, {vendors}" if vendors else ""))
+    if vendors:
+        return f"{vendors}; a rebuild repeats the record on {theirs} CPUs with AVX2"
     if arithmetic.get("portable"):
         return ("the policy's actions rounded otherwise even with the portable kernels: another torch or MKL build, a "
                 "CPU without AVX2 or not x86-64, or a record made with --native-arithmetic")
