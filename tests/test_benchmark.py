@@ -360,7 +360,7 @@ def test_benchmark_datasets_compute_with_the_portable_kernels(tmp_path, capsys):
     passed through; the datasets record it. --native-arithmetic computes in this process."""
     import torch
 
-    from gym_slaterec.core.portable import is_portable
+    from gym_slaterec.core.portable import cpu_vendor, is_portable
 
     args = ["benchmark", "datasets", "FocusedTopDown", "--qualities", "random", "--episodes", "3", "--no-progress",
             "--json"]
@@ -369,7 +369,8 @@ def test_benchmark_datasets_compute_with_the_portable_kernels(tmp_path, capsys):
     portable = LoggedDataset.load(tmp_path / "p" / "FocusedTopDown" / "random")
     assert row["fingerprint"] == portable.fingerprint
     assert portable.provenance["benchmark"]["arithmetic"] == {"portable": True, "cpu_capability": "DEFAULT",
-                                                              "mkl_cbwr": "AVX2", "threads": 1}
+                                                              "mkl_cbwr": "AVX2", "threads": 1,
+                                                              "cpu_vendor": cpu_vendor()}
     assert main([*args, "--out", str(tmp_path / "n"), "--native-arithmetic"]) == 0
     native = LoggedDataset.load(tmp_path / "n" / "FocusedTopDown" / "random")
     assert native.provenance["benchmark"]["arithmetic"]["portable"] is is_portable()
