@@ -72,8 +72,8 @@ def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> N
 
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            inputs = [digest(t) for t in flat_tensors((args, kwargs))]
-            shapes = [list(t.shape) for t in flat_tensors((args, kwargs))]
+            tensors = flat_tensors((args, kwargs))
+            inputs, shapes = [digest(t) for t in tensors], [list(t.shape) for t in tensors]
             result = func(*args, **kwargs)
             if "empty" in str(func):  # an allocation holds whatever the memory held: zeros, so that runs compare
                 for t in flat_tensors(result):
