@@ -149,6 +149,8 @@ def machine_record() -> dict[str, Any]:
         record["family_model"] = f"{info['cpu family']}/{info['model']}"
     if "cpu MHz" in info:
         record["mhz"] = round(float(info["cpu MHz"]))
+    if info.get("vendor_id"):
+        record["vendor"] = info["vendor_id"]  # MKL rounds alike only within a vendor (core.portable.cpu_vendor)
     vector = [x for x in ("avx512f", "avx2", "asimd", "sve") if x in flags]
     if vector:
         record["vector"] = vector[0]

@@ -24,7 +24,6 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +59,7 @@ def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> N
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from gym_slaterec.core.portable import arithmetic_record
+    from gym_slaterec.provenance import machine_label, machine_record
     from d3rlpy_adapters.benchmark import read_policies, shipped_root
     from d3rlpy_adapters.collect import collect
     from sb3_slate.agents.episode_sac.algorithm import EpisodeSAC
@@ -124,7 +124,7 @@ def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> N
             train_run(cfg, Path(tmp) / "run", progress=True, device="cpu")
         except Enough:
             pass
-    info = {"machine": platform.machine(), "processor": _cpu_name(), "torch": torch.__version__,
+    info = {"machine": machine_record(), "processor": machine_label({"machine": machine_record()}), "torch": torch.__version__,
             "arithmetic": arithmetic_record(), "config": cfg.to_dict(), "updates": updates, "ops_at": ops_at}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -132,16 +132,6 @@ def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> N
         f.write(json.dumps({"info": info, "inference": inference, "steps": steps}) + "\n")
     os.replace(tmp, out)
     print(f"wrote {out}: {len(steps)} updates, operations of {ops_at}", file=sys.stderr)
-
-
-def _cpu_name() -> str:
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                      if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        return f"{fields.get('model name')} (family {fields.get('cpu family')} model {fields.get('model')})"
-    except OSError:
-        return platform.processor()
 
 
 def compare(a_path: Path, b_path: Path, max_culprits: int = 6) -> int:

@@ -34,14 +34,9 @@ def cpu_vendor() -> Optional[str]:
     """The CPU's vendor as the processor names itself (``GenuineIntel``, ``AuthenticAMD``; None where
     /proc/cpuinfo does not say). MKL's reproducible branches (``MKL_CBWR``) hold on Intel CPUs only;
     elsewhere MKL takes its automatic branch, so matrix products round alike only within a vendor."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
-    return None
+    from ..provenance import machine_record
+
+    return machine_record().get("vendor")
 
 
 def arithmetic_record() -> dict[str, Any]:
