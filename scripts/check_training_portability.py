@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -31,27 +30,23 @@ from typing import Any
 
 
 def digest(t: Any) -> str:
+    """A short hash of a tensor's dtype, shape and values (:func:`gym_slaterec.provenance.sha256_array`)."""
     import torch
+
+    from gym_slaterec.provenance import sha256_array
 
     if not isinstance(t, torch.Tensor):
         return repr(t)[:40]
-    t = t.detach()
-    if t.is_sparse or t.layout != torch.strided:
+    if t.layout != torch.strided:
         return f"<{t.layout}>"
-    raw = t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-    return hashlib.blake2b(raw, digest_size=6).hexdigest()
+    return sha256_array(t.detach().cpu().numpy())[:12]
 
 
 def flat_tensors(x: Any) -> list[Any]:
     import torch
+    from torch.utils._pytree import tree_leaves
 
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [t for item in x for t in flat_tensors(item)]
-    if isinstance(x, dict):
-        return [t for item in x.values() for t in flat_tensors(item)]
-    return []
+    return [t for t in tree_leaves(x) if isinstance(t, torch.Tensor)]
 
 
 def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> None:
@@ -124,7 +119,8 @@ def record(out: Path, updates: int, ops_at: list[int], max_ops: int = 3000) -> N
             train_run(cfg, Path(tmp) / "run", progress=True, device="cpu")
         except Enough:
             pass
-    info = {"machine": machine_record(), "processor": machine_label({"machine": machine_record()}), "torch": torch.__version__,
+    machine = machine_record()
+    info = {"machine": machine, "processor": machine_label({"machine": machine}), "torch": torch.__version__,
             "arithmetic": arithmetic_record(), "config": cfg.to_dict(), "updates": updates, "ops_at": ops_at}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
