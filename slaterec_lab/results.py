@@ -277,6 +277,40 @@ def paper_settings(method: str, variant: str) -> frozenset[str]:
     return frozenset(_shown(k, v) for k, v in flat_fields(cfg.to_dict()).items())
 
 
+#: the sections of a configuration that hold a method's hyper-parameters (not its inputs or budget)
+HYPER_SECTIONS = ("agent.", "belief.")
+
+
+@functools.lru_cache(maxsize=None)
+def method_defaults(method: str, env_id: str, variant: str, replay: Optional[str]) -> dict[str, str]:
+    """The hyper-parameters a run of ``method`` gets in its regime and variant when none is set,
+    as labels show them, by flat key (``agent.gamma`` -> ``gamma=0.8``); {} for an unknown method."""
+    from sb3_slate.methods import METHOD_TABLE, resolve_config
+
+    if method not in METHOD_TABLE:
+        return {}
+    overrides: dict[str, Any] = {"variant": variant, "gems": "-", "mf": "-"}
+    if replay:
+        overrides["replay"] = replay
+    try:  # placeholder inputs: only the settings are read
+        cfg = resolve_config(method, env_id, overrides)
+    except ValueError:
+        return {}
+    return {k: _shown(k, v) for k, v in flat_fields(cfg.to_dict()).items() if k.startswith(HYPER_SECTIONS)}
+
+
+def own_settings(r: RunRecord) -> dict[str, str]:
+    """The hyper-parameters a run set away from its method's defaults (``gamma=0.0``), whatever
+    other runs stand beside it: a lone run at gamma 0 is never shown as the plain method."""
+    method = r.config.get("method")
+    if not isinstance(method, str):
+        return {}
+    defaults = method_defaults(method, r.env_id, str(r.config.get("variant") or "corrected"),
+                               r.config.get("replay") if isinstance(r.config.get("replay"), str) else None)
+    return {k: text for k in sorted(r.config) if k in defaults
+            and (text := _shown(k, r.config[k])) != defaults[k]}
+
+
 def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     """Runs of one method and environment whose configurations differ (other than in
     seed and bookkeeping) are not seeds of one setting: their labels get the differing
@@ -287,6 +321,7 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         groups.setdefault((r.env_id, r.method), []).append(r)
     for members in groups.values():
         if len(members) < 2:
+            _add_settings(members[0], own_settings(members[0]))
             continue
         keys = sorted({k for r in members for k in r.config} - BOOKKEEPING_KEYS)
         settings = [{k: _per_seed_as_one(k, r.config.get(k), r.seed) for k in keys} for r in members]
@@ -302,10 +337,15 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
         as_published = paper_settings(first.base_method.split(" ")[0], str(first.config.get("variant") or "corrected"))
         for r, c in zip(members, settings):
             shown = {k: text for k in differing if (text := _shown(k, c[k])) not in as_published}
-            if shown:
-                r.settings = shown
-                r.method = f"{r.method} [{', '.join(shown.values())}]"
+            _add_settings(r, {**own_settings(r), **shown})
     return records
+
+
+def _add_settings(r: RunRecord, shown: dict[str, str]) -> None:
+    if shown:
+        shown = dict(sorted(shown.items()))
+        r.settings = shown
+        r.method = f"{r.method} [{', '.join(shown.values())}]"
 
 
 def _reached_budget(r: RunRecord) -> bool:

@@ -185,6 +185,26 @@ def test_runs_of_different_settings_are_not_averaged_together(tmp_path, capsys):
     assert "| sac-gems [gamma=0.0] |" in capsys.readouterr().out
 
 
+def test_a_run_away_from_its_method_defaults_says_so_even_alone(tmp_path):
+    """A lone gamma-0 run (or two seeds of it) is not shown as the plain method with the paper's
+    value beside it; a setting at the method's default stays out of the label, and so do inputs."""
+    from slaterec_lab.results import label_variants, method_defaults
+
+    defaults = method_defaults("sac-gems", "SlateRec/FocusedTopDown-v0", "corrected", "episode")
+    assert defaults["agent.gamma"] == "gamma=0.8" and not any(k in defaults for k in ("gems", "episodes"))
+    for name, seed, gamma in (("g0_s0", 0, 0.0), ("g0_s1", 1, 0.0), ("paper_s0", 0, 0.8)):
+        run = fake_run(tmp_path, name, "sac-gems", seed, 150.0, [(0, 50.0)])
+        (run / "config.json").write_text(json.dumps({"method": "sac-gems", "seed": seed, "replay": "episode",
+                                                     "gems": f"/somewhere/{name}.pt", "episodes": 100,
+                                                     "agent": {"gamma": gamma, "tau": 0.002}}))
+    alone = label_variants([read_run(tmp_path / "g0_s0")])
+    assert [r.method for r in alone] == ["sac-gems [gamma=0.0]"]
+    assert alone[0].settings == {"agent.gamma": "gamma=0.0"}
+    two = label_variants([read_run(tmp_path / n) for n in ("g0_s0", "g0_s1")])
+    assert {r.method for r in two} == {"sac-gems [gamma=0.0]"}
+    assert [r.method for r in label_variants([read_run(tmp_path / "paper_s0")])] == ["sac-gems"]
+
+
 def test_runs_with_their_own_gems_per_seed_are_seeds_of_one_setting(tmp_path):
     """A sweep's ``gems: {seed: run}`` gives run sS the GeMS ``NAME_sS.pt``: one setting;
     GeMS of other names (or another seed's) still split the rows."""

@@ -188,10 +188,15 @@ def test_reference_wknn_run_trains_and_its_table_row_says_reference(tmp_path):
     agent = load_agent(tmp_path / "ref", "best")
     assert isinstance(agent.model, EpisodeWkNN) and agent.model.switches == REFERENCE_SWITCHES
     records, _ = comparable_records([tmp_path], need_test=True)
-    labels = sorted(r.method for r in records)
+    labels = sorted(r.base_method for r in records)
     assert labels == ["sac-wknn (episode replay)", "sac-wknn (episode replay, reference)"]
+    # the variant's own settings are its defaults: only the test's settings away from them are named
+    # (the reference variant's default table is already the ideal one)
+    small = "batch_episodes=4, buffer_episodes=50, {}k_neighbours=3, net_arch=[16], warmup_episodes=10"
+    assert sorted(r.method for r in records) == [f"{labels[0]} [{small.format('embeddings=ideal, ')}]",
+                                                 f"{labels[1]} [{small.format('')}]"]
     text = render(build(records), paper=True)
-    assert "| sac-wknn (episode replay, reference) |" in text
+    assert f"| sac-wknn (episode replay, reference) [{small.format('')}] |" in text
 
 
 def test_every_switch_is_documented_with_both_readings():
