@@ -69,6 +69,17 @@ def positive_int(text: str) -> int:
     return _int_in(text, 1, None, "a positive integer")
 
 
+def positive_float(text: str) -> float:
+    """argparse type of time limits: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (0.0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
     """The ``--no-progress`` flag of the commands that run long (no progress bar, e.g. in logs)."""
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

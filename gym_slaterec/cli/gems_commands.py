@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..trackers import add_tracker_argument
 from ..devices import DEVICE_HELP, device_arg
-from . import add_no_progress, positive_int, seed_arg
+from . import add_no_progress, positive_float, positive_int, seed_arg
 
 #: pretrain-gems --thread-mode default: shares of each batch in forked processes where the
 #: platform forks (BENCHMARKS.md: the fastest on two idle cores and on busy ones), else torch's threads
@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dim", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--max-minutes", type=positive_float, help="stop at the first validation past this wall time "
+                   "and keep the best table so far (its metrics say the time limit ended it)")
     p.add_argument("--logdir", type=Path, help="TensorBoard folder")
     add_tracker_argument(p)
     p.add_argument("--device", type=device_arg, default="auto", help=DEVICE_HELP)
@@ -135,12 +137,14 @@ def cmd_train_mf(args: argparse.Namespace) -> int:
         patience=_patience(args),
         dim=args.dim, lr=args.lr, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress,
         logdir=args.logdir, device=args.device, trackers=args.trackers, recipe=args.recipe,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
     )
     m = mf.metrics
     if args.recipe == "reference":
+        ended = {"patience": "early stop", "epochs": "epoch cap", "time": "time limit"}[m["stopped"]]
         print(f"wrote {mf.path}: {mf.num_items} x {mf.dim} item embeddings (reference recipe); best validation "
-              f"{m['best_validation']} of {m['validations']} ({m['epochs_run']} epochs), validation BPR loss "
-              f"{m['val_bpr_loss']:.4f}")
+              f"{m['best_validation']} of {m['validations']} ({m['epochs_run']} epochs, ended by the {ended}), "
+              f"validation BPR loss {m['val_bpr_loss']:.4f}")
         return 0
     print(
         f"wrote {mf.path}: {mf.num_items} x {mf.dim} item embeddings; best epoch {m['best_epoch']} of {m['epochs_run']}, "
