@@ -307,6 +307,23 @@ def mismatch_extent(mean_return: float, recorded: Optional[float], episodes: int
             f"in {episodes:,} episodes: its trajectories differ")
 
 
+def recorded_for(spec: dict[str, Any], episodes: int, quality: str, vendor: Optional[str],
+                 own_only: bool = False) -> tuple[Optional[str], Optional[float], Optional[dict[str, Any]]]:
+    """The fingerprint, mean return and recording conditions a dataset rebuilt on a CPU from ``vendor``
+    is checked against: that vendor's own record (``datasets.by_vendor``: matrix products round
+    alike on CPUs of one vendor, not across vendors) where it holds the quality, else the main record.
+    ``own_only``: the vendor's own record or nothing (``--record`` on a vendor the main record is not from)."""
+    n = str(episodes)
+    primary = (spec.get("recorded_with") or {}).get("cpu_vendor")
+    if vendor and primary and vendor != primary:
+        own = (spec.get("by_vendor") or {}).get(vendor) or {}
+        fingerprint = (own.get("fingerprints") or {}).get(n, {}).get(quality)
+        if fingerprint is not None or own_only:
+            return fingerprint, (own.get("mean_returns") or {}).get(n, {}).get(quality), own.get("recorded_with")
+    return (spec["fingerprints"].get(n, {}).get(quality), spec.get("mean_returns", {}).get(n, {}).get(quality),
+            spec.get("recorded_with"))
+
+
 def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] = QUALITIES,
                    episodes: Optional[int] = None, overwrite: bool = False, record: bool = False,
                    progress: bool = True, allow_mismatch: bool = False) -> list[dict[str, Any]]:
@@ -316,7 +333,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
     ``benchmark`` record: its quality, collecting policy, reference returns and the fingerprint
     check. A dataset whose fingerprint differs from the recorded one is removed and refused
     (:class:`FingerprintMismatch`) unless ``allow_mismatch``, which keeps it and records the
-    mismatch. ``record``: write the fingerprints into ``benchmark.json``. The provenance also records
+    mismatch. ``record``: write the fingerprints into ``benchmark.json`` (on a CPU of another vendor
+    than the main record's: that vendor's own record, :func:`recorded_for`). The provenance also records
     how this process rounds (:func:`gym_slaterec.core.portable.arithmetic_record`): ``slaterec
     benchmark datasets`` computes with the portable kernels, this function with the process's own."""
     from gym_slaterec.core.portable import arithmetic_record
@@ -364,10 +382,9 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
         else:
             ds, _ = merge_datasets([out / "medium", out / "expert"], dest, overwrite=overwrite, progress=progress)
         ds = LoggedDataset.load(dest)
-        recorded = spec["fingerprints"].get(str(n), {}).get(q)
+        recorded, recorded_return, recorded_with = recorded_for(spec, n, q, arithmetic.get("cpu_vendor"), own_only=record)
         matches = None if recorded is None else recorded == ds.fingerprint
         mean_return = float(ds.returns().mean())
-        recorded_return = spec.get("mean_returns", {}).get(str(n), {}).get(q)
         if q == "random":
             collecting: Any = "random"
         elif q == "medium-expert":
@@ -377,14 +394,15 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                 "source_checkpoint", "checkpoint_fingerprint", "validation_return", "episodes")}
         annotate_provenance(dest, "benchmark", {
             "quality": q, "collecting_policy": collecting, **source, "recorded_fingerprint": recorded,
-            "recorded_mean_return": recorded_return, "matches": matches, "arithmetic": arithmetic,
+            "recorded_mean_return": recorded_return, "recorded_on": (recorded_with or {}).get("cpu_vendor"),
+            "matches": matches, "arithmetic": arithmetic,
             "mismatch_allowed": bool(allow_mismatch and matches is False),
             **({"retrained": retrained} if q == "medium-replay" and rebuild else {})})
         if matches is False and not allow_mismatch:
             shutil.rmtree(dest)
             raise FingerprintMismatch(
                 f"{q} of {env_id}: the rebuilt dataset's fingerprint {ds.fingerprint[:12]} differs from the recorded "
-                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic, q == 'medium-replay' and rebuild, spec.get('recorded_with'))})"
+                f"{str(recorded)[:12]} ({why_rounded_otherwise(arithmetic, q == 'medium-replay' and rebuild, recorded_with)})"
                 f"{mismatch_extent(mean_return, recorded_return, ds.num_episodes)}; it was removed. Pass "
                 "--allow-mismatch to keep it (in a sweep: offline.allow_mismatch: true), its provenance then "
                 "recording the mismatch"
@@ -396,10 +414,13 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                      "fingerprint": ds.fingerprint, "recorded": recorded, "recorded_mean_return": recorded_return,
                      "matches": matches})
     if record:
-        manifest["datasets"]["fingerprints"].setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
-        manifest["datasets"].setdefault("mean_returns", {}).setdefault(str(n), {}).update(
-            {r["quality"]: r["mean_return"] for r in rows})
-        manifest["datasets"]["recorded_with"] = arithmetic
+        target = manifest["datasets"]
+        primary, vendor = (spec.get("recorded_with") or {}).get("cpu_vendor"), arithmetic.get("cpu_vendor")
+        if primary and vendor and vendor != primary:  # the main record stays; this vendor gets its own
+            target = target.setdefault("by_vendor", {}).setdefault(vendor, {})
+        target.setdefault("fingerprints", {}).setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
+        target.setdefault("mean_returns", {}).setdefault(str(n), {}).update({r["quality"]: r["mean_return"] for r in rows})
+        target["recorded_with"] = arithmetic
         with atomic_path(policies / BENCHMARK_MARKER, overwrite=True) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return [r for r in rows if r["quality"] in qualities]

@@ -109,6 +109,21 @@ def test_policies_then_datasets_then_the_same_again_elsewhere(run, tmp_path, cap
         err = capsys.readouterr().err
         assert "the record was made on a CPU from AuthenticAMD and this one is from GenuineIntel" in err
         assert "MKL's reproducible branch (MKL_CBWR) holds on Intel CPUs only" in err
+        # --record there writes that vendor's own record beside the main one, which stays as it was;
+        # a rebuild on that vendor's CPUs is then checked against its own record
+        intel = ["benchmark", "datasets", str(moved), "--out", str(tmp_path / "intel"), "--episodes", "5",
+                 "--qualities", "random", "--no-progress", "--native-arithmetic"]
+        assert main([*intel, "--record"]) == 0
+        written = json.loads((moved / "benchmark.json").read_text())["datasets"]
+        assert written["fingerprints"]["5"]["random"] == "0" * 64 and written["recorded_with"]["cpu_vendor"] == "AuthenticAMD"
+        own = written["by_vendor"]["GenuineIntel"]
+        assert own["fingerprints"]["5"] == {"random": rows["random"]["fingerprint"]}
+        assert own["recorded_with"]["cpu_vendor"] == "GenuineIntel"
+        intel[intel.index("--out") + 1] = str(tmp_path / "intel_again")
+        assert main(intel) == 0
+        bench = LoggedDataset.load(tmp_path / "intel_again" / "FocusedTopDown" / "random").provenance["benchmark"]
+        assert bench["matches"] is True and bench["recorded_on"] == "GenuineIntel"
+        capsys.readouterr()
     # the same clicks as recorded: the message says only the stored actions can differ
     assert f"its mean return equals the recorded one ({rows['random']['mean_return']:.4f})" in err
     assert not (tmp_path / "third" / "FocusedTopDown" / "random").exists()
@@ -330,6 +345,13 @@ def test_the_shipped_policies_agree_with_the_reference_returns_and_rebuild_an_ex
     assert manifest["reference"]["expert_test"] == pytest.approx(ref["expert"], abs=0.01)
     assert manifest["reference"]["random"] == pytest.approx(ref["random"], abs=0.01)
     assert set(manifest["datasets"]["fingerprints"]["10000"]) == set(QUALITIES)  # medium-replay: the kept memory's
+    # the collected datasets also have a record made on the other vendor's CPUs (medium-replay, a retraining, has not)
+    vendors = {manifest["datasets"]["recorded_with"]["cpu_vendor"], *manifest["datasets"]["by_vendor"]}
+    assert vendors == {"AuthenticAMD", "GenuineIntel"}
+    intel = manifest["datasets"]["by_vendor"]["GenuineIntel"]
+    assert set(intel["fingerprints"]["10000"]) == set(QUALITIES) - {"medium-replay"}
+    assert intel["recorded_with"]["portable"] is True
+    assert intel["fingerprints"]["10000"]["random"] == manifest["datasets"]["fingerprints"]["10000"]["random"]
     assert manifest["policies"]["medium"]["replay"] is None and manifest["policies"]["medium"]["episodes"] >= 5000
     assert main(["benchmark", "datasets", env, "--out", str(tmp_path), "--qualities", "expert", "--episodes", "6",
                  "--no-progress", "--json", "--native-arithmetic"]) == 0  # no child process: the returns are the point
