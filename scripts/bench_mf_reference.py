@@ -4,7 +4,10 @@
     .venv/bin/python scripts/bench_mf_reference.py [--episodes 100000] [--rounds 3]
 
 Each round runs one validation pass of the recipe (10 % of the episodes' clicks, each batch an
-optimiser step) with each optimiser in turn and prints milliseconds per step.
+optimiser step) with each optimiser in turn and prints milliseconds per step. That first pass
+starts from fresh moments; later ones ran ~7x slower before the recipe flushed denormals
+(:func:`gym_slaterec.mf_reference.flushed_denormals`): time whole validation records with
+``slaterec train-mf DATA --recipe reference --max-minutes M`` to see that part.
 """
 
 from __future__ import annotations

@@ -154,6 +154,21 @@ def test_reference_recipe_fused_adam_is_the_per_tensor_update():
     np.testing.assert_allclose(tables[0], tables[1], atol=1e-5)
 
 
+def test_denormals_are_flushed_only_inside_the_reference_recipe_block():
+    from gym_slaterec.mf_reference import flushed_denormals
+
+    if not torch.set_flush_denormal(False):  # returns whether this CPU can flush (x86 with SSE3, most ARM)
+        pytest.skip("this CPU cannot flush denormals")
+    tiny = torch.full((4,), 1e-39)  # a float32 denormal
+    assert float((tiny * 1.0)[0]) != 0.0
+    with flushed_denormals():
+        assert float((tiny * 1.0)[0]) == 0.0
+        with flushed_denormals():  # nested: the outer setting survives the inner block
+            pass
+        assert float((tiny * 1.0)[0]) == 0.0
+    assert float((tiny * 1.0)[0]) != 0.0  # restored
+
+
 def test_train_mf_cli_time_limit_is_checked(capsys):
     from gym_slaterec.cli import main
 
