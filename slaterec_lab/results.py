@@ -315,7 +315,9 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
     """Runs of one method and environment whose configurations differ (other than in
     seed and bookkeeping) are not seeds of one setting: their labels get the differing
     values other than the paper's own (``sac-gems [gamma=0.0]``, :func:`paper_settings`), so a
-    table or a figure never averages them together; runs at the paper's values keep the plain name."""
+    table or a figure never averages them together; runs at the paper's values keep the plain name.
+    A run's own hyper-parameters away from its method's defaults (:func:`own_settings`) are named
+    even where no other run stands beside it."""
     groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.env_id, r.method), []).append(r)
