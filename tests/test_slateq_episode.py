@@ -183,7 +183,10 @@ def test_slateq_paper_regime_runs_reload_and_show_their_variant(tmp_path):
     replay = evaluate_agent(agent, lambda n: runs.base_env(agent.config, n), 8, VALIDATION_SEED)
     assert replay.summary()["mean"] == res["best"]["validation_return"]
     records, _ = comparable_records([tmp_path], need_test=True)
-    assert sorted(r.method for r in records) == ["slateq (episode replay)", "slateq (episode replay, reference)"]
+    assert sorted(r.base_method for r in records) == ["slateq (episode replay)", "slateq (episode replay, reference)"]
+    # both rows name the test's own small settings (not the methods' defaults), the same in both variants
+    assert len({r.method.split(") ", 1)[1] for r in records}) == 1
+    assert all("warmup_episodes=10" in r.method and "learn_from" not in r.method for r in records)
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable EpisodeSlateQ checkpoint"):
         EpisodeSlateQ.load(tmp_path / "bad.zip")
