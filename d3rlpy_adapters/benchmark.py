@@ -307,6 +307,13 @@ def mismatch_extent(mean_return: float, recorded: Optional[float], episodes: int
             f"in {episodes:,} episodes: its trajectories differ")
 
 
+def other_vendor(spec: dict[str, Any], vendor: Optional[str]) -> Optional[str]:
+    """``vendor`` where the main record was made on another vendor's CPU (its own record then
+    goes in ``datasets.by_vendor``), else None."""
+    primary = (spec.get("recorded_with") or {}).get("cpu_vendor")
+    return vendor if vendor and primary and vendor != primary else None
+
+
 def recorded_for(spec: dict[str, Any], episodes: int, quality: str, vendor: Optional[str],
                  own_only: bool = False) -> tuple[Optional[str], Optional[float], Optional[dict[str, Any]]]:
     """The fingerprint, mean return and recording conditions a dataset rebuilt on a CPU from ``vendor``
@@ -314,8 +321,7 @@ def recorded_for(spec: dict[str, Any], episodes: int, quality: str, vendor: Opti
     alike on CPUs of one vendor, not across vendors) where it holds the quality, else the main record.
     ``own_only``: the vendor's own record or nothing (``--record`` on a vendor the main record is not from)."""
     n = str(episodes)
-    primary = (spec.get("recorded_with") or {}).get("cpu_vendor")
-    if vendor and primary and vendor != primary:
+    if other_vendor(spec, vendor):
         own = (spec.get("by_vendor") or {}).get(vendor) or {}
         fingerprint = (own.get("fingerprints") or {}).get(n, {}).get(quality)
         if fingerprint is not None or own_only:
@@ -415,8 +421,8 @@ def build_datasets(policies: PathLike, out: PathLike, qualities: Sequence[str] =
                      "matches": matches})
     if record:
         target = manifest["datasets"]
-        primary, vendor = (spec.get("recorded_with") or {}).get("cpu_vendor"), arithmetic.get("cpu_vendor")
-        if primary and vendor and vendor != primary:  # the main record stays; this vendor gets its own
+        vendor = other_vendor(spec, arithmetic.get("cpu_vendor"))
+        if vendor:  # the main record stays; this vendor gets its own
             target = target.setdefault("by_vendor", {}).setdefault(vendor, {})
         target.setdefault("fingerprints", {}).setdefault(str(n), {}).update({r["quality"]: r["fingerprint"] for r in rows})
         target.setdefault("mean_returns", {}).setdefault(str(n), {}).update({r["quality"]: r["mean_return"] for r in rows})
