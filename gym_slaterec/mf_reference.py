@@ -99,7 +99,7 @@ def train_reference_recipe(users: np.ndarray, items: np.ndarray, num_episodes: i
 
     best = {"loss": math.inf, "items": item_emb.weight.detach().clone(), "validation": 0}
     bad, validations, epoch, started = 0, 0, 0, time.time()
-    stop, stopped = False, "epochs"
+    stopped: str | None = None  # patience or time, when one of them ends it before the epoch cap
     with flushed_denormals():
         for epoch in range(1, epochs + 1):
             order = torch.randperm(len(tr_u), generator=gen).to(device)
@@ -120,15 +120,15 @@ def train_reference_recipe(users: np.ndarray, items: np.ndarray, num_episodes: i
                     else:
                         bad += 1
                         if bad == patience:
-                            stop, stopped = True, "patience"
+                            stopped = "patience"
                             break
                     if max_seconds is not None and time.time() - started > max_seconds:
-                        stop, stopped = True, "time"
+                        stopped = "time"
                         break
                 train_losses.append(step(tr_u[idx], tr_i[idx]))
-            if stop:
+            if stopped:
                 break
     metrics = {"val_bpr_loss": best["loss"], "best_validation": best["validation"], "validations": validations,
-               "epochs_run": epoch, "stopped": stopped, "train_clicks": int(len(tr_u)), "val_clicks": int(len(va_u)),
-               "seconds": time.time() - started}
+               "epochs_run": epoch, "stopped": stopped or "epochs", "train_clicks": int(len(tr_u)),
+               "val_clicks": int(len(va_u)), "seconds": time.time() - started}
     return best["items"].cpu().numpy().astype(np.float32), metrics
