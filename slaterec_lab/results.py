@@ -247,9 +247,12 @@ BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_rep
 
 
 def _shown(key: str, value: Any) -> str:
+    name = key.split(".")[-1]
     if key in ("gems", "mf") and isinstance(value, str):
         value = Path(value).stem  # a GeMS / MF file: its name tells the variants apart
-    return f"{key.split('.')[-1]}={value}"
+    elif name == "item_embeddings":  # a matrix file by its name, not the path it had on one machine
+        value = "default" if value is None else Path(value).stem if isinstance(value, str) else value
+    return f"{name}={value}"
 
 
 def _per_seed_as_one(key: str, value: Any, seed: Optional[int]) -> Any:
@@ -332,6 +335,7 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
             if c.get("max_wall_s") is not None and _reached_budget(r):
                 c["max_wall_s"] = None  # a limit that never bound changes nothing about the run
         differing = [k for k in keys if len({json.dumps(c[k], sort_keys=True, default=str) for c in settings}) > 1]
+        _one_name_for_the_matrix(differing, settings)
         # a value at the paper's own setting is left out of the label (two labels that name the
         # same values then stand for the same configuration); none left: the plain name. One
         # group is one method label, so one method and variant.
@@ -341,6 +345,17 @@ def label_variants(records: list[RunRecord]) -> list[RunRecord]:
             shown = {k: text for k in differing if (text := _shown(k, c[k])) not in as_published}
             _add_settings(r, {**own_settings(r), **shown})
     return records
+
+
+def _one_name_for_the_matrix(differing: list[str], settings: list[dict[str, Any]]) -> None:
+    """Where the matrix files' names already tell the runs' matrices apart, the fingerprint
+    (``items``) is not named beside them; where two matrices share a file name, it is."""
+    files = [k for k in differing if k.split(".")[-1] == "item_embeddings"]
+    if "items" not in differing or len(files) != 1:
+        return
+    pairs = {(_shown(files[0], c.get(files[0])), c.get("items")) for c in settings}
+    if len({name for name, _ in pairs}) == len(pairs):
+        differing.remove("items")
 
 
 def _add_settings(r: RunRecord, shown: dict[str, str]) -> None:

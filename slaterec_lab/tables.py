@@ -34,16 +34,19 @@ _LABEL = re.compile(r"(?P<method>[^ ]+)(?: \((?P<notes>[^)]*)\))?(?: \[(?P<setti
 #: them are two budgets of one method, each compared with the paper's number (the budget table
 #: shows them)
 BUDGET_SETTINGS = ("max_wall_s", "episodes")
+#: what a run was given to work with (its GeMS, MF table, item matrix): rows that differ only in
+#: them are one method on other inputs, each compared with the paper's number too
+INPUT_SETTINGS = ("gems", "mf", "item_embeddings", "items")
 
 
 def paper_value(label: str, env: str) -> Optional[float]:
     """The published return of a table row: its method and differing settings decide which
-    (its regime, variant and budget do not: they are all compared with the paper's number)."""
+    (its regime, variant, budget and inputs do not: they are all compared with the paper's number)."""
     m = _LABEL.fullmatch(label)
     if m is None:
         return None
     settings = [s for s in re.split(r", (?=[\w.]+=)", m["settings"] or "") if s]
-    kept = ", ".join(s for s in settings if s.split("=", 1)[0] not in BUDGET_SETTINGS)
+    kept = ", ".join(s for s in settings if s.split("=", 1)[0] not in BUDGET_SETTINGS + INPUT_SETTINGS)
     return PAPER.get((m["method"], kept), {}).get(env)
 
 

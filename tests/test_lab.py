@@ -237,6 +237,29 @@ def test_one_gems_file_under_two_paths_is_one_setting(tmp_path):
     assert len({r.method for r in mixed}) == 2
 
 
+def test_runs_on_other_inputs_name_their_files_and_face_the_paper(tmp_path):
+    """Rows told apart by their inputs name the files (no machine's path, the matrix fingerprint only
+    where two matrices share a file name), and each still faces the paper's number."""
+    from slaterec_lab.results import label_variants
+    from slaterec_lab.tables import paper_value
+
+    runs = (("a0", 0, "/machine/one/reference_items.npy", "/x/shipped_mf.pt"),
+            ("a1", 1, "/machine/three/reference_items.npy", "/x/shipped_mf.pt"),
+            ("b0", 0, None, "/y/recipe_mf.npz"))
+    for name, seed, matrix, mf in runs:
+        run = fake_run(tmp_path, name, "sac-topk-mf", seed, 200.0, [(0, 50.0)], items=matrix or "focused")
+        env_kwargs = {} if matrix is None else {"item_embeddings": matrix}
+        (run / "config.json").write_text(json.dumps({"seed": seed, "mf": mf, "env_kwargs": env_kwargs}))
+    records = label_variants([read_run(tmp_path / n) for n in ("a0", "b0")])
+    assert sorted(r.method for r in records) == ["sac-topk-mf [item_embeddings=default, mf=recipe_mf]",
+                                                 "sac-topk-mf [item_embeddings=reference_items, mf=shipped_mf]"]
+    assert all(paper_value(r.method, "FocusedTopDown") == 254.4 for r in records)
+    # two matrices under one file name: their fingerprints tell them apart
+    same_name = {r.seed: r.method for r in label_variants([read_run(tmp_path / n) for n in ("a0", "a1")])}
+    assert same_name[0] != same_name[1] and all("items=" in m and "/" not in m for m in same_name.values())
+    assert paper_value("sac-topk-mf [mf=recipe_mf, tau=0.1]", "FocusedTopDown") is None  # a setting still counts
+
+
 def test_a_wall_time_limit_splits_rows_only_where_it_stopped_a_run(tmp_path):
     """Runs that trained their whole budget are seeds of one setting whatever limit they ran under;
     a run the limit stopped short stays apart (its row says which limit)."""
