@@ -251,7 +251,7 @@ def _shown(key: str, value: Any) -> str:
     if key in ("gems", "mf") and isinstance(value, str):
         value = Path(value).stem  # a GeMS / MF file: its name tells the variants apart
     elif name == "item_embeddings":  # a matrix file by its name, not the path it had on one machine
-        value = "default" if value is None else Path(value).stem if isinstance(value, str) else value
+        value = "default" if value is None else Path(str(value)).stem
     return f"{name}={value}"
 
 
