@@ -93,6 +93,25 @@ def test_slateq_loss_is_the_stated_formula(switches, penalty):
     assert got == pytest.approx(expect, rel=1e-4, abs=1e-6)
 
 
+def test_item_values_and_their_gradients_are_the_whole_heads_gathered():
+    from sb3_slate.agents.episode_slateq import item_values
+
+    torch.manual_seed(3)
+    last = torch.nn.Linear(8, 30)
+    hidden = torch.randn(2, 5, 8, requires_grad=True)
+    items = torch.randint(0, 30, (2, 5, 4))
+    items[0, 0] = 7  # one item four times in a turn: its gradients add up
+    weights = torch.randn(2, 5, 4)
+    got = item_values(last, hidden, items)
+    grads = torch.autograd.grad((got * weights).sum(), [last.weight, last.bias, hidden])
+    expect = last(hidden).gather(-1, items)
+    expect_grads = torch.autograd.grad((expect * weights).sum(), [last.weight, last.bias, hidden])
+    assert torch.allclose(got, expect, atol=1e-6)
+    for g, e in zip(grads, expect_grads):
+        assert torch.allclose(g, e, atol=1e-5)
+    assert grads[0][7].abs().sum() > 0 and grads[0][items.unique()].ne(0).any(dim=1).all()
+
+
 def test_whole_batch_check_divides_every_slate_once_one_topic_crowds_the_batch():
     cm = ClickModel(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), np.ones(2), 0.0, 1.0, 1.0, 2.0, 2)
     slates = torch.tensor([[0, 2], [1, 3]])  # no slate crowded; topic 0 twice over the batch

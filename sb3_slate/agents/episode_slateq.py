@@ -152,9 +152,14 @@ def head_hidden(head: MLP, x: torch.Tensor) -> torch.Tensor:
 
 
 def item_values(last: torch.nn.Linear, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """The output layer's values of ``items`` (..., m) only: ``W[items] . hidden + b[items]``."""
-    w = last.weight[items]  # (..., m, hidden)
-    return (w @ hidden[..., None]).squeeze(-1) + last.bias[items]
+    """The output layer's values of ``items`` (..., m) only: ``W[items] . hidden + b[items]``.
+
+    Rows are gathered by ``index_select``: its backward is an ``index_add_``, where a gather
+    through ``Tensor.__getitem__`` back-propagates by an accumulating ``index_put_`` (the same
+    sums, ~40 % slower on a CPU for a step's 20,000 items)."""
+    flat = items.reshape(-1)
+    w = last.weight.index_select(0, flat).view(*items.shape, -1)  # (..., m, hidden)
+    return (w @ hidden[..., None]).squeeze(-1) + last.bias.index_select(0, flat).view(items.shape)
 
 
 class EpisodeSlateQ(OwnLoopPlumbing):
