@@ -246,10 +246,21 @@ BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_rep
                               "allow_partial", "log_every", "replay_snapshots"})  # max_wall_s is a budget: it splits rows
 
 
+def _input_file_name(value: str) -> str:
+    """A GeMS / MF file as a label names it: its file name, or for a file of a shipped policy
+    bundle (``.../data/benchmark/ENV/QUALITY/inputs/gems.pt``) the bundle (``shipped:ENV/QUALITY``),
+    whose files all share one name."""
+    parts = Path(value).parts
+    for i in range(1, len(parts) - 4):
+        if parts[i - 1:i + 1] == ("data", "benchmark") and parts[i + 3] == "inputs":
+            return f"shipped:{parts[i + 1]}/{parts[i + 2]}"
+    return Path(value).stem
+
+
 def _shown(key: str, value: Any) -> str:
     name = key.split(".")[-1]
     if key in ("gems", "mf") and isinstance(value, str):
-        value = Path(value).stem  # a GeMS / MF file: its name tells the variants apart
+        value = _input_file_name(value)  # a GeMS / MF file: its name tells the variants apart
     elif name == "item_embeddings":  # a matrix file by its name, not the path it had on one machine
         value = "default" if value is None else Path(str(value)).stem
     return f"{name}={value}"

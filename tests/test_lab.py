@@ -260,6 +260,20 @@ def test_runs_on_other_inputs_name_their_files_and_face_the_paper(tmp_path):
     assert paper_value("sac-topk-mf [mf=recipe_mf, tau=0.1]", "FocusedTopDown") is None  # a setting still counts
 
 
+def test_a_shipped_bundles_gems_is_named_by_its_bundle(tmp_path):
+    """The shipped policies' GeMS files are all called gems.pt: a row on one names the bundle."""
+    from slaterec_lab.results import label_variants
+
+    shipped = "/elsewhere/site-packages/gym_slaterec/data/benchmark/FocusedTopDown/expert/inputs/gems.pt"
+    for name, seed, gems in (("a0", 0, shipped), ("b0", 0, "/m/runs/ref/gems_reference_focused.pt"),
+                             ("c0", 0, "/m/runs/sweep/gems.pt")):
+        run = fake_run(tmp_path, name, "sac-gems", seed, 200.0, [(0, 50.0)])
+        (run / "config.json").write_text(json.dumps({"seed": seed, "gems": gems}))
+    labels = sorted(r.method for r in label_variants([read_run(tmp_path / n) for n in ("a0", "b0", "c0")]))
+    assert labels == ["sac-gems [gems=gems]", "sac-gems [gems=gems_reference_focused]",
+                      "sac-gems [gems=shipped:FocusedTopDown/expert]"]
+
+
 def test_a_wall_time_limit_splits_rows_only_where_it_stopped_a_run(tmp_path):
     """Runs that trained their whole budget are seeds of one setting whatever limit they ran under;
     a run the limit stopped short stays apart (its row says which limit)."""
