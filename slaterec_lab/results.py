@@ -248,8 +248,10 @@ BOOKKEEPING_KEYS = frozenset({"seed", "tag", "notes", "torch_threads", "save_rep
 
 def _input_file_name(value: str) -> str:
     """A GeMS / MF file as a label names it: its file name, or for a file of a shipped policy
-    bundle (``.../data/benchmark/ENV/QUALITY/inputs/gems.pt``) the bundle (``shipped:ENV/QUALITY``),
-    whose files all share one name."""
+    bundle (``.../data/benchmark/ENV/QUALITY/inputs/gems.pt``, as
+    :func:`d3rlpy_adapters.benchmark.bundle_run` lays it out) the bundle (``shipped:ENV/QUALITY``),
+    whose files all share one name. Matched on the recorded path's parts, since a summary's path
+    may come from another machine's installation."""
     parts = Path(value).parts
     for i in range(1, len(parts) - 4):
         if parts[i - 1:i + 1] == ("data", "benchmark") and parts[i + 3] == "inputs":
