@@ -112,6 +112,45 @@ def test_item_values_and_their_gradients_are_the_whole_heads_gathered():
     assert grads[0][7].abs().sum() > 0 and grads[0][items.unique()].ne(0).any(dim=1).all()
 
 
+@pytest.mark.parametrize("learn_from", SLATEQ_SWITCHES["learn_from"])
+def test_loss_over_regressed_pairs_has_the_gradients_of_the_masked_dense_loss(learn_from):
+    """The loss computes only the regressed (turn, item) pairs; its value and gradients are those
+    of the errors of every shown item (or every turn's first clicked item), masked by clicks."""
+    from sb3_slate.agents.episode_slateq import head_hidden, item_values
+
+    m = _model({**PAPER, "learn_from": learn_from})
+    S, C, U = _episodes(np.random.default_rng(8), B=3)
+    C[1, 2, :] = 0.0  # a turn without clicks
+    C[2, 3, :] = 1.0  # one where all are clicked
+    C[0, 1, :] = torch.tensor([0.0, 1.0, 1.0])  # a first click after the first rank
+    params = [*m.belief.parameters(), *m.q_head.parameters()]
+    got = m.loss(S, C, U)
+    got_grads = torch.autograd.grad(got, params)
+
+    b = m.belief.unroll(S, C)
+    hidden = head_hidden(m.q_head, b)
+    with torch.no_grad():  # the target as the loss computes it, through the online ranking
+        rel = m.clicks_model.relevance(U)
+        chosen = m.greedy(m.q_head[-1](hidden[:, 1:]), rel)
+        q_next = item_values(m.q_target[-1], head_hidden(m.q_target, b[:, 1:]), chosen)
+        value = (m.clicks_model.click_probs(rel.gather(2, chosen), chosen) * q_next).sum(dim=2)
+        value[:, -1] = 0.0
+        y = 1.0 + m.gamma * value
+    if learn_from == "shown_clicks":
+        err = (item_values(m.q_head[-1], hidden[:, :-1], S[:, 1:]) - y[..., None]) ** 2
+        mask = C[:, 1:]
+    else:
+        first = C[:, :-1].argmax(dim=2, keepdim=True)
+        err = (item_values(m.q_head[-1], hidden[:, :-1], S[:, :-1].gather(2, first)).squeeze(2) - y) ** 2
+        mask = C[:, :-1].amax(dim=2)
+    expect = (err * mask).sum() / mask.sum()
+    expect_grads = torch.autograd.grad(expect, params)
+    assert float(got.detach()) == pytest.approx(float(expect.detach()), rel=1e-6)
+    for g, e in zip(got_grads, expect_grads):
+        assert torch.allclose(g, e, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in got_grads)
+
+
 def test_whole_batch_check_divides_every_slate_once_one_topic_crowds_the_batch():
     cm = ClickModel(np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1]), np.ones(2), 0.0, 1.0, 1.0, 2.0, 2)
     slates = torch.tensor([[0, 2], [1, 3]])  # no slate crowded; topic 0 twice over the batch

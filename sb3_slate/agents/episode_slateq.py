@@ -162,6 +162,13 @@ def item_values(last: torch.nn.Linear, hidden: torch.Tensor, items: torch.Tensor
     return (w @ hidden[..., None]).squeeze(-1) + last.bias.index_select(0, flat).view(items.shape)
 
 
+def pair_values(last: torch.nn.Linear, hidden: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The output layer's value of item ``items[j]`` at hidden row ``rows[j]``, (n,): one value
+    per (row, item) pair, ``hidden`` (R, hidden)."""
+    w = last.weight.index_select(0, items)
+    return (w * hidden.index_select(0, rows)).sum(dim=1) + last.bias.index_select(0, items)
+
+
 class EpisodeSlateQ(OwnLoopPlumbing):
     """SlateQ over whole-episode replay with a GRU belief (see the module docstring)."""
 
@@ -282,15 +289,19 @@ class EpisodeSlateQ(OwnLoopPlumbing):
             value = (probs * q_next).sum(dim=2)
             value[:, -1] = 0.0  # the session ends after its last turn
             y = 1.0 + self.gamma * value
-        if self.learn_from == "shown_clicks":
-            mask = C[:, 1:]  # (B, T, k): the clicks on the slate shown at turn t
-            err = (item_values(last, hidden[:, :-1], S[:, 1:]) - y[..., None]) ** 2
+        # only the regressed (turn, item) pairs are computed: the other items have no loss
+        B, T1, k = S.shape
+        if self.learn_from == "shown_clicks":  # every item clicked in the slate shown at turn t
+            pos = (C[:, 1:].reshape(-1) > 0).nonzero().squeeze(1)  # into (B, T, k)
+            turn = pos // k
         else:  # the reference's: the first clicked item of observation t
             clicked = C[:, :-1] > 0
-            mask = clicked.any(dim=2).float()
-            first = clicked.float().argmax(dim=2, keepdim=True)
-            err = (item_values(last, hidden[:, :-1], S[:, :-1].gather(2, first)).squeeze(2) - y) ** 2
-        return (err * mask).sum() / mask.sum().clamp(min=1.0)
+            turn = clicked.any(dim=2).reshape(-1).nonzero().squeeze(1)  # into (B, T)
+            pos = turn * k + clicked.float().argmax(dim=2).reshape(-1).index_select(0, turn)
+        items = (S[:, 1:] if self.learn_from == "shown_clicks" else S[:, :-1]).reshape(-1).index_select(0, pos)
+        rows = turn + turn // (T1 - 1)  # b_t of episode e is row e (T + 1) + t of the hidden layer
+        q = pair_values(last, hidden.reshape(B * T1, -1), rows, items)
+        return ((q - y.reshape(-1).index_select(0, turn)) ** 2).sum() / max(len(turn), 1)
 
     def learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
               progress_bar: bool = False) -> "EpisodeSlateQ":
