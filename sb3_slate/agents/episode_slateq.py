@@ -125,8 +125,10 @@ class ClickModel(torch.nn.Module):
         self.num_topics = int(self.item_topics.max()) + 1
 
     def relevance(self, users: torch.Tensor) -> torch.Tensor:
-        """(..., d) user vectors -> (..., N) attractiveness of every item."""
-        return torch.sigmoid((users @ self.items_t / self.max_score - self.offset) * self.slope)
+        """(..., d) user vectors -> (..., N) attractiveness of every item (no gradient)."""
+        with torch.no_grad():  # in place: a step's (B, T, N) block is written once, not four times
+            x = users @ self.items_t
+            return x.div_(self.max_score).sub_(self.offset).mul_(self.slope).sigmoid_()
 
     def click_probs(self, rel: torch.Tensor, slates: torch.Tensor, whole_batch: bool = False) -> torch.Tensor:
         """P(click r) of (..., k) slates whose items have attractiveness ``rel`` (..., k)."""
