@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-act", action="store_true", help="time gradient steps only")
     args = parser.parse_args()
+    from gym_slaterec.core.allocator import keep_freed_memory
+
     torch.set_num_threads(1)
+    keep_freed_memory()  # as slaterec train
     print("| SlateQ (paper regime, 1 thread) | gradient step (ms) | act + env step, 100 users (ms) |")
     print("|---|---:|---:|")
     for variant in args.variants:
