@@ -294,13 +294,15 @@ class EpisodeSlateQ(OwnLoopPlumbing):
         # only the regressed (turn, item) pairs are computed: the other items have no loss
         B, T1, k = S.shape
         if self.learn_from == "shown_clicks":  # every item clicked in the slate shown at turn t
+            shown = S[:, 1:]
             pos = (C[:, 1:].reshape(-1) > 0).nonzero().squeeze(1)  # into (B, T, k)
             turn = pos // k
         else:  # the reference's: the first clicked item of observation t
+            shown = S[:, :-1]
             clicked = C[:, :-1] > 0
             turn = clicked.any(dim=2).reshape(-1).nonzero().squeeze(1)  # into (B, T)
             pos = turn * k + clicked.float().argmax(dim=2).reshape(-1).index_select(0, turn)
-        items = (S[:, 1:] if self.learn_from == "shown_clicks" else S[:, :-1]).reshape(-1).index_select(0, pos)
+        items = shown.reshape(-1).index_select(0, pos)
         rows = turn + turn // (T1 - 1)  # b_t of episode e is row e (T + 1) + t of the hidden layer
         q = pair_values(last, hidden.reshape(B * T1, -1), rows, items)
         return ((q - y.reshape(-1).index_select(0, turn)) ** 2).sum() / max(len(turn), 1)
