@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", choices=("environment", "dataset"), default="environment",
                    help="environment: one column per environment (Table 2); dataset: offline runs as D4RL tables, one "
                         "per environment, a column per dataset (quality and fingerprint), the dataset's own return first")
+    p.add_argument("--whole-budget", action="store_true",
+                   help="only runs that trained their whole budget (leave out runs a wall-time limit stopped short)")
     p.add_argument("--out", type=Path, help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace a table this command wrote before")
     p.set_defaults(handler=cmd_table)
@@ -149,6 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--title", default="")
     c.add_argument("--x", choices=("episodes", "turns", "wall_s"), default="episodes", help="the horizontal axis")
     c.add_argument("--per-seed", action="store_true", help="one line per run (seed) instead of the mean and band")
+    c.add_argument("--whole-budget", action="store_true", help="only runs that trained their whole budget")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(handler=cmd_plot_curves)
     c = kinds.add_parser("slates", help="Fig. 2: relevance scores and boredom of the slates two (or more) runs "
@@ -206,7 +209,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from .results import comparable_records
     from .tables import build, build_by_dataset, render, render_by_dataset
 
-    records, notes = comparable_records(args.runs, need_test=True)
+    records, notes = comparable_records(args.runs, need_test=True, whole_budget=args.whole_budget)
     _warn(notes)
     if args.columns == "dataset":
         if args.paper:
@@ -297,7 +300,7 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
     from .results import comparable_records
 
     _check_figure_out(args)
-    records, notes = comparable_records(args.runs, need_test=False)
+    records, notes = comparable_records(args.runs, need_test=False, whole_budget=args.whole_budget)
     _warn(notes)
     plot_curves(records, args.out, args.title, args.x, per_seed=args.per_seed)
     print(f"wrote {args.out} ({len(records)} runs)")

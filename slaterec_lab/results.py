@@ -507,11 +507,22 @@ def run_budget(results: dict[str, Any], state: dict[str, Any], offline: bool) ->
     return {k: int(v) for k, v in out.items() if v is not None}
 
 
-def comparable_records(paths: Iterable[Path], need_test: bool) -> tuple[list[RunRecord], list[str]]:
+def trained_whole_budget(r: RunRecord) -> bool:
+    """Whether a run trained its whole budget: a training that no wall-time limit stopped short,
+    or a reference policy (nothing to train)."""
+    from sb3_slate.methods import REFERENCE_METHODS
+
+    return r.config.get("method") in REFERENCE_METHODS or _reached_budget(r)
+
+
+def comparable_records(paths: Iterable[Path], need_test: bool,
+                       whole_budget: bool = False) -> tuple[list[RunRecord], list[str]]:
     """The runs under ``paths`` ready to be averaged over seeds, and notes on what was left out.
 
     Damaged runs are skipped; with ``need_test``, runs without a finite test return (unfinished,
-    or NaN) are too; labels split runs whose settings differ (:func:`label_variants`); and runs
+    or NaN) are too; with ``whole_budget``, runs stopped before their whole budget
+    (:func:`trained_whole_budget`; before labelling, so the rows left are named among themselves);
+    labels split runs whose settings differ (:func:`label_variants`); and runs
     of one label, environment and seed (a copy, or the same command run twice) count once."""
     notes: list[str] = []
     records = []
@@ -520,6 +531,12 @@ def comparable_records(paths: Iterable[Path], need_test: bool) -> tuple[list[Run
             records.append(read_run(run))
         except ValueError as exc:
             notes.append(f"skipped damaged run {run}: {exc}")
+    if whole_budget:
+        short = [r for r in records if not trained_whole_budget(r)]
+        records = [r for r in records if trained_whole_budget(r)]
+        if short:
+            notes.append(f"left out {len(short)} {'run' if len(short) == 1 else 'runs'} stopped before the whole "
+                         "budget (--whole-budget)")
     records = label_variants(records)
     if need_test:
         kept = []

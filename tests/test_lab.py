@@ -287,6 +287,30 @@ def test_a_wall_time_limit_splits_rows_only_where_it_stopped_a_run(tmp_path):
     assert mixed[0] == mixed[1] == "sac-gems" and mixed[2] == "sac-gems [max_wall_s=8125]"
 
 
+def test_whole_budget_leaves_out_the_runs_a_limit_stopped_short(tmp_path, capsys):
+    """``--whole-budget`` keeps the runs that trained their whole budget and the reference policies
+    (nothing to train), names the rows among those alone, and says how many runs it left out."""
+    from slaterec_lab.results import comparable_records
+
+    for name, seed, limit, ran, test in (("a0", 0, None, 1000, 300.0), ("a1", 1, 12650, 1000, 310.0),
+                                         ("b0", 2, 8125, 652, 100.0)):
+        run = fake_run(tmp_path, name, "sac-gems", seed, test, [(0, 50.0)], wall=600.0, episodes=ran)
+        (run / "config.json").write_text(json.dumps({"method": "sac-gems", "seed": seed, "episodes": 1000,
+                                                     "max_wall_s": limit}))
+    oracle = fake_run(tmp_path, "oracle", "oracle", 0, 107.0, [(0, 107.0)], wall=2.0, episodes=0)
+    (oracle / "config.json").write_text(json.dumps({"method": "oracle", "seed": 0, "episodes": 1}))
+    records, notes = comparable_records([tmp_path], need_test=True, whole_budget=True)
+    assert sorted((r.method, r.seed) for r in records) == [("oracle", 0), ("sac-gems", 0), ("sac-gems", 1)]
+    assert notes == ["left out 1 run stopped before the whole budget (--whole-budget)"]
+    everything = sorted(r.method for r in comparable_records([tmp_path], need_test=True)[0])
+    assert everything == ["oracle", "sac-gems", "sac-gems", "sac-gems [max_wall_s=8125]"]
+    assert main(["table", str(tmp_path), "--whole-budget"]) == 0
+    out = capsys.readouterr()
+    assert "| sac-gems | **305.0 ± 63.5 (n=2)** |" in out.out and "max_wall_s" not in out.out and "left out 1 run" in out.err
+    assert main(["table", str(tmp_path)]) == 0
+    assert "| sac-gems [max_wall_s=8125] | 100.0 (n=1)" in capsys.readouterr().out
+
+
 def _fake_sweep(root: Path) -> Path:
     trials = []
     for kl in (0.1, 1.0):
