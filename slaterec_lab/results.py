@@ -532,11 +532,11 @@ def comparable_records(paths: Iterable[Path], need_test: bool,
         except ValueError as exc:
             notes.append(f"skipped damaged run {run}: {exc}")
     if whole_budget:
-        short = [r for r in records if not trained_whole_budget(r)]
-        records = [r for r in records if trained_whole_budget(r)]
-        if short:
-            notes.append(f"left out {len(short)} {'run' if len(short) == 1 else 'runs'} stopped before the whole "
-                         "budget (--whole-budget)")
+        whole = [r for r in records if trained_whole_budget(r)]
+        if (short := len(records) - len(whole)):
+            notes.append(f"left out {short} {'run' if short == 1 else 'runs'} that did not train the whole budget "
+                         "(--whole-budget)")
+        records = whole
     records = label_variants(records)
     if need_test:
         kept = []

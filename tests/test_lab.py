@@ -301,7 +301,7 @@ def test_whole_budget_leaves_out_the_runs_a_limit_stopped_short(tmp_path, capsys
     (oracle / "config.json").write_text(json.dumps({"method": "oracle", "seed": 0, "episodes": 1}))
     records, notes = comparable_records([tmp_path], need_test=True, whole_budget=True)
     assert sorted((r.method, r.seed) for r in records) == [("oracle", 0), ("sac-gems", 0), ("sac-gems", 1)]
-    assert notes == ["left out 1 run stopped before the whole budget (--whole-budget)"]
+    assert notes == ["left out 1 run that did not train the whole budget (--whole-budget)"]
     everything = sorted(r.method for r in comparable_records([tmp_path], need_test=True)[0])
     assert everything == ["oracle", "sac-gems", "sac-gems", "sac-gems [max_wall_s=8125]"]
     assert main(["table", str(tmp_path), "--whole-budget"]) == 0
